@@ -1,0 +1,44 @@
+# Two commands: `make run` (the service on the embedded simulator) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint pytest venv prometheus bench diagrams clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(VENV)/bin/optionsbot run $(if $(CONFIG),--config $(CONFIG))
+
+# Prometheus (and promtool) from Debian's packages, only when missing.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Prometheus from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+	  { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+pytest: venv prometheus
+	$(PY) -m pytest -q
+
+test: lint pytest
+
+bench: venv
+	$(PY) -m bench.bars
+
+diagrams: venv
+	$(PY) -m machines.diagram --write README.md
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

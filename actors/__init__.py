@@ -1,0 +1,1 @@
+"""Pykka actors, their messages, and the system that wires them."""

@@ -1,0 +1,155 @@
+"""The `optionsbot` command: a thin layer over actors.system."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from configs.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("optionsbot")
+
+
+def _load(path: str | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    from actors import logs
+    from actors.system import System
+
+    logs.setup(
+        settings.log.level, settings.log.json_file, [settings.broker.account.get_secret_value()]
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        import pykka.debug
+
+        signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
+    except (AttributeError, ValueError):
+        pass
+    system = System(settings)
+    try:
+        system.start()
+    except Exception as exc:  # noqa: BLE001 - say what failed, in one line, and exit non-zero
+        log.error("start-up failed: %s", exc)
+        return 1
+    try:
+        while not stop.wait(0.5):
+            if system.failed.is_set():
+                break
+    finally:
+        log.info("stopping: actors stop in reverse order")
+        system.stop()
+    return 1 if system.failed.is_set() else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    print(
+        f"configuration OK: {args.config or 'configs/default.yaml'} ({len(settings.symbols)} symbols, "
+        f"{'dry-run' if settings.dry_run else 'LIVE'}, broker {settings.broker.mode})"
+    )
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    path: Path = settings.risk.kill_switch_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"flatten": bool(args.flatten)}))
+    print(
+        f"kill switch engaged ({path}); new entries pause within a second. `optionsbot resume` to release."
+    )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    path: Path = settings.risk.kill_switch_file
+    if path.exists():
+        path.unlink()
+        print(
+            f"kill switch released ({path} removed); restart the service or it resumes on its next check"
+        )
+    else:
+        print("kill switch was not engaged")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    from storage import OrderRepo, PositionRepo, open_db
+
+    if not settings.storage.path.exists():
+        print(f"no database yet at {settings.storage.path}")
+        return 0
+    db = open_db(settings.storage.path)
+    orders = OrderRepo(db)
+    print("orders by state:", json.dumps(orders.count_by_state(), sort_keys=True))
+    print("open positions:")
+    for p in PositionRepo(db).open():
+        print(
+            f"  {p['local_symbol'] or p['symbol']}: {p['quantity']:g} @ {p['avg_cost'] / 100:.2f}"
+        )
+    for d in db.query("select * from trading_days order by trading_date desc limit 3"):
+        print(
+            f"day {d['trading_date']}: start equity {d['start_equity']:.2f}, realized {d['realized_pnl']:+.2f}"
+            f"{', LOSS GUARD TRIPPED' if d['guard_tripped'] else ''}"
+        )
+    return 0
+
+
+def cmd_sim(argv: list[str]) -> int:
+    from sim.runner import main as sim_main
+
+    return sim_main(argv)
+
+
+def cmd_diagram(argv: list[str]) -> int:
+    from machines.diagram import main as diagram_main
+
+    return diagram_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `sim` and `diagram` own their arguments.
+    if argv[:1] == ["sim"]:
+        return cmd_sim(argv[1:])
+    if argv[:1] == ["diagram"]:
+        return cmd_diagram(argv[1:])
+    parser = argparse.ArgumentParser(prog="optionsbot", description="IBKR options trading service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, text in (
+        ("run", cmd_run, "run the service (default config: the embedded simulator, dry-run)"),
+        ("check-config", cmd_check, "validate a configuration file and exit"),
+        ("kill", cmd_kill, "pause new entries (kill switch)"),
+        ("resume", cmd_resume, "release the kill switch"),
+        ("status", cmd_status, "orders, positions and P&L from the database"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", "-c", help="YAML settings file (default: configs/default.yaml)")
+        if name == "kill":
+            p.add_argument("--flatten", action="store_true", help="also cancel working entries")
+        p.set_defaults(fn=fn)
+    sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
+    sub.add_parser("diagram", help="print the state machines as Mermaid")
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,859 @@
+"""ConnectionActor: owns the ib_async client on its own event loop, the connection machine and pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pykka
+from ib_async import IB, LimitOrder, Option, Stock, StopOrder, Ticker, Trade
+from transitions import MachineError
+
+from actors import messages as m
+from actors.base import BaseActor
+from actors.metrics import Metrics, error_class
+from actors.pacing import HistoricalPacer
+from configs.settings import Settings
+from machines.connection import ConnectionModel, ConnState, connection_machine
+from storage import MachineStateRepo, open_db
+from strategies.bars import Bar
+
+log = logging.getLogger("optionsbot.connection")
+
+# Farm outages degrade the connection until the matching "OK" arrives.
+FARM_BROKEN = {2103: "farm:market_data", 2105: "farm:historical", 2157: "farm:secdef"}
+FARM_OK = {2104: "farm:market_data", 2106: "farm:historical", 2158: "farm:secdef"}
+ENTITLEMENT = {354, 10089, 10091, 10168, 10186}
+ENTITLEMENT_ADVICE = (
+    "the account has no API market data subscription for this contract: buy it in Client Portal, "
+    "or set broker.market_data_type: 3 for delayed data"
+)
+
+
+# -- internal messages from the loop thread and timers ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt(m.Msg):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectResult(m.Msg):
+    ok: bool
+    cause: str = ""
+    client_id_in_use: bool = False
+    probe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Lost(m.Msg):
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class _IbError(m.Msg):
+    req_id: int
+    code: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _CooldownOver(m.Msg):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _RequestDone(m.Msg):
+    kind: str
+    ok: bool
+    seconds: float
+    timed_out: bool = False
+    cause: str = ""
+
+
+def backoff_delay(
+    attempt: int, base: float = 1.0, cap: float = 30.0, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with full jitter in [0.5, 1.0] of the step: attempts never pile up."""
+    step = min(cap, base * (2 ** max(0, attempt)))
+    return step * (0.5 + 0.5 * (rng or random).random())
+
+
+def bar_from_ib(b: Any) -> Bar:
+    t = b.date
+    if isinstance(t, datetime):
+        t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    else:  # daily bars come as dates
+        t = datetime(t.year, t.month, t.day, tzinfo=UTC)
+    return Bar(
+        t.astimezone(UTC),
+        float(b.open),
+        float(b.high),
+        float(b.low),
+        float(b.close),
+        float(b.volume),
+    )
+
+
+def _finite(x: Any) -> float:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) and f >= 0 else math.nan
+
+
+class ConnectionActor(BaseActor):
+    name = "connection"
+
+    """The only owner of `ib_async.IB`. Everything else talks to it by message."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, clock: Any, port: int | None = None):
+        super().__init__()
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.host = settings.broker.host
+        self.port = port or settings.broker.port
+        self.base_client_id = settings.broker.client_id
+        self.client_id = self.base_client_id
+        self.model = ConnectionModel(failure_threshold=3)
+        self.listeners: dict[str, list[Any]] = {"connection": [], "orders": [], "account": []}
+        self.attempts = 0
+        self.ever_connected = False
+        self.stopping = False
+        self.pacer = HistoricalPacer()
+        self.streams: dict[tuple[str, str], Any] = {}
+        self.watches: dict[int, Any] = {}
+        self.stock_contracts: dict[str, Any] = {}
+        self.timers: list[threading.Timer] = []
+        self.cooldown_s = 30.0
+        self.entitlement_reported: set[int] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.db = open_db(self.settings.storage.path)
+        self.states = MachineStateRepo(self.db)
+        stored = self.states.load("connection")
+        # Only an open breaker survives a restart: a crash loop must not hammer a failing Gateway.
+        initial = (
+            ConnState.BREAKER_OPEN
+            if stored and stored[0] == ConnState.BREAKER_OPEN
+            else ConnState.DISCONNECTED
+        )
+        connection_machine(self.model, initial)
+        self.metrics.connection_state.state(self.model.state)
+        self.loop = asyncio.new_event_loop()
+        self.loop_thread = threading.Thread(
+            target=self.loop.run_forever, name="ib-loop", daemon=True
+        )
+        self.loop_thread.start()
+        self.ib: IB = self._call(self._make_ib())
+        if initial is ConnState.BREAKER_OPEN:
+            log.warning(
+                "breaker was open at the last stop; waiting %.0fs before probing", self.cooldown_s
+            )
+            self._after(self.cooldown_s, _CooldownOver())
+        else:
+            self.actor_ref.tell(_Attempt())
+
+    def on_stop(self) -> None:
+        self.stopping = True
+        for t in self.timers:
+            t.cancel()
+        try:
+            self._call(self._disconnect(), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - stopping must finish whatever the socket does
+            log.warning("disconnect at stop failed: %s", exc)
+        self._fire("stop", cause="service stopping")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop_thread.join(timeout=5)
+        self.loop.close()
+        self.db.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _call(self, coro: Awaitable[Any], timeout: float | None = 15) -> Any:
+        """Run a coroutine on the ib loop and wait (only for start-up and stop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _after(self, delay: float, msg: m.Msg) -> None:
+        def fire() -> None:
+            try:
+                self.actor_ref.tell(msg)
+            except pykka.ActorDeadError:
+                pass
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        self.timers = [t for t in self.timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _tell_self(self, msg: m.Msg) -> None:
+        try:
+            self.actor_ref.tell(msg)
+        except pykka.ActorDeadError:
+            pass
+
+    @staticmethod
+    def _tell(ref: Any, msg: m.Msg) -> None:
+        try:
+            ref.tell(msg)
+        except pykka.ActorDeadError:
+            pass
+
+    async def _make_ib(self) -> IB:
+        ib = IB()
+        ib.RequestTimeout = 0  # our own per-kind timeouts decide
+        ib.errorEvent += lambda req_id, code, text, *_: self._tell_self(
+            _IbError(req_id=req_id, code=code, text=text)
+        )
+        ib.disconnectedEvent += lambda: self._tell_self(_Lost(cause="socket closed"))
+        ib.orderStatusEvent += self._on_trade_status
+        ib.execDetailsEvent += self._on_exec
+        ib.accountValueEvent += self._on_account_value
+        return ib
+
+    async def _disconnect(self) -> None:
+        if self.ib.isConnected():
+            self.ib.disconnect()
+
+    # -- the machine ----------------------------------------------------------------------
+    def _fire(self, trigger: str, **kw: Any) -> bool:
+        before = self.model.state
+        try:
+            getattr(self.model, trigger)(**kw)
+        except MachineError:
+            log.debug("connection: %s ignored in %s", trigger, before)
+            return False
+        after = self.model.state
+        self.metrics.connection_transitions.labels(trigger, after).inc()
+        self.metrics.connection_state.state(after)
+        if after != before:
+            level = (
+                logging.WARNING
+                if after in ("breaker_open", "degraded", "disconnected")
+                else logging.INFO
+            )
+            log.log(
+                level, "connection %s -> %s (%s: %s)", before, after, trigger, kw.get("cause", "")
+            )
+            self.states.save(
+                "connection", after, {"cause": self.model.last_cause, "client_id": self.client_id}
+            )
+            if after == ConnState.BREAKER_OPEN:
+                self.metrics.breaker_trips.inc()
+        intents = self.model.drain_intents()
+        for intent in intents:
+            self._do(intent)
+        if after != before and "resync" not in intents:
+            self._broadcast(resync=False)
+        return True
+
+    def _broadcast(self, resync: bool) -> None:
+        msg = m.ConnectionChanged(
+            state=self.model.state,
+            may_trade=self.model.may_trade,
+            resync=resync,
+            cause=self.model.last_cause,
+        )
+        for ref in self.listeners["connection"]:
+            self._tell(ref, msg)
+
+    def _do(self, intent: str) -> None:
+        if self.stopping:
+            return
+        if intent == "reconnect":
+            delay = backoff_delay(self.attempts)
+            log.info("reconnecting in %.1fs (attempt %d)", delay, self.attempts + 1)
+            self._after(delay, _Attempt())
+        elif intent == "cooldown":
+            log.warning("breaker open: no requests for %.0fs", self.cooldown_s)
+            self._after(self.cooldown_s, _CooldownOver())
+        elif intent == "probe":
+            self._tell_self(_Attempt())
+        elif intent == "resync":
+            self._broadcast(resync=True)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def on_Subscribe(self, msg: m.Subscribe) -> None:
+        for topic in msg.topics:
+            self.listeners.setdefault(topic, []).append(msg.listener)
+        if "connection" in msg.topics:
+            self._tell(
+                msg.listener,
+                m.ConnectionChanged(
+                    state=self.model.state,
+                    may_trade=self.model.may_trade,
+                    resync=self.model.may_send,
+                    cause=self.model.last_cause,
+                ),
+            )
+
+    def on_Attempt(self, msg: _Attempt) -> None:
+        if self.stopping:
+            return
+        state = self.model.conn_state
+        probe = state is ConnState.HALF_OPEN
+        if state is ConnState.DISCONNECTED:
+            self._fire("connect", cause=f"{self.host}:{self.port} client {self.client_id}")
+        elif not probe:
+            return
+        if probe and self.ib.isConnected():
+            self._spawn(self._probe_request())
+            return
+        if self.attempts:
+            self.metrics.reconnects.inc()
+        self.attempts += 1
+        self._spawn(self._connect(probe))
+
+    async def _connect(self, probe: bool) -> None:
+        in_use = asyncio.Event()
+
+        def watch(req_id: int, code: int, *_: Any) -> None:
+            if code == 326:
+                in_use.set()
+
+        self.ib.errorEvent += watch
+        b = self.settings.broker
+        try:
+            await self.ib.connectAsync(
+                self.host,
+                self.port,
+                clientId=self.client_id,
+                timeout=b.connect_timeout_s,
+                readonly=b.readonly,
+                account=b.account.get_secret_value(),
+            )
+            if b.market_data_type != 1:
+                self.ib.reqMarketDataType(b.market_data_type)
+            self._tell_self(_ConnectResult(ok=True, probe=probe))
+        except Exception as exc:  # noqa: BLE001 - every connect failure is a breaker failure
+            self.ib.disconnect()
+            cause = "client id in use (326)" if in_use.is_set() else f"{type(exc).__name__}: {exc}"
+            self._tell_self(
+                _ConnectResult(ok=False, cause=cause, client_id_in_use=in_use.is_set(), probe=probe)
+            )
+        finally:
+            self.ib.errorEvent -= watch
+
+    async def _probe_request(self) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ib.reqCurrentTimeAsync(), self.settings.broker.request_timeout_s
+            )
+            self._tell_self(_ConnectResult(ok=True, probe=True))
+        except Exception as exc:  # noqa: BLE001
+            self._tell_self(_ConnectResult(ok=False, cause=f"probe failed: {exc}", probe=True))
+
+    def on_ConnectResult(self, msg: _ConnectResult) -> None:
+        if msg.ok:
+            self.attempts = 0
+            self.ever_connected = True
+            self.metrics.client_id.set(self.client_id)
+            log.info("connected to %s:%d as client %d", self.host, self.port, self.client_id)
+            self._fire("probe_ok" if msg.probe else "connect_ok", cause="connected")
+            return
+        if msg.client_id_in_use:
+            # The Gateway still holds our id (a quick restart): rotate through the pool.
+            pool = self.settings.broker.client_id_pool
+            self.client_id = self.base_client_id + (self.client_id - self.base_client_id + 1) % pool
+            log.warning("client id in use (326); next attempt uses client id %d", self.client_id)
+        else:
+            log.warning(
+                "connect to %s:%d failed: %s (check that the API is enabled, the port, and Trusted IPs)",
+                self.host,
+                self.port,
+                msg.cause,
+            )
+        self._fire("probe_failed" if msg.probe else "connect_failed", cause=msg.cause)
+
+    def on_Lost(self, msg: _Lost) -> None:
+        if self.stopping:
+            return
+        self.streams.clear()
+        self.watches.clear()
+        self._fire("connection_lost", cause=msg.cause)
+
+    def on_CooldownOver(self, msg: _CooldownOver) -> None:
+        self._fire("cooldown_elapsed", cause="cooldown over")
+
+    def on_IbError(self, msg: _IbError) -> None:
+        code = msg.code
+        self.metrics.ib_errors.labels(error_class(code)).inc()
+        if code == 1100:
+            self._fire("degrade", cause="1100")
+        elif code in (1101, 1102):
+            self._fire("recover", cause="1100")
+            if code == 1101:  # data lost: everything must be requested again
+                self._broadcast(resync=True)
+        elif code in FARM_BROKEN:
+            self._fire("degrade", cause=FARM_BROKEN[code])
+        elif code in FARM_OK:
+            self._fire("recover", cause=FARM_OK[code])
+        elif code in ENTITLEMENT:
+            if code not in self.entitlement_reported:
+                self.entitlement_reported.add(code)
+                log.error("IB %d: %s; %s", code, msg.text, ENTITLEMENT_ADVICE)
+        elif code in (2107, 2108, 2119, 366, 10167):
+            log.debug("IB %d: %s", code, msg.text)
+        else:
+            log.info("IB %d (req %d): %s", code, msg.req_id, msg.text)
+
+    def on_RequestDone(self, msg: _RequestDone) -> None:
+        self.metrics.requests.labels(msg.kind).inc()
+        self.metrics.request_seconds.labels(msg.kind).observe(msg.seconds)
+        if msg.timed_out:
+            self.metrics.request_timeouts.labels(msg.kind).inc()
+        if msg.ok:
+            if self.model.conn_state is ConnState.DEGRADED:
+                self._fire("request_ok", cause=msg.kind)
+            else:
+                self.model.failures = 0
+        elif msg.timed_out:
+            self._fire("request_failed", cause=f"{msg.kind} timed out")
+
+    # -- requests ---------------------------------------------------------------------------
+    def _refuse(self) -> str | None:
+        if self.model.may_send and self.ib.isConnected():
+            return None
+        return f"not connected (connection {self.model.state})"
+
+    async def _timed(self, kind: str, coro: Awaitable[Any], timeout: float) -> Any:
+        """Run one request with its timeout; the breaker hears about every outcome."""
+        t0 = time.monotonic()
+        try:
+            result = await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            self._tell_self(
+                _RequestDone(kind=kind, ok=False, seconds=time.monotonic() - t0, timed_out=True)
+            )
+            raise
+        except Exception as exc:
+            self._tell_self(
+                _RequestDone(kind=kind, ok=False, seconds=time.monotonic() - t0, cause=str(exc))
+            )
+            raise
+        self._tell_self(_RequestDone(kind=kind, ok=True, seconds=time.monotonic() - t0))
+        return result
+
+    async def _stock(self, symbol: str) -> Any:
+        contract = self.stock_contracts.get(symbol)
+        if contract is None:
+            details = await self._timed(
+                "contract_details",
+                self.ib.qualifyContractsAsync(Stock(symbol, "SMART", "USD")),
+                self.settings.broker.request_timeout_s,
+            )
+            contract = details[0] if details and details[0] is not None else None
+            if contract is None or not contract.conId:
+                raise LookupError(f"{symbol}: no security definition (200); check the symbol")
+            self.stock_contracts[symbol] = contract
+        return contract
+
+    def on_StreamBars(self, msg: m.StreamBars) -> None:
+        refusal = self._refuse()
+        if refusal:
+            self._tell(
+                msg.reply_to,
+                m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=refusal),
+            )
+            return
+        key = (msg.symbol, msg.bar_size)
+        old = self.streams.pop(key, None)
+        if old is not None:
+            self._spawn(self._cancel_stream(old))
+        now = time.monotonic()
+        delay = self.pacer.reserve(
+            (msg.symbol, msg.bar_size, msg.duration), (msg.symbol, "TRADES"), now
+        )
+        self.metrics.pacing_wait.observe(delay)
+        self._spawn(self._stream(msg, delay))
+
+    async def _cancel_stream(self, bars: Any) -> None:
+        if self.ib.isConnected():
+            self.ib.cancelHistoricalData(bars)
+
+    async def _stream(self, msg: m.StreamBars, delay: float) -> None:
+        if delay > 0:
+            self.metrics.pacing_queue_depth.inc()
+            await asyncio.sleep(delay)
+            self.metrics.pacing_queue_depth.dec()
+        try:
+            contract = await self._stock(msg.symbol)
+            bars = await self._timed(
+                "historical",
+                self.ib.reqHistoricalDataAsync(
+                    contract,
+                    endDateTime="",
+                    durationStr=msg.duration,
+                    barSizeSetting=msg.bar_size,
+                    whatToShow=self.settings.data.what_to_show,
+                    useRTH=True,
+                    formatDate=2,
+                    keepUpToDate=True,
+                ),
+                self.settings.broker.request_timeout_s,
+            )
+        except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
+            reason = (
+                "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            )
+            self._tell(
+                msg.reply_to,
+                m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=reason),
+            )
+            return
+        # The last bar of a keepUpToDate answer is still open: only closed bars are history.
+        closed = tuple(bar_from_ib(b) for b in list(bars)[:-1])
+        self._tell(
+            msg.reply_to, m.BarsBackfilled(symbol=msg.symbol, bar_size=msg.bar_size, bars=closed)
+        )
+        reply_to, symbol, size = msg.reply_to, msg.symbol, msg.bar_size
+
+        def on_update(bar_list: Any, has_new_bar: bool) -> None:
+            if has_new_bar and len(bar_list) >= 2:
+                self._tell(
+                    reply_to,
+                    m.BarStreamed(symbol=symbol, bar_size=size, bar=bar_from_ib(bar_list[-2])),
+                )
+
+        bars.updateEvent += on_update
+        self._tell_self(_StreamStarted(key=(msg.symbol, msg.bar_size), bars=bars))
+
+    def on_StreamStarted(self, msg: _StreamStarted) -> None:
+        self.streams[msg.key] = msg.bars
+
+    def on_FetchChain(self, msg: m.FetchChain) -> None:
+        refusal = self._refuse()
+        if refusal:
+            self._tell(
+                msg.reply_to,
+                m.ChainFetched(symbol=msg.symbol, chain=None, spot=math.nan, reason=refusal),
+            )
+            return
+        self._spawn(self._chain(msg))
+
+    async def _chain(self, msg: m.FetchChain) -> None:
+        try:
+            stock = await self._stock(msg.symbol)
+            rows = await self._timed(
+                "sec_def",
+                self.ib.reqSecDefOptParamsAsync(msg.symbol, "", "STK", stock.conId),
+                self.settings.broker.request_timeout_s,
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._tell(
+                msg.reply_to,
+                m.ChainFetched(symbol=msg.symbol, chain=None, spot=math.nan, reason=str(exc)),
+            )
+            return
+        smart = [r for r in rows if r.exchange == "SMART"] or list(rows)
+        # The weekly class carries the symbol's own name (SPY, not SPYW); prefer it, then the richest row.
+        smart.sort(key=lambda r: (r.tradingClass != msg.symbol, -len(r.expirations)))
+        if not smart or not smart[0].expirations or not smart[0].strikes:
+            self._tell(
+                msg.reply_to,
+                m.ChainFetched(
+                    symbol=msg.symbol, chain=None, spot=math.nan, reason="empty option chain"
+                ),
+            )
+            return
+        row = smart[0]
+        chain = m.Chain(
+            symbol=msg.symbol,
+            con_id=stock.conId,
+            trading_class=row.tradingClass,
+            multiplier=int(float(row.multiplier or 100)),
+            expirations=tuple(sorted(row.expirations)),
+            strikes=tuple(sorted(row.strikes)),
+        )
+        self._tell(msg.reply_to, m.ChainFetched(symbol=msg.symbol, chain=chain, spot=math.nan))
+
+    def _ib_option(self, c: m.OptionContract) -> Option:
+        opt = Option(
+            c.symbol,
+            c.expiry,
+            c.strike,
+            c.right,
+            c.exchange,
+            tradingClass=c.trading_class,
+            multiplier=str(c.multiplier),
+            currency="USD",
+        )
+        if c.con_id:
+            opt.conId = c.con_id
+        return opt
+
+    @staticmethod
+    def _option_value(contract: Any, c: m.OptionContract) -> m.OptionContract:
+        return m.OptionContract(
+            symbol=c.symbol,
+            expiry=c.expiry,
+            strike=c.strike,
+            right=c.right,
+            con_id=contract.conId,
+            local_symbol=contract.localSymbol,
+            trading_class=contract.tradingClass or c.trading_class,
+            multiplier=int(float(contract.multiplier or c.multiplier)),
+            exchange=c.exchange,
+        )
+
+    def on_FetchQuotes(self, msg: m.FetchQuotes) -> None:
+        refusal = self._refuse()
+        if refusal:
+            self._tell(
+                msg.reply_to,
+                m.QuotesFetched(
+                    quotes=(), missing=tuple((c, refusal) for c in msg.contracts), tag=msg.tag
+                ),
+            )
+            return
+        self._spawn(self._quotes(msg))
+
+    async def _quotes(self, msg: m.FetchQuotes) -> None:
+        missing: list[tuple[m.OptionContract, str]] = []
+        quotes: list[m.OptionQuote] = []
+        try:
+            contracts = [self._ib_option(c) for c in msg.contracts]
+            qualified = await self._timed(
+                "contract_details",
+                self.ib.qualifyContractsAsync(*contracts),
+                self.settings.broker.request_timeout_s,
+            )
+            pairs = [
+                (c, q)
+                for c, q in zip(msg.contracts, qualified, strict=False)
+                if q is not None and q.conId
+            ]
+            missing += [
+                (c, "no such contract (200)")
+                for c, q in zip(msg.contracts, qualified, strict=False)
+                if q is None or not q.conId
+            ]
+            tickers = (
+                await self._timed(
+                    "snapshot", self.ib.reqTickersAsync(*[q for _, q in pairs]), msg.wait_s + 8.0
+                )
+                if pairs
+                else []
+            )
+        except Exception as exc:  # noqa: BLE001
+            reason = "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self._tell(
+                msg.reply_to,
+                m.QuotesFetched(
+                    quotes=(), missing=tuple((c, reason) for c in msg.contracts), tag=msg.tag
+                ),
+            )
+            return
+        by_con = {t.contract.conId: t for t in tickers}
+        now = self.clock.now()
+        for c, q in pairs:
+            t: Ticker | None = by_con.get(q.conId)
+            value = self._option_value(q, c)
+            bid, ask = (_finite(t.bid), _finite(t.ask)) if t else (math.nan, math.nan)
+            if t is None or math.isnan(bid) or math.isnan(ask):
+                missing.append(
+                    (value, "no quote (NaN): no entitlement, market closed, or no market")
+                )
+                continue
+            quotes.append(
+                m.OptionQuote(
+                    contract=value,
+                    bid=bid,
+                    ask=ask,
+                    last=_finite(t.last),
+                    volume=_finite(t.volume),
+                    time=now,
+                )
+            )
+        self._tell(
+            msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
+        )
+
+    def on_WatchQuotes(self, msg: m.WatchQuotes) -> None:
+        if self._refuse():
+            return  # resubscribed by the watcher on the next resync
+        self._spawn(self._watch(msg))
+
+    async def _watch(self, msg: m.WatchQuotes) -> None:
+        c = msg.contract
+        contract = self._ib_option(c)
+        if not c.con_id:
+            q = await self.ib.qualifyContractsAsync(contract)
+            if not q or q[0] is None:
+                return
+            contract = q[0]
+        ticker = self.ib.reqMktData(contract, "", False, False)
+        reply_to = msg.reply_to
+        last: list[tuple[float, float]] = [(math.nan, math.nan)]
+
+        def on_tick(t: Ticker) -> None:
+            bid, ask = _finite(t.bid), _finite(t.ask)
+            if (bid, ask) == last[0] or math.isnan(bid) or math.isnan(ask):
+                return
+            last[0] = (bid, ask)
+            self._tell(
+                reply_to,
+                m.QuoteUpdated(
+                    quote=m.OptionQuote(
+                        contract=c,
+                        bid=bid,
+                        ask=ask,
+                        last=_finite(t.last),
+                        volume=_finite(t.volume),
+                        time=self.clock.now(),
+                    )
+                ),
+            )
+
+        ticker.updateEvent += on_tick
+        self._tell_self(_Watching(con_id=contract.conId, ticker=ticker))
+
+    def on_Watching(self, msg: _Watching) -> None:
+        self.watches[msg.con_id] = msg.ticker
+
+    def on_UnwatchQuotes(self, msg: m.UnwatchQuotes) -> None:
+        ticker = self.watches.pop(msg.contract.con_id, None)
+        if ticker is not None and self.ib.isConnected():
+            self._spawn(self._cancel_mkt(ticker))
+
+    async def _cancel_mkt(self, ticker: Ticker) -> None:
+        self.ib.cancelMktData(ticker.contract)
+
+    # -- orders (live mode) -------------------------------------------------------------------
+    def on_PlaceBracket(self, msg: m.PlaceBracket) -> None:
+        refusal = self._refuse()
+        if refusal:
+            for leg in msg.legs:
+                self._tell(
+                    msg.reply_to,
+                    m.BrokerOrderStatus(
+                        order_ref=leg.order_ref,
+                        status="Inactive",
+                        filled=0,
+                        remaining=leg.quantity,
+                        avg_fill_price=0,
+                        order_id=0,
+                        perm_id=0,
+                        reason=f"not sent: {refusal}",
+                    ),
+                )
+            return
+        self._spawn(self._place(msg))
+
+    async def _place(self, msg: m.PlaceBracket) -> None:
+        contract = self._ib_option(msg.contract)
+        ids: dict[str, int] = {}
+        for leg in msg.legs:
+            if leg.order_type == "LMT":
+                order = LimitOrder(leg.action, leg.quantity, leg.limit_price)
+            else:
+                order = StopOrder(leg.action, leg.quantity, leg.aux_price)
+            order.orderId = self.ib.client.getReqId()
+            order.orderRef = leg.order_ref
+            order.transmit = leg.transmit
+            order.tif = "DAY"
+            if leg.parent_ref:
+                order.parentId = ids[leg.parent_ref]
+            if leg.oca_group:
+                order.ocaGroup, order.ocaType = leg.oca_group, 1
+            if self.settings.broker.account.get_secret_value():
+                order.account = self.settings.broker.account.get_secret_value()
+            ids[leg.order_ref] = order.orderId
+            self.ib.placeOrder(contract, order)
+        self._tell_self(_RequestDone(kind="place_order", ok=True, seconds=0.0))
+
+    def on_CancelOrder(self, msg: m.CancelOrder) -> None:
+        self._spawn(self._cancel(msg.order_ref))
+
+    async def _cancel(self, order_ref: str) -> None:
+        for trade in self.ib.openTrades():
+            if trade.order.orderRef == order_ref:
+                self.ib.cancelOrder(trade.order)
+
+    def on_FetchBrokerState(self, msg: m.FetchBrokerState) -> None:
+        # ib_async's connect already synced open orders, completed orders and executions.
+        statuses = tuple(self._status_msg(t) for t in self.ib.trades())
+        execs = tuple(self._exec_msg(f) for f in self.ib.fills())
+        self._tell(msg.reply_to, m.BrokerState(statuses=statuses, executions=execs))
+
+    def _status_msg(self, trade: Trade) -> m.BrokerOrderStatus:
+        s = trade.orderStatus
+        return m.BrokerOrderStatus(
+            order_ref=trade.order.orderRef,
+            status=s.status,
+            filled=float(s.filled),
+            remaining=float(s.remaining),
+            avg_fill_price=float(s.avgFillPrice or 0),
+            order_id=trade.order.orderId,
+            perm_id=trade.order.permId,
+            reason=trade.log[-1].message if trade.log else "",
+        )
+
+    def _exec_msg(self, fill: Any) -> m.BrokerExecution:
+        e = fill.execution
+        t = e.time if isinstance(e.time, datetime) else self.clock.now()
+        return m.BrokerExecution(
+            order_ref=e.orderRef,
+            exec_id=e.execId,
+            side=e.side,
+            quantity=float(e.shares),
+            price=float(e.price),
+            time=t,
+            commission=float(getattr(fill.commissionReport, "commission", 0.0) or 0.0),
+        )
+
+    def _on_trade_status(self, trade: Trade) -> None:
+        msg = self._status_msg(trade)
+        for ref in self.listeners["orders"]:
+            self._tell(ref, msg)
+
+    def _on_exec(self, trade: Trade, fill: Any) -> None:
+        msg = self._exec_msg(fill)
+        if not msg.order_ref:
+            msg = m.BrokerExecution(
+                **{
+                    **{
+                        f: getattr(msg, f)
+                        for f in ("exec_id", "side", "quantity", "price", "time", "commission")
+                    },
+                    "order_ref": trade.order.orderRef,
+                }
+            )
+        for ref in self.listeners["orders"]:
+            self._tell(ref, msg)
+
+    def _on_account_value(self, value: Any) -> None:
+        if value.tag == "NetLiquidation" and value.currency in ("USD", "BASE"):
+            try:
+                nl = float(value.value)
+            except ValueError:
+                return
+            for ref in self.listeners["account"]:
+                self._tell(ref, m.AccountValues(net_liquidation=nl))
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamStarted(m.Msg):
+    key: tuple[str, str]
+    bars: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Watching(m.Msg):
+    con_id: int
+    ticker: Any

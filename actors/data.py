@@ -1,0 +1,191 @@
+"""DataActor: one backfill per symbol and bar size, then streamed closed bars, in order, exactly once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from actors import messages as m
+from actors.base import BaseActor
+from actors.hours import MarketHours
+from actors.metrics import Metrics
+from configs.settings import Settings
+from strategies.bars import Bar, bar_problem
+
+log = logging.getLogger("optionsbot.data")
+
+BAR_SECONDS = {"1 min": 60, "1 hour": 3600}
+
+
+def gap_duration(last: datetime | None, now: datetime, bar_size: str, default: str) -> str:
+    """How much history a (re)subscription asks for: the first time `default`, later only the gap."""
+    if last is None:
+        return default
+    gap = (now - last).total_seconds() + 2 * BAR_SECONDS[bar_size]
+    if gap > 86_400:
+        days = int(gap // 86_400) + 1
+        return f"{days} D"
+    return f"{max(60, int(gap))} S"
+
+
+@dataclass
+class Feed:
+    """What DataActor remembers about one (symbol, bar size) stream."""
+
+    symbol: str
+    bar_size: str
+    last: Bar | None = None
+    live: bool = False
+    subscribed: bool = False
+    last_seen_mono: float = field(default_factory=time.monotonic)
+
+    def accept(self, bar: Bar) -> str | None:
+        """None when the bar is new and good (and becomes the last); else why it is dropped."""
+        problem = bar_problem(bar, self.last)
+        if problem is None:
+            self.last = bar
+        return problem
+
+
+class DataActor(BaseActor):
+    name = "data"
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Any,
+        hours: MarketHours,
+        connection: Any,
+        strategies: dict[str, Any],
+        stale_listeners: tuple[Any, ...] = (),
+    ):
+        super().__init__()
+        self.hours = hours
+        self.stale_listeners = stale_listeners
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.connection = connection
+        self.strategies = strategies
+        self.feeds = {
+            (s, size): Feed(s, size) for s in settings.symbols for size in settings.data.bar_sizes
+        }
+        self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
+
+    def on_start(self) -> None:
+        self.connection.tell(m.Subscribe(listener=self.actor_ref, topics=("connection",)))
+
+    def _default_duration(self, bar_size: str) -> str:
+        return (
+            self.settings.data.backfill_1min
+            if bar_size == "1 min"
+            else self.settings.data.backfill_1hour
+        )
+
+    def on_ConnectionChanged(self, msg: m.ConnectionChanged) -> None:
+        if not msg.resync:
+            return
+        # After every (re)connect: ask only for the gap since the last bar we delivered.
+        now = self.clock.now()
+        for feed in self.feeds.values():
+            last = feed.last.time if feed.last else None
+            duration = gap_duration(last, now, feed.bar_size, self._default_duration(feed.bar_size))
+            feed.subscribed = True
+            log.info("streaming %s %s bars (history: %s)", feed.symbol, feed.bar_size, duration)
+            self.connection.tell(
+                m.StreamBars(
+                    symbol=feed.symbol,
+                    bar_size=feed.bar_size,
+                    duration=duration,
+                    reply_to=self.actor_ref,
+                )
+            )
+
+    def on_StreamFailed(self, msg: m.StreamFailed) -> None:
+        feed = self.feeds.get((msg.symbol, msg.bar_size))
+        if feed:
+            feed.subscribed = False
+        log.warning(
+            "%s %s stream failed: %s (retried on the next reconnect)",
+            msg.symbol,
+            msg.bar_size,
+            msg.reason,
+        )
+
+    def on_BarsBackfilled(self, msg: m.BarsBackfilled) -> None:
+        feed = self.feeds.get((msg.symbol, msg.bar_size))
+        if feed is None:
+            return
+        delivered = 0
+        was_live = feed.live
+        for bar in msg.bars:
+            if self._deliver(feed, bar, live=False):
+                delivered += 1
+        feed.live = True
+        feed.last_seen_mono = time.monotonic()
+        log.info(
+            "%s %s: %d bars of history delivered (%s)",
+            msg.symbol,
+            msg.bar_size,
+            delivered,
+            "gap fill" if was_live else "backfill",
+        )
+
+    def on_BarStreamed(self, msg: m.BarStreamed) -> None:
+        feed = self.feeds.get((msg.symbol, msg.bar_size))
+        if feed is None:
+            return
+        feed.last_seen_mono = time.monotonic()
+        self._deliver(feed, msg.bar, live=True, received=msg.mono)
+
+    def _deliver(self, feed: Feed, bar: Bar, live: bool, received: float = 0.0) -> bool:
+        problem = feed.accept(bar)
+        if problem is not None:
+            # Re-sent history after a reconnect is expected to overlap: not worth a log line.
+            if problem not in ("duplicate", "out_of_order") or live:
+                log.warning(
+                    "%s %s bar %s skipped: %s",
+                    feed.symbol,
+                    feed.bar_size,
+                    bar.time.isoformat(),
+                    problem,
+                )
+            self.metrics.bars_skipped.labels(feed.symbol, problem).inc()
+            return False
+        self.metrics.bars.labels(feed.symbol, feed.bar_size).inc()
+        strategy = self.strategies.get(feed.symbol)
+        if strategy is not None:
+            strategy.tell(
+                m.BarClosed(
+                    symbol=feed.symbol,
+                    bar_size=feed.bar_size,
+                    bar=bar,
+                    live=live,
+                    received_mono=received or time.monotonic(),
+                )
+            )
+        return True
+
+    def on_Tick(self, msg: m.Tick) -> None:
+        """Staleness: no 1-minute bar for N minutes while the market is open."""
+        limit = timedelta(minutes=self.settings.data.stale_after_minutes)
+        for (symbol, size), feed in self.feeds.items():
+            if size != "1 min" or feed.last is None:
+                continue
+            # A bar is stamped with its start: it closes one bar later.
+            age = msg.now - (feed.last.time + timedelta(seconds=BAR_SECONDS[size]))
+            self.metrics.last_bar_age.labels(symbol).set(max(0.0, age.total_seconds()))
+            stale = self.hours.is_open(msg.now) and age > limit
+            if stale != self.stale[symbol]:
+                self.stale[symbol] = stale
+                self.metrics.data_stale.labels(symbol).set(1 if stale else 0)
+                if stale:
+                    log.warning("%s data stale: last bar %s ago", symbol, age)
+                else:
+                    log.info("%s data fresh again", symbol)
+                for ref in self.stale_listeners:
+                    ref.tell(m.SymbolStale(symbol=symbol, stale=stale, age_s=age.total_seconds()))

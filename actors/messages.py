@@ -1,0 +1,331 @@
+"""The messages actors exchange: frozen, slotted dataclasses; commands imperative, events past tense."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from strategies.bars import Bar
+from strategies.signals import Signal
+
+_ids = itertools.count(1)
+
+
+def new_id() -> int:
+    return next(_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """Base: every message carries a correlation id and a monotonic timestamp."""
+
+    corr: int = field(default_factory=new_id, kw_only=True)
+    mono: float = field(default_factory=time.monotonic, kw_only=True)
+
+
+# -- contracts and quotes, as plain values (ib_async objects never leave ConnectionActor) --
+
+
+@dataclass(frozen=True, slots=True)
+class OptionContract:
+    symbol: str
+    expiry: str  # YYYYMMDD
+    strike: float
+    right: str  # "C" | "P"
+    con_id: int = 0
+    local_symbol: str = ""
+    trading_class: str = ""
+    multiplier: int = 100
+    exchange: str = "SMART"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionQuote:
+    contract: OptionContract
+    bid: float
+    ask: float
+    last: float
+    volume: float
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    symbol: str
+    con_id: int
+    trading_class: str
+    multiplier: int
+    expirations: tuple[str, ...]
+    strikes: tuple[float, ...]
+
+
+# -- ticks and lifecycle ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tick(Msg):
+    """A periodic nudge with the service clock's time; drives timers without sleeping."""
+
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown(Msg):
+    """Stop taking new work (sent before the actors are stopped)."""
+
+
+# -- connection --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged(Msg):
+    state: str
+    may_trade: bool
+    resync: bool  # True after a (re)connect: resubscribe and reconcile
+    cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe(Msg):
+    """Ask ConnectionActor to send ConnectionChanged (and broker events) to `listener`."""
+
+    listener: Any
+    topics: tuple[str, ...] = ("connection",)
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBars(Msg):
+    """Backfill `duration` of bars, then stream closed bars (keepUpToDate)."""
+
+    symbol: str
+    bar_size: str
+    duration: str
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class BarsBackfilled(Msg):
+    symbol: str
+    bar_size: str
+    bars: tuple[Bar, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BarStreamed(Msg):
+    """One bar closed in a keepUpToDate stream (ConnectionActor -> DataActor)."""
+
+    symbol: str
+    bar_size: str
+    bar: Bar
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailed(Msg):
+    symbol: str
+    bar_size: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BarClosed(Msg):
+    """A validated, deduplicated, in-order bar for one symbol (DataActor -> StrategyActor)."""
+
+    symbol: str
+    bar_size: str
+    bar: Bar
+    live: bool  # False for backfill (warm-up only, never traded)
+    received_mono: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolStale(Msg):
+    symbol: str
+    stale: bool
+    age_s: float
+
+
+# -- ideas, risk, orders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TradeIdea(Msg):
+    signal: Signal
+    received_mono: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EntryApproved(Msg):
+    """The risk pre-check passed: OrderActor may look for an option."""
+
+    idea: TradeIdea
+    equity: float
+
+
+@dataclass(frozen=True, slots=True)
+class FetchChain(Msg):
+    symbol: str
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFetched(Msg):
+    symbol: str
+    chain: Chain | None
+    spot: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchQuotes(Msg):
+    contracts: tuple[OptionContract, ...]
+    reply_to: Any
+    wait_s: float = 4.0
+    tag: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotesFetched(Msg):
+    quotes: tuple[OptionQuote, ...]
+    missing: tuple[tuple[OptionContract, str], ...]  # (contract, reason)
+    tag: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchQuotes(Msg):
+    """Stream quotes for a contract to `reply_to` until UnwatchQuotes (paper fills use it)."""
+
+    contract: OptionContract
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class UnwatchQuotes(Msg):
+    contract: OptionContract
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteUpdated(Msg):
+    quote: OptionQuote
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRequest(Msg):
+    idea: TradeIdea
+    contract: OptionContract
+    premium: float  # per share (the entry limit)
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SizeDecision(Msg):
+    request: SizeRequest
+    contracts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BracketLeg:
+    order_ref: str
+    action: str  # BUY | SELL
+    order_type: str  # LMT | STP
+    quantity: int
+    limit_price: float = 0.0
+    aux_price: float = 0.0
+    parent_ref: str = ""
+    oca_group: str = ""
+    transmit: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceBracket(Msg):
+    contract: OptionContract
+    legs: tuple[BracketLeg, ...]
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder(Msg):
+    order_ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderStatus(Msg):
+    """An order status from the Gateway, keyed by our orderRef."""
+
+    order_ref: str
+    status: str  # IB status string
+    filled: float
+    remaining: float
+    avg_fill_price: float
+    order_id: int
+    perm_id: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerExecution(Msg):
+    order_ref: str
+    exec_id: str
+    side: str
+    quantity: float
+    price: float
+    time: datetime
+    commission: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PositionsChanged(Msg):
+    """OrderActor -> RiskActor: the account view after fills."""
+
+    open_positions: int
+    exposure_by_symbol: tuple[tuple[str, float], ...]
+    realized_today: float
+    unrealized: float
+    equity: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccountValues(Msg):
+    """ConnectionActor -> RiskActor: the broker's account values (live mode)."""
+
+    net_liquidation: float
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch(Msg):
+    engaged: bool
+    flatten: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Flatten(Msg):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFinished(Msg):
+    """OrderActor -> RiskActor: an approved entry ended (placed, or skipped with a reason)."""
+
+    symbol: str
+    placed: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBrokerState(Msg):
+    """OrderActor -> ConnectionActor: open and completed orders and executions, for reconciliation."""
+
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerState(Msg):
+    statuses: tuple[BrokerOrderStatus, ...]
+    executions: tuple[BrokerExecution, ...]

@@ -1,0 +1,203 @@
+"""Every metric the service exports, in one place, with one prefix and base units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+from machines.connection import ConnState
+from machines.order import OrderState
+
+PREFIX = "optionsbot"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Error codes worth their own label value; everything else is "other". Keeps cardinality fixed.
+ERROR_CLASSES = {
+    "connectivity": {502, 504, 326, 1100, 1101, 1102, 1300, 10197},
+    "farm": {2103, 2104, 2105, 2106, 2107, 2108, 2157, 2158},
+    "entitlement": {354, 10089, 10090, 10091, 10167, 10168, 10186},
+    "historical": {162, 165, 366},
+    "pacing": {100, 101},
+    "contract": {200},
+    "order": {103, 110, 201, 202, 321, 399, 10147, 10148},
+}
+
+
+def error_class(code: int) -> str:
+    for name, codes in ERROR_CLASSES.items():
+        if code in codes:
+            return name
+    return "info" if 2100 <= code <= 2199 else "other"
+
+
+@dataclass
+class Metrics:
+    """The metric objects, bound to one registry (a fresh one per test)."""
+
+    registry: CollectorRegistry
+
+    def __post_init__(self) -> None:
+        r, p = self.registry, PREFIX
+        self.build_info = Info(f"{p}_build", "Build and run mode of the service", registry=r)
+        self.cycles = Counter(
+            f"{p}_cycles_total", "Closed bars processed end to end", ["symbol"], registry=r
+        )
+        self.bar_to_decision = Histogram(
+            f"{p}_bar_to_decision_seconds",
+            "From a closed bar's arrival to the strategy's decision",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bars = Counter(
+            f"{p}_bars_total", "Closed bars received", ["symbol", "bar_size"], registry=r
+        )
+        self.bars_skipped = Counter(
+            f"{p}_bars_skipped_total",
+            "Bars dropped as bad, with the reason",
+            ["symbol", "reason"],
+            registry=r,
+        )
+        self.last_bar_age = Gauge(
+            f"{p}_last_bar_age_seconds",
+            "Simulated/market seconds since the last 1-minute bar",
+            ["symbol"],
+            registry=r,
+        )
+        self.data_stale = Gauge(
+            f"{p}_data_stale",
+            "1 while a symbol's data is stale in market hours",
+            ["symbol"],
+            registry=r,
+        )
+        self.signals = Counter(
+            f"{p}_signals_total",
+            "Strategy outputs by direction",
+            ["symbol", "strategy", "direction"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            f"{p}_decisions_total",
+            "Trade decisions by stage, outcome and reason",
+            ["stage", "outcome", "reason"],
+            registry=r,
+        )
+        self.connection_state = Enum(
+            f"{p}_connection_state",
+            "Connection machine state",
+            states=[s.value for s in ConnState],
+            registry=r,
+        )
+        self.connection_transitions = Counter(
+            f"{p}_connection_transitions_total",
+            "Connection machine transitions",
+            ["trigger", "dest"],
+            registry=r,
+        )
+        self.breaker_trips = Counter(
+            f"{p}_breaker_trips_total", "Times the circuit breaker opened", registry=r
+        )
+        self.reconnects = Counter(
+            f"{p}_reconnects_total", "Connection attempts after the first", registry=r
+        )
+        self.client_id = Gauge(f"{p}_client_id", "The API client id in use", registry=r)
+        self.requests = Counter(
+            f"{p}_requests_total", "Requests sent to the Gateway", ["kind"], registry=r
+        )
+        self.request_timeouts = Counter(
+            f"{p}_request_timeouts_total", "Requests that timed out", ["kind"], registry=r
+        )
+        self.request_seconds = Histogram(
+            f"{p}_request_seconds",
+            "Request round trip",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ib_errors = Counter(
+            f"{p}_ib_errors_total",
+            "Error messages from the Gateway by class",
+            ["class"],
+            registry=r,
+        )
+        self.pacing_queue_depth = Gauge(
+            f"{p}_pacing_queue_depth", "Requests waiting for their pacing slot", registry=r
+        )
+        self.pacing_wait = Histogram(
+            f"{p}_pacing_wait_seconds",
+            "Time a request waited for pacing",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.orders = Gauge(f"{p}_orders", "Orders by state", ["state"], registry=r)
+        for s in OrderState:
+            self.orders.labels(s.value).set(0)
+        self.order_transitions = Counter(
+            f"{p}_order_transitions_total",
+            "Order machine transitions by destination",
+            ["state"],
+            registry=r,
+        )
+        self.fills = Counter(
+            f"{p}_fills_total", "Executions recorded", ["symbol", "side"], registry=r
+        )
+        self.order_ack = Histogram(
+            f"{p}_order_ack_seconds",
+            "From submit to acknowledgement",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.open_positions = Gauge(f"{p}_open_positions", "Open option positions", registry=r)
+        self.position_contracts = Gauge(
+            f"{p}_position_contracts", "Contracts held per underlying", ["symbol"], registry=r
+        )
+        self.realized_pnl = Gauge(f"{p}_realized_pnl_usd", "Realized P&L today", registry=r)
+        self.unrealized_pnl = Gauge(
+            f"{p}_unrealized_pnl_usd", "Unrealized P&L of open positions", registry=r
+        )
+        self.equity = Gauge(f"{p}_equity_usd", "Account equity (net liquidation)", registry=r)
+        self.start_equity = Gauge(
+            f"{p}_start_of_day_equity_usd", "Equity at the start of the NY trading day", registry=r
+        )
+        self.loss_guard = Gauge(
+            f"{p}_daily_loss_guard", "1 when the daily loss guard blocks entries", registry=r
+        )
+        self.kill_switch = Gauge(
+            f"{p}_kill_switch", "1 when the kill switch blocks entries", registry=r
+        )
+        self.market_open = Gauge(
+            f"{p}_market_open", "1 while the exchange is in regular hours", registry=r
+        )
+        self.sim_time = Gauge(
+            f"{p}_clock_timestamp_seconds",
+            "The service clock (simulated when embedded)",
+            registry=r,
+        )
+        self.actor_restarts = Counter(
+            f"{p}_actor_failures_total", "Actors that failed", ["actor"], registry=r
+        )
+
+
+def new_registry(process: bool = True) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry
+
+
+def serve(registry: CollectorRegistry, host: str, port: int):
+    """Start the exporter; binds `host` only (prometheus-client binds every interface unless told)."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return server, thread

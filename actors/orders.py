@@ -1,0 +1,737 @@
+"""OrderActor: option choice, brackets, one order machine per order, write-ahead persistence, paper fills."""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from transitions import MachineError
+
+from actors import messages as m
+from actors.base import BaseActor
+from actors.hours import MarketHours
+from actors.metrics import Metrics
+from actors.paper import PaperBook, PaperFill, PaperOrder
+from configs.settings import Settings
+from machines.order import OrderModel, OrderState, order_machine
+from storage import KeyValueRepo, OrderRepo, PositionRepo, TradingDayRepo, open_db
+from storage.repos import iso
+from strategies.options import (
+    OptionParams,
+    OptionQuoteView,
+    choose_expiry,
+    choose_option,
+    nearest_strikes,
+    target_strike,
+)
+from strategies.signals import Direction
+from strategies.ticks import bracket_prices, entry_limit, tick_size
+
+log = logging.getLogger("optionsbot.orders")
+
+# IB status -> order machine trigger (None: nothing to do).
+STATUS_TRIGGER = {
+    "PendingSubmit": None,
+    "ApiPending": None,
+    "PreSubmitted": "accept",
+    "Submitted": "accept",
+    "PendingCancel": None,
+    "ApiCancelled": "cancelled",
+    "Cancelled": "cancelled",
+    "Inactive": "deactivate",
+    "Filled": "fill",
+}
+
+
+def option_params(settings: Settings) -> OptionParams:
+    o = settings.options
+    return OptionParams(
+        moneyness=o.moneyness,
+        strike_count=o.strike_count,
+        min_dte=o.min_dte,
+        allow_expiry_day=o.allow_expiry_day,
+        min_volume=o.min_volume,
+        max_spread_pct=o.max_spread_pct,
+        spread_allowance=o.spread_allowance,
+        max_quote_age_s=o.max_quote_age_s,
+    )
+
+
+def new_bracket_ref(symbol: str, now: datetime) -> str:
+    """Unique across restarts and client ids: time plus randomness, never a counter in memory."""
+    return f"{symbol}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Entry:
+    """An approved idea on its way to a bracket."""
+
+    idea: m.TradeIdea
+    equity: float
+    chain: m.Chain | None = None
+    expiry: str = ""
+    target: float = math.nan
+    contract: m.OptionContract | None = None
+    limit: float = math.nan
+
+
+@dataclass
+class Book:
+    """Money view of the open positions, for risk and the P&L gauges."""
+
+    last_mid: dict[int, float] = field(default_factory=dict)
+
+
+class OrderActor(BaseActor):
+    name = "orders"
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, clock: Any, connection: Any, risk: Any
+    ):
+        super().__init__()
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.connection = connection
+        self.risk = risk
+        self.params = option_params(settings)
+        self.dry_run = settings.dry_run
+        self.entries: dict[str, Entry] = {}
+        self.machines: dict[str, OrderModel] = {}
+        self.chains: dict[str, tuple[Any, m.Chain]] = {}
+        self.paper = PaperBook()
+        self.book = Book()
+        self.watched: dict[int, m.OptionContract] = {}
+        self.reconciled = self.dry_run
+        self.submitted_at: dict[str, float] = {}
+        self.fill_seq = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.db = open_db(self.settings.storage.path)
+        self.orders = OrderRepo(self.db)
+        self.positions = PositionRepo(self.db)
+        self.days = TradingDayRepo(self.db)
+        self.kv = KeyValueRepo(self.db)
+        self._restore()
+        self.connection.tell(m.Subscribe(listener=self.actor_ref, topics=("connection", "orders")))
+        self._publish()
+
+    def on_stop(self) -> None:
+        self.db.close()
+
+    def _restore(self) -> None:
+        """Rebuild every non-terminal order's machine from SQLite (no callbacks fire on restore)."""
+        rows = self.orders.open_orders()
+        for row in rows:
+            state = OrderState(row["state"])
+            model = OrderModel(
+                order_ref=row["order_ref"], quantity=row["quantity"], filled=row["filled"] or 0.0
+            )
+            order_machine(model, state)
+            self.machines[row["order_ref"]] = model
+            if state is OrderState.NEW:
+                self._fire(row["order_ref"], "abandon", reason="never sent before the restart")
+            elif self.dry_run:
+                self.paper.add(
+                    PaperOrder(
+                        order_ref=row["order_ref"],
+                        con_id=row["con_id"],
+                        action=row["action"],
+                        order_type=row["order_type"],
+                        quantity=row["quantity"] - (row["filled"] or 0),
+                        limit_price=row["limit_price"] or 0.0,
+                        aux_price=row["aux_price"] or 0.0,
+                        parent_ref=row["parent_ref"] or "",
+                        oca_group=row["oca_group"] or "",
+                        active=not row["parent_ref"] or self._parent_filled(row["parent_ref"]),
+                    )
+                )
+                self.watched[row["con_id"]] = self._contract_of(row)
+            else:
+                self._fire(
+                    row["order_ref"], "lose_track", reason="restart: reconcile with the broker"
+                )
+        if rows:
+            log.info(
+                "restored %d open orders from SQLite (%s)",
+                len(rows),
+                "paper book rebuilt" if self.dry_run else "reconciling with the broker",
+            )
+
+    def _parent_filled(self, parent_ref: str) -> bool:
+        row = self.orders.get(parent_ref)
+        return bool(row and row["state"] == OrderState.FILLED)
+
+    @staticmethod
+    def _contract_of(row: dict[str, Any]) -> m.OptionContract:
+        return m.OptionContract(
+            symbol=row["symbol"],
+            expiry=row["expiry"],
+            strike=row["strike"],
+            right=row["right"],
+            con_id=row["con_id"],
+            local_symbol=row["local_symbol"] or "",
+            trading_class=row["symbol"],
+        )
+
+    # -- the machines ----------------------------------------------------------------------------
+    def _fire(self, order_ref: str, trigger: str, reason: str = "", **fields: Any) -> bool:
+        model = self.machines.get(order_ref)
+        if model is None:
+            return False
+        source = model.state
+        try:
+            getattr(model, trigger)(reason=reason)
+        except MachineError:
+            log.warning("order %s: %s not allowed in %s (%s)", order_ref, trigger, source, reason)
+            return False
+        self.orders.transition(
+            order_ref,
+            trigger,
+            source,
+            model.state,
+            {"reason": reason} if reason else None,
+            at=self.clock.now(),
+            reason=reason or None,
+            **fields,
+        )
+        self.metrics.order_transitions.labels(model.state).inc()
+        if model.is_terminal:
+            self.machines.pop(order_ref, None)
+        self._count_states()
+        return True
+
+    def _count_states(self) -> None:
+        counts = self.orders.count_by_state()
+        for s in OrderState:
+            self.metrics.orders.labels(s.value).set(counts.get(s.value, 0))
+
+    # -- connection ---------------------------------------------------------------------------------
+    def on_ConnectionChanged(self, msg: m.ConnectionChanged) -> None:
+        if not msg.resync:
+            return
+        for contract in self.watched.values():
+            self.connection.tell(m.WatchQuotes(contract=contract, reply_to=self.actor_ref))
+        if not self.dry_run:
+            self.reconciled = False
+            self.connection.tell(m.FetchBrokerState(reply_to=self.actor_ref))
+
+    # -- entry flow -------------------------------------------------------------------------------
+    def _finish(self, symbol: str, placed: bool, reason: str = "") -> None:
+        self.entries.pop(symbol, None)
+        if not placed:
+            self.metrics.decisions.labels("option", "skipped", reason.split(":", 1)[0][:40]).inc()
+            log.info("%s entry skipped: %s", symbol, reason)
+        self.risk.tell(m.EntryFinished(symbol=symbol, placed=placed, reason=reason))
+
+    def on_EntryApproved(self, msg: m.EntryApproved) -> None:
+        symbol = msg.idea.signal.symbol
+        if not self.reconciled:
+            self.entries[symbol] = Entry(msg.idea, msg.equity)
+            self._finish(
+                symbol, False, "reconciling: no new order until the broker's state is matched"
+            )
+            return
+        entry = Entry(msg.idea, msg.equity)
+        self.entries[symbol] = entry
+        today = MarketHours.trading_date(self.clock.now())
+        cached = self.chains.get(symbol)
+        if cached and cached[0] == today:
+            self._with_chain(entry, cached[1])
+        else:
+            self.connection.tell(m.FetchChain(symbol=symbol, reply_to=self.actor_ref))
+
+    def on_ChainFetched(self, msg: m.ChainFetched) -> None:
+        entry = self.entries.get(msg.symbol)
+        if entry is None:
+            return
+        if msg.chain is None:
+            self._finish(msg.symbol, False, f"no_chain: {msg.reason}")
+            return
+        self.chains[msg.symbol] = (MarketHours.trading_date(self.clock.now()), msg.chain)
+        self._with_chain(entry, msg.chain)
+
+    def _with_chain(self, entry: Entry, chain: m.Chain) -> None:
+        sig = entry.idea.signal
+        entry.chain = chain
+        today = MarketHours.trading_date(self.clock.now())
+        expiry = choose_expiry(chain.expirations, today, self.params)
+        if expiry is None:
+            self._finish(
+                sig.symbol, False, f"no_expiry: none at least {self.params.min_dte} days out"
+            )
+            return
+        spot = sig.price
+        direction = sig.direction or Direction.CALL
+        target = target_strike(chain.strikes, spot, direction, self.params.moneyness)
+        strikes = nearest_strikes(chain.strikes, spot, self.params.strike_count)
+        if target is None or not strikes:
+            self._finish(sig.symbol, False, f"no_strike: none near {spot:.2f}")
+            return
+        if target not in strikes:
+            strikes = sorted({*strikes, target})
+        entry.expiry, entry.target = expiry, target
+        right = "C" if direction is Direction.CALL else "P"
+        contracts = tuple(
+            m.OptionContract(
+                symbol=sig.symbol,
+                expiry=expiry,
+                strike=k,
+                right=right,
+                trading_class=chain.trading_class,
+                multiplier=chain.multiplier,
+            )
+            for k in strikes
+        )
+        self.connection.tell(
+            m.FetchQuotes(
+                contracts=contracts,
+                reply_to=self.actor_ref,
+                wait_s=self.settings.options.quote_wait_s,
+                tag=sig.symbol,
+            )
+        )
+
+    def on_QuotesFetched(self, msg: m.QuotesFetched) -> None:
+        entry = self.entries.get(msg.tag)
+        if entry is None:
+            return
+        sig = entry.idea.signal
+        now = self.clock.now()
+        views = [
+            OptionQuoteView(
+                q.contract.strike,
+                q.contract.right,
+                q.bid,
+                q.ask,
+                q.volume if math.isfinite(q.volume) else 0.0,
+                # Quotes are stamped on the service clock; age in real seconds.
+                max(0.0, (now - q.time).total_seconds() / getattr(self.clock, "scale", 1.0)),
+            )
+            for q in msg.quotes
+        ]
+        by_strike = {q.contract.strike: q for q in msg.quotes}
+        choice, rejections = choose_option(views, entry.target, self.params)
+        problems = [f"{c.strike:g}{c.right}: {why}" for c, why in msg.missing] + [
+            f"{r.strike:g}{r.right}: {r.reason}" for r in rejections
+        ]
+        if choice is None:
+            self._finish(sig.symbol, False, "no_option: " + "; ".join(problems[:6]))
+            return
+        quote = by_strike[choice.strike]
+        try:
+            limit = entry_limit(sig.symbol, choice.bid, choice.ask)
+        except ValueError as exc:
+            self._finish(sig.symbol, False, f"no_price: {exc}")
+            return
+        entry.contract, entry.limit = quote.contract, limit
+        log.info(
+            "%s option chosen: %s %s %g%s bid %.2f ask %.2f vol %g -> limit %.2f (%s)",
+            sig.symbol,
+            quote.contract.local_symbol or sig.symbol,
+            entry.expiry,
+            choice.strike,
+            choice.right,
+            choice.bid,
+            choice.ask,
+            choice.volume,
+            limit,
+            "; ".join(choice.reasons),
+        )
+        self.risk.tell(
+            m.SizeRequest(
+                idea=entry.idea, contract=quote.contract, premium=limit, reply_to=self.actor_ref
+            )
+        )
+
+    def on_SizeDecision(self, msg: m.SizeDecision) -> None:
+        sig = msg.request.idea.signal
+        entry = self.entries.get(sig.symbol)
+        if entry is None:
+            return
+        if msg.contracts <= 0:
+            self._finish(sig.symbol, False, msg.reason)
+            return
+        self._place_bracket(entry, msg.request.contract, msg.contracts)
+
+    def _place_bracket(self, entry: Entry, contract: m.OptionContract, qty: int) -> None:
+        sig = entry.idea.signal
+        o = self.settings.orders
+        try:
+            take_profit, stop = bracket_prices(
+                sig.symbol, entry.limit, o.take_profit_pct, o.stop_loss_pct
+            )
+        except ValueError as exc:
+            self._finish(sig.symbol, False, f"no_price: {exc}")
+            return
+        now = self.clock.now()
+        ref = new_bracket_ref(sig.symbol, now)
+        legs = (
+            m.BracketLeg(f"{ref}-E", "BUY", "LMT", qty, limit_price=entry.limit, transmit=False),
+            m.BracketLeg(
+                f"{ref}-TP",
+                "SELL",
+                "LMT",
+                qty,
+                limit_price=take_profit,
+                parent_ref=f"{ref}-E",
+                oca_group=f"OCA-{ref}",
+                transmit=False,
+            ),
+            m.BracketLeg(
+                f"{ref}-SL",
+                "SELL",
+                "STP",
+                qty,
+                aux_price=stop,
+                parent_ref=f"{ref}-E",
+                oca_group=f"OCA-{ref}",
+                transmit=True,
+            ),
+        )
+        roles = {"E": "entry", "TP": "take_profit", "SL": "stop_loss"}
+        rows = [
+            {
+                "order_ref": leg.order_ref,
+                "bracket_ref": ref,
+                "parent_ref": leg.parent_ref or None,
+                "role": roles[leg.order_ref.rsplit("-", 1)[1]],
+                "symbol": sig.symbol,
+                "strategy": sig.kind,
+                "con_id": contract.con_id,
+                "local_symbol": contract.local_symbol,
+                "expiry": contract.expiry,
+                "strike": contract.strike,
+                "right": contract.right,
+                "action": leg.action,
+                "order_type": leg.order_type,
+                "quantity": float(leg.quantity),
+                "limit_price": leg.limit_price,
+                "aux_price": leg.aux_price,
+                "oca_group": leg.oca_group or None,
+                "dry_run": int(self.dry_run),
+                "trading_date": MarketHours.trading_date(now).isoformat(),
+                "created_at": iso(now),
+            }
+            for leg in legs
+        ]
+        # Write-ahead: the bracket is in SQLite before anything can reach the wire.
+        self.orders.insert_many(rows, at=now)
+        for leg in legs:
+            self.machines[leg.order_ref] = model = OrderModel(
+                order_ref=leg.order_ref, quantity=leg.quantity
+            )
+            order_machine(model, OrderState.NEW)
+            self._fire(leg.order_ref, "submit")
+        log.info(
+            "%s bracket %s placed%s: BUY %d %s %s %g%s @ %.2f, take-profit %.2f, stop %.2f (%s %s)",
+            sig.symbol,
+            ref,
+            " (dry-run)" if self.dry_run else "",
+            qty,
+            contract.local_symbol or sig.symbol,
+            contract.expiry,
+            contract.strike,
+            contract.right,
+            entry.limit,
+            take_profit,
+            stop,
+            sig.kind,
+            sig.direction.value if sig.direction else "",
+        )
+        if self.dry_run:
+            for leg in legs:
+                self.paper.add(
+                    PaperOrder(
+                        order_ref=leg.order_ref,
+                        con_id=contract.con_id,
+                        action=leg.action,
+                        order_type=leg.order_type,
+                        quantity=leg.quantity,
+                        limit_price=leg.limit_price,
+                        aux_price=leg.aux_price,
+                        parent_ref=leg.parent_ref,
+                        oca_group=leg.oca_group,
+                        active=not leg.parent_ref,
+                    )
+                )
+                self._fire(leg.order_ref, "accept", reason="paper")
+            self._watch(contract)
+        else:
+            self.connection.tell(
+                m.PlaceBracket(contract=contract, legs=legs, reply_to=self.actor_ref)
+            )
+        self.submitted_at[f"{ref}-E"] = now.timestamp()
+        self._finish(sig.symbol, True)
+
+    def _watch(self, contract: m.OptionContract) -> None:
+        if contract.con_id not in self.watched:
+            self.watched[contract.con_id] = contract
+            self.connection.tell(m.WatchQuotes(contract=contract, reply_to=self.actor_ref))
+
+    # -- paper fills ----------------------------------------------------------------------------
+    def on_QuoteUpdated(self, msg: m.QuoteUpdated) -> None:
+        q = msg.quote
+        con_id = q.contract.con_id
+        self.book.last_mid[con_id] = (q.bid + q.ask) / 2
+        if self.dry_run:
+            slip = self.settings.orders.paper_slippage_ticks * tick_size(q.contract.symbol, q.ask)
+            for fill in self.paper.on_quote(con_id, q.bid, q.ask, slip):
+                self._paper_fill(fill, q.time)
+        self._publish()
+
+    def _paper_fill(self, fill: PaperFill, at: datetime) -> None:
+        row = self.orders.get(fill.order_ref)
+        if row is None:
+            return
+        self.fill_seq += 1
+        commission = max(1.0, self.settings.orders.commission_per_contract * fill.quantity)
+        exec_id = f"paper.{fill.order_ref}.{int(at.timestamp())}.{self.fill_seq}"
+        self._apply_execution(
+            m.BrokerExecution(
+                order_ref=fill.order_ref,
+                exec_id=exec_id,
+                side="BOT" if row["action"] == "BUY" else "SLD",
+                quantity=fill.quantity,
+                price=fill.price,
+                time=at,
+                commission=commission,
+            )
+        )
+        # OCA: a filled exit cancels its sibling.
+        for sibling in self.paper.oca_siblings(fill.order_ref, row["oca_group"] or ""):
+            self.paper.remove(sibling)
+            self._fire(sibling, "cancelled", reason=f"OCA: {fill.order_ref} filled")
+
+    # -- executions (paper and live share this) ----------------------------------------------------
+    def _apply_execution(self, e: m.BrokerExecution) -> None:
+        row = self.orders.get(e.order_ref)
+        if row is None:
+            log.warning(
+                "execution %s for unknown order %r: flagged for reconciliation",
+                e.exec_id,
+                e.order_ref,
+            )
+            return
+        if not self.orders.add_fill(
+            {
+                "exec_id": e.exec_id,
+                "order_ref": e.order_ref,
+                "at": iso(e.time),
+                "side": e.side,
+                "quantity": e.quantity,
+                "price": e.price,
+                "commission": e.commission,
+                "con_id": row["con_id"],
+                "symbol": row["symbol"],
+            }
+        ):
+            log.debug("duplicate execution %s ignored", e.exec_id)
+            return
+        filled = (row["filled"] or 0.0) + e.quantity
+        avg = (
+            (row["avg_fill_price"] or 0.0) * (row["filled"] or 0.0) + e.price * e.quantity
+        ) / filled
+        model = self.machines.get(e.order_ref)
+        if model is not None:
+            model.filled = filled
+        trigger = "fill" if filled >= row["quantity"] - 1e-9 else "partial_fill"
+        if not self._fire(
+            e.order_ref,
+            trigger,
+            reason=f"{e.side} {e.quantity:g} @ {e.price:.2f}",
+            filled=filled,
+            avg_fill_price=avg,
+        ):
+            self.orders.update(e.order_ref, filled=filled, avg_fill_price=avg)
+        self.metrics.fills.labels(
+            row["symbol"], "buy" if e.side in ("BOT", "BUY") else "sell"
+        ).inc()
+        realized = self._update_position(row, e)
+        log.info(
+            "%s fill: %s %g %s @ %.2f (commission %.2f)%s",
+            row["symbol"],
+            e.side,
+            e.quantity,
+            row["local_symbol"] or row["order_ref"],
+            e.price,
+            e.commission,
+            f", realized P&L {realized:+.2f}" if row["action"] == "SELL" else "",
+        )
+        self._publish()
+
+    def _update_position(self, row: dict[str, Any], e: m.BrokerExecution) -> float:
+        mult = 100.0
+        pos = self.positions.get(row["con_id"]) or {
+            "con_id": row["con_id"],
+            "symbol": row["symbol"],
+            "local_symbol": row["local_symbol"],
+            "expiry": row["expiry"],
+            "strike": row["strike"],
+            "right": row["right"],
+            "quantity": 0.0,
+            "avg_cost": 0.0,
+            "realized_pnl": 0.0,
+            "bracket_ref": row["bracket_ref"],
+            "strategy": row["strategy"],
+        }
+        qty, avg_cost = pos["quantity"], pos["avg_cost"]
+        realized = -e.commission
+        if e.side in ("BOT", "BUY"):
+            new_qty = qty + e.quantity
+            pos["avg_cost"] = (avg_cost * qty + e.price * mult * e.quantity) / new_qty
+            pos["quantity"] = new_qty
+            pos["bracket_ref"] = row["bracket_ref"]
+        else:
+            realized += (e.price * mult - avg_cost) * e.quantity
+            pos["quantity"] = qty - e.quantity
+        pos["realized_pnl"] = (pos["realized_pnl"] or 0.0) + realized
+        self.positions.upsert(pos)
+        day = MarketHours.trading_date(self.clock.now())
+        if self.days.get(day) is None:
+            self.days.start_day(day, self._equity())
+        self.days.add_realized(day, realized)
+        if pos["quantity"] <= 0:
+            contract = self.watched.pop(row["con_id"], None)
+            if contract is not None and not any(
+                o.con_id == row["con_id"] for o in self.paper.orders.values()
+            ):
+                self.connection.tell(m.UnwatchQuotes(contract=contract))
+        return realized
+
+    def _equity(self) -> float:
+        realized = sum(p["realized_pnl"] or 0.0 for p in self.positions.all())
+        return self.settings.risk.paper_equity + realized + self._unrealized()
+
+    def _unrealized(self) -> float:
+        total = 0.0
+        for p in self.positions.open():
+            mid = self.book.last_mid.get(p["con_id"])
+            if mid is not None:
+                total += mid * 100.0 * p["quantity"] - p["avg_cost"] * p["quantity"]
+        return total
+
+    def _publish(self) -> None:
+        open_pos = self.positions.open()
+        exposure: dict[str, float] = {}
+        for p in open_pos:
+            exposure[p["symbol"]] = exposure.get(p["symbol"], 0.0) + p["avg_cost"] * p["quantity"]
+        # Working entries count as exposure too: their premium is committed.
+        for o in self.paper.orders.values():
+            if not o.parent_ref and o.action == "BUY":
+                row = self.orders.get(o.order_ref)
+                if row:
+                    exposure[row["symbol"]] = (
+                        exposure.get(row["symbol"], 0.0) + o.limit_price * 100 * o.quantity
+                    )
+        day = self.days.get(MarketHours.trading_date(self.clock.now()))
+        realized_today = (day or {}).get("realized_pnl", 0.0) or 0.0
+        unrealized = self._unrealized()
+        equity = self._equity()
+        self.metrics.open_positions.set(len(open_pos))
+        for symbol in self.settings.symbols:
+            self.metrics.position_contracts.labels(symbol).set(
+                sum(p["quantity"] for p in open_pos if p["symbol"] == symbol)
+            )
+        self.metrics.realized_pnl.set(realized_today)
+        self.metrics.unrealized_pnl.set(unrealized)
+        if self.dry_run:
+            self.metrics.equity.set(equity)
+        self.risk.tell(
+            m.PositionsChanged(
+                open_positions=len(open_pos),
+                exposure_by_symbol=tuple(sorted(exposure.items())),
+                realized_today=realized_today,
+                unrealized=unrealized,
+                equity=equity,
+            )
+        )
+
+    # -- timers ----------------------------------------------------------------------------------
+    def on_Tick(self, msg: m.Tick) -> None:
+        self.kv.set("clock", msg.now.isoformat())
+        limit = timedelta(seconds=self.settings.orders.entry_timeout_s)
+        for ref, model in list(self.machines.items()):
+            if not ref.endswith("-E") or model.state not in (
+                OrderState.SUBMITTED,
+                OrderState.PENDING_SUBMIT,
+            ):
+                continue
+            row = self.orders.get(ref)
+            if row and msg.now - datetime.fromisoformat(row["created_at"]) > limit:
+                self._cancel_bracket(row["bracket_ref"], f"entry not filled within {limit}")
+
+    def _cancel_bracket(self, bracket_ref: str, reason: str) -> None:
+        for row in self.orders.by_bracket(bracket_ref):
+            ref = row["order_ref"]
+            if ref not in self.machines:
+                continue
+            if self.dry_run:
+                self.paper.remove(ref)
+                self._fire(ref, "cancel", reason=reason)
+                self._fire(ref, "cancelled", reason=reason)
+            else:
+                if self._fire(ref, "cancel", reason=reason):
+                    self.connection.tell(m.CancelOrder(order_ref=ref))
+        log.info("bracket %s cancelled: %s", bracket_ref, reason)
+        self._publish()
+
+    def on_Flatten(self, msg: m.Flatten) -> None:
+        for row in self.orders.open_orders():
+            if row["role"] == "entry":
+                self._cancel_bracket(row["bracket_ref"], msg.reason)
+        log.warning(
+            "flatten requested (%s): working entries cancelled; open positions keep their brackets",
+            msg.reason,
+        )
+
+    # -- live broker events -------------------------------------------------------------------------
+    def on_BrokerOrderStatus(self, msg: m.BrokerOrderStatus) -> None:
+        if msg.order_ref not in self.machines:
+            return
+        self.orders.update(msg.order_ref, order_id=msg.order_id, perm_id=msg.perm_id)
+        trigger = STATUS_TRIGGER.get(msg.status)
+        model = self.machines[msg.order_ref]
+        if trigger == "fill":
+            return  # fills are counted from executions, which carry the quantities
+        if trigger == "cancelled" and msg.reason and "201" in msg.reason:
+            trigger = "reject"
+        if trigger and not (trigger == "accept" and model.state == OrderState.SUBMITTED):
+            self._fire(msg.order_ref, trigger, reason=msg.reason)
+
+    def on_BrokerExecution(self, msg: m.BrokerExecution) -> None:
+        self._apply_execution(msg)
+
+    def on_BrokerState(self, msg: m.BrokerState) -> None:
+        """Reconciliation: settle every unknown order from what the broker reports."""
+        statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
+        for e in msg.executions:
+            self._apply_execution(e)
+        for ref, model in list(self.machines.items()):
+            if model.state != OrderState.UNKNOWN:
+                continue
+            status = statuses.get(ref)
+            if status is None:
+                self._fire(ref, "not_found", reason="not at the broker after restart; never resent")
+                continue
+            trigger = STATUS_TRIGGER.get(status.status)
+            if trigger and trigger != "fill":
+                self._fire(ref, trigger, reason=f"reconciled: {status.status}")
+        ours = {r["order_ref"] for r in self.orders.open_orders()}
+        strangers = [
+            s.order_ref or str(s.order_id)
+            for s in msg.statuses
+            if s.order_ref not in ours and not self.orders.get(s.order_ref or "")
+        ]
+        if strangers:
+            log.warning(
+                "orders at the broker that this service did not place: %s",
+                ", ".join(strangers[:10]),
+            )
+        self.reconciled = True
+        log.info("reconciliation done: %d unknown settled, %d foreign orders", 0, len(strangers))

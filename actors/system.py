@@ -1,0 +1,245 @@
+"""Builds, starts (in dependency order), supervises and stops (in reverse) the actor system."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pykka
+
+from actors import messages as m
+from actors.base import Ping
+from actors.connection import ConnectionActor
+from actors.data import DataActor
+from actors.hours import MarketHours
+from actors.metrics import Metrics, new_registry, serve
+from actors.orders import OrderActor
+from actors.risk import RiskActor
+from actors.strategy import StrategyActor
+from configs.settings import Settings
+from storage import KeyValueRepo, open_db
+
+log = logging.getLogger("optionsbot.system")
+
+START_TIMEOUT_S = 20.0
+
+
+class WallClock:
+    """The real clock, for a real Gateway."""
+
+    scale = 1.0
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+
+def sim_start(
+    settings: Settings, stored: str | None, hours: MarketHours, wall: datetime
+) -> datetime:
+    """Where the simulated clock starts: the setting, else where the last run stopped, else the latest open."""
+    if settings.sim.start is not None:
+        return settings.sim.start.astimezone(UTC)
+    if stored:
+        try:
+            return datetime.fromisoformat(stored)
+        except ValueError:
+            log.warning("stored simulated clock %r unreadable; starting at the latest open", stored)
+    session = hours.last_session(wall)
+    return session.open if session else wall
+
+
+@dataclass
+class System:
+    """The whole service. `start()` returns once every actor answered its ping."""
+
+    settings: Settings
+    metrics: Metrics | None = None
+    serve_metrics: bool = True
+    clock: Any = None
+    tick_interval_s: float = 0.25
+    actors: list[tuple[str, Any]] = field(default_factory=list)
+    failed: threading.Event = field(default_factory=threading.Event)
+    failure: str = ""
+
+    def __post_init__(self) -> None:
+        self.metrics = self.metrics or Metrics(new_registry())
+        self.hours = MarketHours()
+        self.sim = None
+        self.exporter = None
+        self._stop_ticker = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self.broker_port = self.settings.broker.port
+        self.metrics_port: int | None = None
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self) -> System:
+        s = self.settings
+        db = open_db(s.storage.path)  # migrate once, before any actor opens its own connection
+        stored_clock = KeyValueRepo(db).get("clock")
+        db.close()
+        if s.broker.mode == "embedded":
+            self._start_sim(stored_clock)
+        elif self.clock is None:
+            self.clock = WallClock()
+        self.metrics.build_info.info(
+            {
+                "version": _version(),
+                "dry_run": str(s.dry_run).lower(),
+                "broker_mode": s.broker.mode,
+                "symbols": ",".join(s.symbols),
+            }
+        )
+        if self.serve_metrics and s.metrics.enabled:
+            self.exporter, _ = serve(self.metrics.registry, s.metrics.host, s.metrics.port)
+            self.metrics_port = self.exporter.server_port
+            log.info("metrics on http://%s:%d/metrics", s.metrics.host, self.metrics_port)
+        try:
+            self._start_actors()
+        except Exception:
+            self.stop()
+            raise
+        self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
+        self._ticker.start()
+        mode = "DRY-RUN (no real orders)" if s.dry_run else "LIVE ORDERS"
+        log.info(
+            "optionsbot started: %s, %s, broker %s:%d, symbols %s, database %s",
+            mode,
+            s.broker.mode,
+            s.broker.host,
+            self.broker_port,
+            ",".join(s.symbols),
+            s.storage.path,
+        )
+        return self
+
+    def _start_sim(self, stored_clock: str | None) -> None:
+        from sim.config import SimOptions
+        from sim.runner import EmbeddedSim
+
+        from sim.clock import ScaledClock
+
+        s = self.settings
+        start = sim_start(s, stored_clock, self.hours, datetime.now(UTC))
+        clock = self.clock or ScaledClock(start, scale=s.sim.time_scale)
+        options = SimOptions(
+            seed=s.sim.seed,
+            time_scale=s.sim.time_scale,
+            start=start,
+            skip_closed=s.sim.skip_closed,
+            symbols=tuple(s.symbols),
+        )
+        self.sim = EmbeddedSim(options, clock=clock)
+        self.broker_port = self.sim.start(host="127.0.0.1", port=0)
+        self.clock = self.sim.clock
+        log.info(
+            "embedded IB Gateway simulator on 127.0.0.1:%d, simulated time %s (x%g)",
+            self.broker_port,
+            self.clock.now().isoformat(timespec="seconds"),
+            s.sim.time_scale,
+        )
+
+    def _started(self, name: str, ref: Any) -> Any:
+        ref.ask(Ping(), timeout=START_TIMEOUT_S)
+        self.actors.append((name, ref))
+        return ref
+
+    def _start_actors(self) -> None:
+        s, mt, clock = self.settings, self.metrics, self.clock
+        risk = self._started("risk", RiskActor.start(s, mt, clock, self.hours))
+        connection = self._started(
+            "connection", ConnectionActor.start(s, mt, clock, port=self.broker_port)
+        )
+        orders = self._started("orders", OrderActor.start(s, mt, clock, connection, risk))
+        risk.proxy().set_order_actor(orders).get(timeout=START_TIMEOUT_S)
+        strategies = {
+            sym: self._started(f"strategy:{sym}", StrategyActor.start(sym, s, mt, risk))
+            for sym in s.symbols
+        }
+        data = self._started(
+            "data",
+            DataActor.start(
+                s, mt, clock, self.hours, connection, strategies, stale_listeners=(risk,)
+            ),
+        )
+        connection.tell(m.Subscribe(listener=risk, topics=("connection", "account")))
+        self.refs = {
+            "risk": risk,
+            "connection": connection,
+            "orders": orders,
+            "data": data,
+            **strategies,
+        }
+
+    # -- running ------------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        targets = [self.refs["data"], self.refs["risk"], self.refs["orders"]]
+        while not self._stop_ticker.wait(self.tick_interval_s):
+            now = self.clock.now()
+            self.metrics.sim_time.set(now.timestamp())
+            for name, ref in self.actors:
+                if not ref.is_alive():
+                    self._fail(f"actor {name} stopped unexpectedly")
+                    return
+            for ref in targets:
+                try:
+                    ref.tell(m.Tick(now=now))
+                except pykka.ActorDeadError:
+                    pass
+
+    def _fail(self, why: str) -> None:
+        # Conservative: a dead actor stops the whole service; a restart resumes from SQLite.
+        self.failure = why
+        log.error("%s: stopping the service safely", why)
+        self.failed.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until an actor fails (True) or the timeout passes (False)."""
+        return self.failed.wait(timeout)
+
+    # -- stop -----------------------------------------------------------------------------------
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_ticker.set()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join(timeout)
+        for name, ref in reversed(self.actors):
+            try:
+                ref.stop(timeout=timeout)
+            except pykka.Timeout:
+                log.error("actor %s did not stop within %.0fs", name, timeout)
+            except pykka.ActorDeadError:
+                pass
+        self.actors.clear()
+        leftovers = pykka.ActorRegistry.get_all()
+        if leftovers:
+            log.error("actors left running at stop (a bug): %s", leftovers)
+            pykka.ActorRegistry.stop_all(timeout=timeout)
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+        if self.exporter is not None:
+            self.exporter.shutdown()
+            self.exporter.server_close()
+            self.exporter = None
+        log.info("optionsbot stopped")
+
+    def run_for(self, sim_span: timedelta, real_timeout: float) -> None:
+        """Let simulated time pass (tests and benchmarks); returns early if an actor failed."""
+        end = self.clock.now() + sim_span
+        deadline = time.monotonic() + real_timeout
+        while self.clock.now() < end and time.monotonic() < deadline:
+            if self.failed.wait(0.1):
+                return
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("optionsbot")
+    except Exception:  # noqa: BLE001 - an uninstalled checkout still runs
+        return "0+unknown"

@@ -1,0 +1,1 @@
+"""Pure `transitions` state machines for the connection and the order lifecycle."""

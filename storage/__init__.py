@@ -1,0 +1,23 @@
+"""SQLite persistence through sqlite-utils: schema, migrations and one repository per concern."""
+
+from storage.db import open_db
+from storage.repos import (
+    JournalRepo,
+    KeyValueRepo,
+    MachineStateRepo,
+    OrderRepo,
+    PositionRepo,
+    TradingDayRepo,
+    WhaleRepo,
+)
+
+__all__ = [
+    "JournalRepo",
+    "KeyValueRepo",
+    "MachineStateRepo",
+    "OrderRepo",
+    "PositionRepo",
+    "TradingDayRepo",
+    "WhaleRepo",
+    "open_db",
+]

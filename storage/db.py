@@ -1,0 +1,157 @@
+"""Opening the database (WAL) and its migrations, recorded in the database itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("optionsbot")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["orders"].create(
+        {
+            "order_ref": str,  # our idempotency key, echoed by IB on executions
+            "bracket_ref": str,
+            "parent_ref": str,
+            "role": str,  # entry | take_profit | stop_loss | exit
+            "symbol": str,
+            "strategy": str,
+            "con_id": int,
+            "local_symbol": str,
+            "expiry": str,
+            "strike": float,
+            "right": str,
+            "action": str,
+            "order_type": str,
+            "quantity": float,
+            "limit_price": float,
+            "aux_price": float,
+            "oca_group": str,
+            "state": str,
+            "filled": float,
+            "avg_fill_price": float,
+            "order_id": int,
+            "perm_id": int,
+            "client_id": int,
+            "dry_run": int,
+            "reason": str,
+            "trading_date": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="order_ref",
+        not_null={"symbol", "state", "action", "quantity", "created_at"},
+    )
+    db["orders"].create_index(["state"])
+    db["orders"].create_index(["bracket_ref"])
+    db["order_events"].create(
+        {
+            "id": int,
+            "order_ref": str,
+            "at": str,
+            "event": str,
+            "source": str,
+            "dest": str,
+            "detail": str,
+        },
+        pk="id",
+        foreign_keys=[("order_ref", "orders", "order_ref")],
+    )
+    db["order_events"].create_index(["order_ref"])
+    db["fills"].create(
+        {
+            "exec_id": str,  # IB's execution id: a duplicate is the same fill
+            "order_ref": str,
+            "at": str,
+            "side": str,
+            "quantity": float,
+            "price": float,
+            "commission": float,
+            "con_id": int,
+            "symbol": str,
+        },
+        pk="exec_id",
+        foreign_keys=[("order_ref", "orders", "order_ref")],
+    )
+    db["positions"].create(
+        {
+            "con_id": int,
+            "symbol": str,
+            "local_symbol": str,
+            "expiry": str,
+            "strike": float,
+            "right": str,
+            "quantity": float,
+            "avg_cost": float,  # per contract, premium x multiplier
+            "realized_pnl": float,
+            "bracket_ref": str,
+            "strategy": str,
+            "updated_at": str,
+        },
+        pk="con_id",
+    )
+    db["trading_days"].create(
+        {
+            "trading_date": str,  # New York date: the daily loss guard never reads a stale day
+            "start_equity": float,
+            "realized_pnl": float,
+            "guard_tripped": int,
+            "updated_at": str,
+        },
+        pk="trading_date",
+    )
+    db["machine_states"].create(
+        {"name": str, "state": str, "data": str, "updated_at": str},
+        pk="name",
+    )
+    db["signals"].create(
+        {
+            "id": int,
+            "at": str,
+            "bar_time": str,
+            "symbol": str,
+            "strategy": str,
+            "direction": str,
+            "confidence": float,
+            "price": float,
+            "reasons": str,
+        },
+        pk="id",
+    )
+    db["signals"].create_index(["symbol", "bar_time"])
+    db["decisions"].create(
+        {
+            "id": int,
+            "at": str,
+            "symbol": str,
+            "stage": str,  # signal | option | risk | order
+            "outcome": str,  # approved | skipped
+            "reason": str,
+            "detail": str,
+        },
+        pk="id",
+    )
+    db["whale_debounce"].create({"symbol": str, "last_fired": str}, pk="symbol")
+    db["kv"].create({"key": str, "value": str, "updated_at": str}, pk="key")
+
+
+def open_db(path: Path | str) -> Database:
+    """Open (creating if needed) the service database in WAL mode, migrated to the latest schema.
+
+    A `Database` belongs to the thread that opened it: each actor that persists opens its own.
+    """
+    path = Path(path)
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(path)
+    db.conn.execute("PRAGMA busy_timeout = 10000")
+    if str(path) != ":memory:":
+        db.enable_wal()
+    db.conn.execute("PRAGMA synchronous = NORMAL")
+    db.conn.execute("PRAGMA foreign_keys = ON")
+    migrations.apply(db)
+    return db

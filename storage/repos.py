@@ -1,0 +1,298 @@
+"""One small repository per concern; each takes a `Database` opened by the calling thread."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from machines.order import TERMINAL, OrderState
+
+TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
+
+
+def iso(t: datetime | None = None) -> str:
+    """UTC ISO-8601: one sortable format for every timestamp we store."""
+    return (t or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+class OrderRepo:
+    """Orders, their append-only event log and their fills."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def insert(self, order: Mapping[str, Any], at: datetime | None = None) -> None:
+        row = dict(order)
+        row.setdefault("state", OrderState.NEW.value)
+        row.setdefault("filled", 0.0)
+        row.setdefault("created_at", iso(at))
+        row["updated_at"] = row["created_at"]
+        with self.db.conn:
+            self.db["orders"].insert(row, pk="order_ref")
+            self._event(row["order_ref"], "created", "", row["state"], {}, at)
+
+    def insert_many(self, orders: Iterable[Mapping[str, Any]], at: datetime | None = None) -> None:
+        """A bracket's orders land together or not at all."""
+        with self.db.conn:
+            for order in orders:
+                row = dict(order)
+                row.setdefault("state", OrderState.NEW.value)
+                row.setdefault("filled", 0.0)
+                row.setdefault("created_at", iso(at))
+                row["updated_at"] = row["created_at"]
+                self.db["orders"].insert(row, pk="order_ref")
+                self._event(row["order_ref"], "created", "", row["state"], {}, at)
+
+    def transition(
+        self,
+        order_ref: str,
+        event: str,
+        source: str,
+        dest: str,
+        detail: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+        **fields: Any,
+    ) -> None:
+        """Persist a machine transition and its event in one transaction."""
+        with self.db.conn:
+            self.db["orders"].update(order_ref, {"state": dest, "updated_at": iso(at), **fields})
+            self._event(order_ref, event, source, dest, detail or {}, at)
+
+    def update(self, order_ref: str, **fields: Any) -> None:
+        with self.db.conn:
+            self.db["orders"].update(order_ref, {**fields, "updated_at": iso()})
+
+    def _event(
+        self, ref: str, event: str, source: str, dest: str, detail: Mapping[str, Any], at
+    ) -> None:
+        self.db["order_events"].insert(
+            {
+                "order_ref": ref,
+                "at": iso(at),
+                "event": event,
+                "source": source,
+                "dest": dest,
+                "detail": _json(detail),
+            }
+        )
+
+    def get(self, order_ref: str) -> dict[str, Any] | None:
+        try:
+            return self.db["orders"].get(order_ref)
+        except NotFoundError:
+            return None
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(TERMINAL_VALUES))
+        return list(
+            self.db["orders"].rows_where(
+                f"state not in ({marks})", TERMINAL_VALUES, order_by="created_at"
+            )
+        )
+
+    def by_bracket(self, bracket_ref: str) -> list[dict[str, Any]]:
+        return list(
+            self.db["orders"].rows_where("bracket_ref = ?", [bracket_ref], order_by="created_at")
+        )
+
+    def events(self, order_ref: str) -> list[dict[str, Any]]:
+        return list(self.db["order_events"].rows_where("order_ref = ?", [order_ref], order_by="id"))
+
+    def add_fill(self, fill: Mapping[str, Any]) -> bool:
+        """Record a fill once: False when this execution id is already known (a duplicate)."""
+        with self.db.conn:
+            cur = self.db.execute(
+                "insert or ignore into fills (exec_id, order_ref, at, side, quantity, price, commission, con_id, symbol)"
+                " values (:exec_id, :order_ref, :at, :side, :quantity, :price, :commission, :con_id, :symbol)",
+                {"commission": 0.0, "con_id": None, "symbol": None, **fill},
+            )
+            return cur.rowcount == 1
+
+    def fills(self, order_ref: str | None = None) -> list[dict[str, Any]]:
+        if order_ref is None:
+            return list(self.db["fills"].rows_where(order_by="at"))
+        return list(self.db["fills"].rows_where("order_ref = ?", [order_ref], order_by="at"))
+
+    def count_by_state(self) -> dict[str, int]:
+        return {
+            r["state"]: r["n"]
+            for r in self.db.query("select state, count(*) n from orders group by state")
+        }
+
+
+class PositionRepo:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def upsert(self, row: Mapping[str, Any]) -> None:
+        with self.db.conn:
+            self.db["positions"].upsert({**row, "updated_at": iso()}, pk="con_id")
+
+    def get(self, con_id: int) -> dict[str, Any] | None:
+        try:
+            return self.db["positions"].get(con_id)
+        except NotFoundError:
+            return None
+
+    def open(self) -> list[dict[str, Any]]:
+        return list(self.db["positions"].rows_where("quantity != 0", order_by="con_id"))
+
+    def all(self) -> list[dict[str, Any]]:
+        return list(self.db["positions"].rows_where(order_by="con_id"))
+
+
+class TradingDayRepo:
+    """Start-of-day equity and realized P&L keyed by the New York trading date."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, day: date) -> dict[str, Any] | None:
+        try:
+            return self.db["trading_days"].get(day.isoformat())
+        except NotFoundError:
+            return None
+
+    def start_day(self, day: date, equity: float) -> dict[str, Any]:
+        """The first call of a day fixes its start equity; later calls return the stored row."""
+        with self.db.conn:
+            self.db.execute(
+                "insert or ignore into trading_days (trading_date, start_equity, realized_pnl, guard_tripped, updated_at)"
+                " values (?, ?, 0, 0, ?)",
+                [day.isoformat(), equity, iso()],
+            )
+        row = self.get(day)
+        assert row is not None
+        return row
+
+    def add_realized(self, day: date, pnl: float) -> None:
+        with self.db.conn:
+            self.db.execute(
+                "update trading_days set realized_pnl = realized_pnl + ?, updated_at = ? where trading_date = ?",
+                [pnl, iso(), day.isoformat()],
+            )
+
+    def trip_guard(self, day: date) -> None:
+        with self.db.conn:
+            self.db["trading_days"].update(
+                day.isoformat(), {"guard_tripped": 1, "updated_at": iso()}
+            )
+
+
+class MachineStateRepo:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def save(self, name: str, state: str, data: Mapping[str, Any] | None = None) -> None:
+        with self.db.conn:
+            self.db["machine_states"].upsert(
+                {"name": name, "state": state, "data": _json(data or {}), "updated_at": iso()},
+                pk="name",
+            )
+
+    def load(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        try:
+            row = self.db["machine_states"].get(name)
+        except NotFoundError:
+            return None
+        return row["state"], json.loads(row["data"] or "{}")
+
+
+class JournalRepo:
+    """Every signal and every decision with its reason: the answer to "why did it (not) trade"."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def signal(
+        self,
+        *,
+        symbol: str,
+        strategy: str,
+        direction: str | None,
+        confidence: float,
+        price: float,
+        reasons: Iterable[str],
+        bar_time: datetime,
+        at: datetime | None = None,
+    ) -> None:
+        with self.db.conn:
+            self.db["signals"].insert(
+                {
+                    "at": iso(at),
+                    "bar_time": iso(bar_time),
+                    "symbol": symbol,
+                    "strategy": strategy,
+                    "direction": direction or "hold",
+                    "confidence": confidence,
+                    "price": price,
+                    "reasons": _json(list(reasons)),
+                }
+            )
+
+    def decision(
+        self,
+        *,
+        symbol: str,
+        stage: str,
+        outcome: str,
+        reason: str,
+        detail: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        with self.db.conn:
+            self.db["decisions"].insert(
+                {
+                    "at": iso(at),
+                    "symbol": symbol,
+                    "stage": stage,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "detail": _json(detail or {}),
+                }
+            )
+
+    def decisions(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        if symbol is None:
+            return list(self.db["decisions"].rows_where(order_by="id"))
+        return list(self.db["decisions"].rows_where("symbol = ?", [symbol], order_by="id"))
+
+
+class WhaleRepo:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def last_fired(self, symbol: str) -> datetime | None:
+        try:
+            row = self.db["whale_debounce"].get(symbol)
+        except NotFoundError:
+            return None
+        return datetime.fromisoformat(row["last_fired"])
+
+    def fired(self, symbol: str, at: datetime) -> None:
+        with self.db.conn:
+            self.db["whale_debounce"].upsert({"symbol": symbol, "last_fired": iso(at)}, pk="symbol")
+
+
+class KeyValueRepo:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        try:
+            return self.db["kv"].get(key)["value"]
+        except NotFoundError:
+            return default
+
+    def set(self, key: str, value: str) -> None:
+        with self.db.conn:
+            self.db["kv"].upsert({"key": key, "value": value, "updated_at": iso()}, pk="key")

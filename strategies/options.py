@@ -1,0 +1,241 @@
+"""Option selection: expiry, strikes by moneyness, and the liquidity filter over live quotes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal
+
+from strategies.signals import Direction
+
+Moneyness = Literal["atm", "itm1", "otm1"]
+MONEYNESS: tuple[str, ...] = ("atm", "itm1", "otm1")
+
+# Float slack for "spread <= limit" and strike equality: 1.10 - 1.00 is 0.10000000000000009.
+_EPS = 1e-9
+
+REJECTION_CODES = (
+    "bad_right",
+    "nan_quote",
+    "non_positive_quote",
+    "crossed",
+    "stale",
+    "low_volume",
+    "wide_spread",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionParams:
+    moneyness: Moneyness = "atm"
+    strike_count: int = 5
+    min_dte: int = 1
+    allow_expiry_day: bool = False
+    min_volume: float = 100
+    max_spread_pct: float = 0.10
+    spread_allowance: float = 0.10
+    max_quote_age_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.moneyness not in MONEYNESS:
+            raise ValueError(f"moneyness must be one of {MONEYNESS}, got {self.moneyness!r}")
+        if self.strike_count < 1:
+            raise ValueError("strike_count must be at least 1")
+        if self.min_dte < 0:
+            raise ValueError("min_dte must not be negative")
+        if not self.min_volume >= 0:
+            raise ValueError("min_volume must not be negative")
+        if not self.max_spread_pct > 0:
+            raise ValueError("max_spread_pct must be positive")
+        if not self.spread_allowance >= 0:
+            raise ValueError("spread_allowance must not be negative")
+        if not self.max_quote_age_s > 0:
+            raise ValueError("max_quote_age_s must be positive")
+
+
+def choose_expiry(expirations: Iterable[str], today: date, params: OptionParams) -> str | None:
+    """The nearest expiration (YYYYMMDD, returned as given) that may be traded on `today`.
+
+    An expiration d days away qualifies when d >= max(min_dte, 1), or when d == 0 and
+    allow_expiry_day is set: allow_expiry_day adds the expiring series on its own day
+    whatever min_dte says, and min_dte 0 alone does not allow it. Strings that are not
+    YYYYMMDD dates are skipped; past expirations never qualify.
+    """
+    best: tuple[int, str] | None = None
+    for raw in expirations:
+        text = str(raw).strip()
+        try:
+            expiry = datetime.strptime(text, "%Y%m%d").date()
+        except ValueError:
+            continue
+        days = (expiry - today).days
+        ok = (days >= max(params.min_dte, 1)) or (days == 0 and params.allow_expiry_day)
+        if ok and (best is None or days < best[0]):
+            best = (days, text)
+    return None if best is None else best[1]
+
+
+def _clean_strikes(strikes: Iterable[float]) -> list[float]:
+    return sorted({float(s) for s in strikes if math.isfinite(s) and s > 0})
+
+
+def nearest_strikes(strikes: Iterable[float], spot: float, count: int) -> list[float]:
+    """The `count` distinct strikes nearest `spot`, ascending; a tie in distance keeps the lower."""
+    if count <= 0 or not math.isfinite(spot):
+        return []
+    clean = _clean_strikes(strikes)
+    chosen = sorted(clean, key=lambda s: (abs(s - spot), s))[:count]
+    return sorted(chosen)
+
+
+def target_strike(
+    strikes: Iterable[float], spot: float, direction: Direction, moneyness: Moneyness
+) -> float | None:
+    """The strike to trade, or None when the chain has no such strike.
+
+    atm: the strike nearest `spot` (a tie keeps the lower). itm1: one strike in the money
+    from the atm strike: for a CALL the next strike BELOW it, for a PUT the next ABOVE.
+    otm1: the opposite neighbour.
+    """
+    if moneyness not in MONEYNESS:
+        raise ValueError(f"moneyness must be one of {MONEYNESS}, got {moneyness!r}")
+    if not math.isfinite(spot):
+        return None
+    clean = _clean_strikes(strikes)
+    if not clean:
+        return None
+    atm_index = min(range(len(clean)), key=lambda i: (abs(clean[i] - spot), clean[i]))
+    if moneyness == "atm":
+        return clean[atm_index]
+    below_is_itm = Direction(direction) is Direction.CALL
+    step = -1 if (moneyness == "itm1") == below_is_itm else 1
+    index = atm_index + step
+    return clean[index] if 0 <= index < len(clean) else None
+
+
+@dataclass(frozen=True, slots=True)
+class OptionQuoteView:
+    strike: float
+    right: str  # "C" or "P"
+    bid: float
+    ask: float
+    volume: float
+    age_s: float  # seconds since the quote last updated
+
+
+@dataclass(frozen=True, slots=True)
+class OptionChoice:
+    strike: float
+    right: str
+    bid: float
+    ask: float
+    mid: float
+    volume: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    strike: float
+    right: str
+    reason: str  # "<code>: <detail>", the code one of REJECTION_CODES
+
+    @property
+    def code(self) -> str:
+        return self.reason.split(":", 1)[0]
+
+
+def quote_rejection(q: OptionQuoteView, params: OptionParams) -> str | None:
+    """Why a quote is unusable ("<code>: <detail>"), or None; checks run in REJECTION_CODES order.
+
+    - bad_right: right is not "C" or "P"
+    - nan_quote: bid or ask NaN/infinite (no entitlement, no market)
+    - non_positive_quote: bid or ask <= 0
+    - crossed: ask < bid
+    - stale: age_s NaN or > max_quote_age_s
+    - low_volume: volume NaN or < min_volume
+    - wide_spread: spread = ask - bid, mid = (bid + ask) / 2; the spread is acceptable when
+      spread <= max_spread_pct * mid OR spread <= spread_allowance (each with 1e-9 slack
+      for float noise), i.e. rejected when spread > max(max_spread_pct * mid, spread_allowance)
+    """
+    if q.right not in ("C", "P"):
+        return f"bad_right: {q.right!r} is not C or P"
+    if not (math.isfinite(q.bid) and math.isfinite(q.ask)):
+        return f"nan_quote: bid {q.bid} ask {q.ask}"
+    if q.bid <= 0 or q.ask <= 0:
+        return f"non_positive_quote: bid {q.bid:.2f} ask {q.ask:.2f}"
+    if q.ask < q.bid:
+        return f"crossed: ask {q.ask:.2f} < bid {q.bid:.2f}"
+    if not (q.age_s <= params.max_quote_age_s):
+        return f"stale: quote {q.age_s:.1f}s old > {params.max_quote_age_s:g}s"
+    if not (q.volume >= params.min_volume):
+        return f"low_volume: volume {q.volume:g} < {params.min_volume:g}"
+    spread = q.ask - q.bid
+    mid = (q.bid + q.ask) / 2.0
+    pct_limit = params.max_spread_pct * mid
+    if spread > pct_limit + _EPS and spread > params.spread_allowance + _EPS:
+        return (
+            f"wide_spread: spread {spread:.2f} > max({params.max_spread_pct:.0%} of mid "
+            f"{pct_limit:.2f}, allowance {params.spread_allowance:.2f})"
+        )
+    return None
+
+
+def choose_option(
+    quotes: Sequence[OptionQuoteView], target: float, params: OptionParams
+) -> tuple[OptionChoice | None, list[Rejection]]:
+    """Pick the quote to trade among `quotes` (one right, the strikes near the money).
+
+    Every quote is checked with `quote_rejection`; all rejections are returned, in input
+    order, whether or not something survives. Among survivors the target strike wins;
+    when it was rejected or not quoted, the most liquid survivor: highest volume, then
+    tightest spread, then nearest the target, then the lower strike. None when nothing
+    survives.
+    """
+    rejections: list[Rejection] = []
+    survivors: list[OptionQuoteView] = []
+    for q in quotes:
+        reason = quote_rejection(q, params)
+        if reason is None:
+            survivors.append(q)
+        else:
+            rejections.append(Rejection(q.strike, q.right, reason))
+    if not survivors:
+        return None, rejections
+
+    def describe(q: OptionQuoteView) -> str:
+        mid = (q.bid + q.ask) / 2.0
+        spread = q.ask - q.bid
+        return (
+            f"{q.strike:g} {q.right}: bid {q.bid:.2f} ask {q.ask:.2f} mid {mid:.3f} "
+            f"spread {spread:.2f} ({spread / mid:.1%} of mid) volume {q.volume:g}"
+        )
+
+    on_target = [q for q in survivors if abs(q.strike - target) <= _EPS]
+    if on_target:
+        pick = on_target[0]
+        reasons: tuple[str, ...] = (f"target strike {describe(pick)}",)
+    else:
+        pick = min(
+            survivors,
+            key=lambda q: (-q.volume, q.ask - q.bid, abs(q.strike - target), q.strike),
+        )
+        missed = [r.reason for r in rejections if abs(r.strike - target) <= _EPS]
+        why = (
+            f"target {target:g} rejected ({'; '.join(missed)})"
+            if missed
+            else (f"target {target:g} not quoted")
+        )
+        reasons = (why, f"most liquid survivor {describe(pick)}")
+    choice = OptionChoice(
+        strike=pick.strike,
+        right=pick.right,
+        bid=pick.bid,
+        ask=pick.ask,
+        mid=(pick.bid + pick.ask) / 2.0,
+        volume=pick.volume,
+        reasons=reasons,
+    )
+    return choice, rejections

@@ -1,0 +1,228 @@
+"""Option choice: expiry rules, strikes by moneyness, quote rejections, liquid fallback."""
+
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from strategies.options import (
+    REJECTION_CODES,
+    OptionParams,
+    OptionQuoteView,
+    choose_expiry,
+    choose_option,
+    nearest_strikes,
+    target_strike,
+)
+from strategies.signals import Direction
+
+FRI = date(2024, 3, 15)  # an expiry day
+EXPS = ["20240315", "20240318", "20240320", "20240322", "20240419"]
+
+
+@pytest.mark.parametrize(
+    ("today", "params", "expected"),
+    [
+        (FRI, OptionParams(), "20240318"),  # default min_dte 1: not today's series
+        (FRI, OptionParams(min_dte=0), "20240318"),  # min_dte 0 alone does not allow day 0
+        (FRI, OptionParams(allow_expiry_day=True), "20240315"),
+        (FRI, OptionParams(min_dte=0, allow_expiry_day=True), "20240315"),
+        (FRI, OptionParams(min_dte=4), "20240320"),  # 5 days away
+        (FRI, OptionParams(min_dte=3), "20240318"),  # exactly 3 days: >= min_dte
+        (FRI, OptionParams(min_dte=40), None),
+        (date(2024, 3, 14), OptionParams(), "20240315"),  # 1 day away
+        (date(2024, 3, 16), OptionParams(allow_expiry_day=True), "20240318"),  # 15th is past
+        (date(2024, 4, 20), OptionParams(), None),
+    ],
+)
+def test_choose_expiry(today, params, expected):
+    assert choose_expiry(EXPS, today, params) == expected
+
+
+def test_choose_expiry_ignores_order_and_junk():
+    exps = ["20240419", "garbage", "", "2024-03-18", "20240320", "20240318"]
+    assert choose_expiry(iter(exps), FRI, OptionParams()) == "20240318"
+    assert choose_expiry([], FRI, OptionParams()) is None
+
+
+STRIKES = [670.0, 675.0, 680.0, 681.0, 682.0, 683.0, 684.0, 685.0, 690.0]
+
+
+@pytest.mark.parametrize(
+    ("spot", "count", "expected"),
+    [
+        (682.4, 3, [681.0, 682.0, 683.0]),
+        (682.4, 5, [680.0, 681.0, 682.0, 683.0, 684.0]),
+        (682.5, 2, [682.0, 683.0]),
+        (700.0, 2, [685.0, 690.0]),
+        (682.0, 0, []),
+        (float("nan"), 3, []),
+    ],
+)
+def test_nearest_strikes(spot, count, expected):
+    assert nearest_strikes(STRIKES, spot, count) == expected
+
+
+def test_nearest_strikes_dedupes_and_drops_bad_strikes():
+    assert nearest_strikes([5.0, 5.0, float("nan"), -1.0, 0.0, 6.0], 5.2, 5) == [5.0, 6.0]
+
+
+@pytest.mark.parametrize(
+    ("direction", "moneyness", "expected"),
+    [
+        # spot 682.4: atm 682; a CALL is in the money BELOW spot, a PUT above
+        (Direction.CALL, "atm", 682.0),
+        (Direction.CALL, "itm1", 681.0),
+        (Direction.CALL, "otm1", 683.0),
+        (Direction.PUT, "atm", 682.0),
+        (Direction.PUT, "itm1", 683.0),
+        (Direction.PUT, "otm1", 681.0),
+    ],
+)
+def test_target_strike(direction, moneyness, expected):
+    assert target_strike(STRIKES, 682.4, direction, moneyness) == expected
+
+
+def test_target_strike_edges():
+    assert target_strike([], 100.0, Direction.CALL, "atm") is None
+    assert target_strike([100.0, 105.0], 99.0, Direction.CALL, "itm1") is None
+    assert target_strike([100.0, 105.0], 106.0, Direction.PUT, "itm1") is None
+    assert target_strike([100.0, 105.0], 102.5, Direction.PUT, "atm") == 100.0  # tie: lower
+    assert target_strike([100.0, 105.0], float("nan"), Direction.PUT, "atm") is None
+    with pytest.raises(ValueError):
+        target_strike([100.0], 100.0, Direction.CALL, "itm2")
+
+
+@given(
+    strikes=st.lists(st.integers(1, 2000), min_size=3, max_size=40, unique=True),
+    spot=st.floats(1, 2000),
+)
+def test_itm_and_otm_sides(strikes, spot):
+    strikes = [float(s) for s in strikes]
+    atm = target_strike(strikes, spot, Direction.CALL, "atm")
+    assert atm == target_strike(strikes, spot, Direction.PUT, "atm")
+    assert all(abs(atm - spot) <= abs(s - spot) for s in strikes)
+    call_itm = target_strike(strikes, spot, Direction.CALL, "itm1")
+    put_itm = target_strike(strikes, spot, Direction.PUT, "itm1")
+    if call_itm is not None:
+        assert call_itm < atm and call_itm == target_strike(strikes, spot, Direction.PUT, "otm1")
+    if put_itm is not None:
+        assert put_itm > atm and put_itm == target_strike(strikes, spot, Direction.CALL, "otm1")
+
+
+P = OptionParams()  # min_volume 100, spread ok <= max(10% of mid, 0.10), age <= 10 s
+NAN = float("nan")
+
+
+def q(strike=680.0, bid=2.00, ask=2.10, volume=500.0, age_s=1.0, right="C"):
+    return OptionQuoteView(strike, right, bid, ask, volume, age_s)
+
+
+@pytest.mark.parametrize(
+    ("quote", "code"),
+    [
+        (q(right="X"), "bad_right"),
+        (q(bid=NAN), "nan_quote"),
+        (q(ask=float("inf")), "nan_quote"),
+        (q(bid=0.0), "non_positive_quote"),
+        (q(bid=-1.0), "non_positive_quote"),
+        (q(bid=2.2, ask=2.1), "crossed"),
+        (q(age_s=10.5), "stale"),
+        (q(age_s=NAN), "stale"),
+        (q(volume=99.0), "low_volume"),
+        (q(volume=NAN), "low_volume"),
+        (q(bid=2.00, ask=2.30), "wide_spread"),  # 0.30 > max(0.215, 0.10)
+        (q(bid=0.40, ask=0.55), "wide_spread"),  # 0.15 > max(0.0475, 0.10)
+    ],
+)
+def test_each_rejection_reason(quote, code):
+    choice, rejections = choose_option([quote], quote.strike, P)
+    assert choice is None
+    assert [r.code for r in rejections] == [code]
+    assert rejections[0].strike == quote.strike and rejections[0].right == quote.right
+    assert rejections[0].reason.startswith(code + ": ")
+
+
+def test_all_codes_listed():
+    assert set(REJECTION_CODES) == {
+        "bad_right", "nan_quote", "non_positive_quote", "crossed", "stale", "low_volume", "wide_spread",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bid", "ask"),
+    [
+        (1.00, 1.10),  # spread == allowance 0.10 (float noise: 0.10000000000000009)
+        (0.05, 0.15),  # cheap option: 200% of mid, but within the $0.10 allowance
+        (5.00, 5.50),  # 0.50 <= 10% of mid 5.25
+        (10.00, 11.00),  # 1.00 <= 10% of 10.50
+        (2.00, 2.00),  # locked market
+    ],
+)
+def test_spread_accepted_by_either_rule(bid, ask):
+    choice, rejections = choose_option([q(bid=bid, ask=ask)], 680.0, P)
+    assert rejections == [] and choice is not None
+    assert choice.mid == pytest.approx((bid + ask) / 2)
+
+
+def test_boundaries_are_inclusive():
+    choice, rejections = choose_option([q(volume=100.0, age_s=10.0)], 680.0, P)
+    assert choice is not None and rejections == []
+
+
+def test_target_preferred_even_when_less_liquid():
+    quotes = [q(679.0, volume=9000), q(680.0, volume=150), q(681.0, volume=5000)]
+    choice, rejections = choose_option(quotes, 680.0, P)
+    assert choice.strike == 680.0 and rejections == []
+    assert choice.reasons[0].startswith("target strike 680 C")
+
+
+def test_liquid_fallback_when_target_rejected():
+    quotes = [
+        q(678.0, volume=4000, bid=3.0, ask=3.6),  # wide
+        q(679.0, volume=3000, bid=2.5, ask=2.6),
+        q(680.0, volume=50),  # target, too thin
+        q(681.0, volume=3000, bid=1.50, ask=1.55),  # ties 679 on volume, tighter spread
+        q(682.0, volume=2000),
+    ]
+    choice, rejections = choose_option(quotes, 680.0, P)
+    assert choice.strike == 681.0
+    assert [(r.strike, r.code) for r in rejections] == [
+        (678.0, "wide_spread"),
+        (680.0, "low_volume"),
+    ]
+    assert choice.reasons[0].startswith("target 680 rejected (low_volume: volume 50 < 100)")
+    assert choice.reasons[1].startswith("most liquid survivor 681 C")
+
+
+def test_fallback_ties_go_to_nearest_target():
+    quotes = [q(676.0), q(683.0), q(679.0)]  # same volume, same spread
+    choice, _ = choose_option(quotes, 680.0, P)
+    assert choice.strike == 679.0
+    assert choice.reasons[0] == "target 680 not quoted"
+
+
+def test_nothing_survives():
+    quotes = [q(679.0, bid=NAN), q(680.0, volume=0), q(681.0, age_s=60)]
+    choice, rejections = choose_option(quotes, 680.0, P)
+    assert choice is None
+    assert [r.code for r in rejections] == ["nan_quote", "low_volume", "stale"]
+    assert choose_option([], 680.0, P) == (None, [])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"moneyness": "deep"},
+        {"strike_count": 0},
+        {"min_dte": -1},
+        {"min_volume": -1},
+        {"max_spread_pct": 0},
+        {"spread_allowance": -0.01},
+        {"max_quote_age_s": 0},
+    ],
+)
+def test_bad_params_rejected(kwargs):
+    with pytest.raises(ValueError):
+        OptionParams(**kwargs)
