@@ -30,9 +30,10 @@ class PaperFill:
 def fill_price(order: PaperOrder, bid: float, ask: float, slippage: float = 0.0) -> float | None:
     """The price a quote fills `order` at, or None.
 
-    A buy limit fills when the ask reaches it (at the better of the two); a sell limit when
-    the bid reaches it; a sell stop triggers when the bid trades at or through it and
-    fills at the bid less slippage (a stop is a market order once triggered).
+    A buy limit fills when the ask reaches it, a sell limit when the bid reaches it, both at
+    the limit: a resting order is hit at its own price, and paper results must never look
+    better than a real account's. A sell stop triggers when the bid trades at or through it
+    and fills at the bid less slippage (a stop is a market order once triggered).
     """
     if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0:
         return None
@@ -40,9 +41,9 @@ def fill_price(order: PaperOrder, bid: float, ask: float, slippage: float = 0.0)
         return ask + slippage if order.action == "BUY" else max(0.01, bid - slippage)
     if order.order_type == "LMT":
         if order.action == "BUY" and ask <= order.limit_price:
-            return min(order.limit_price, ask + slippage)
+            return order.limit_price
         if order.action == "SELL" and bid >= order.limit_price:
-            return max(order.limit_price, bid - slippage)
+            return order.limit_price
         return None
     if order.order_type == "STP":
         if order.action == "SELL" and bid <= order.aux_price:

@@ -141,7 +141,9 @@ class RiskActor(BaseActor):
                     flatten = bool(json.loads(path.read_text() or "{}").get("flatten"))
                 except (ValueError, OSError, AttributeError):
                     flatten = False
-            self.on_KillSwitch(m.KillSwitch(engaged=engaged, flatten=flatten, reason=f"file {path}"))
+            self.on_KillSwitch(
+                m.KillSwitch(engaged=engaged, flatten=flatten, reason=f"file {path}")
+            )
 
     def on_KillSwitch(self, msg: m.KillSwitch) -> None:
         self.kill = msg.engaged

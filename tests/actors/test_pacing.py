@@ -9,7 +9,7 @@ from actors.pacing import HistoricalPacer
 def violations(sends: list[tuple[float, tuple, tuple]], p: HistoricalPacer) -> list[str]:
     out = []
     for i, (t, key, ck) in enumerate(sends):
-        for t2, key2, ck2 in sends[:i]:
+        for t2, key2, _ in sends[:i]:
             if key2 == key and abs(t - t2) < p.identical_s:
                 out.append(f"identical {key} at {t2:.2f} and {t:.2f}")
         same = sorted(t2 for t2, _, ck2 in sends if ck2 == ck and t - p.burst_s < t2 <= t)

@@ -9,7 +9,7 @@ from actors import messages as m
 from actors.hours import MarketHours
 from actors.risk import RiskActor, entry_gate
 from sim.clock import ManualClock
-from storage import JournalRepo, open_db
+from storage import JournalRepo
 from strategies.signals import Direction, Signal
 
 HOURS = MarketHours()
@@ -36,20 +36,32 @@ def test_a_healthy_idea_is_approved(risk, metrics):
     risk.on_TradeIdea(idea())
     approved = risk.order_actor.last(m.EntryApproved)
     assert approved.equity == 100_000.0
-    assert metrics.registry.get_sample_value(
-        "optionsbot_decisions_total", {"stage": "risk_gate", "outcome": "approved", "reason": "ok"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_decisions_total",
+            {"stage": "risk_gate", "outcome": "approved", "reason": "ok"},
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
     ("setup", "code"),
     [
         (lambda r: r.on_KillSwitch(m.KillSwitch(engaged=True)), "kill_switch"),
-        (lambda r: r.on_ConnectionChanged(m.ConnectionChanged(state="degraded", may_trade=False, resync=False)),
-         "connection"),
+        (
+            lambda r: r.on_ConnectionChanged(
+                m.ConnectionChanged(state="degraded", may_trade=False, resync=False)
+            ),
+            "connection",
+        ),
         (lambda r: r.clock.set(SESSION_TIME.replace(hour=22)), "market_closed"),
         (lambda r: r.clock.set(SESSION_TIME.replace(hour=14, minute=32)), "opening_window"),
         (lambda r: r.clock.set(SESSION_TIME.replace(hour=20, minute=50)), "closing_window"),
-        (lambda r: r.on_SymbolStale(m.SymbolStale(symbol="SPY", stale=True, age_s=600)), "stale_data"),
+        (
+            lambda r: r.on_SymbolStale(m.SymbolStale(symbol="SPY", stale=True, age_s=600)),
+            "stale_data",
+        ),
         (lambda r: r.pending.add("SPY"), "busy"),
         (lambda r: setattr(r, "open_positions", 3), "max_open_positions"),
     ],
@@ -60,8 +72,13 @@ def test_every_gate_skips_with_its_reason(risk, metrics, setup, code):
     assert risk.order_actor.of(m.EntryApproved) == []
     decisions = JournalRepo(risk.db).decisions("SPY")
     assert decisions[-1]["outcome"] == "skipped" and decisions[-1]["reason"].startswith(code)
-    assert metrics.registry.get_sample_value(
-        "optionsbot_decisions_total", {"stage": "risk_gate", "outcome": "skipped", "reason": code}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_decisions_total",
+            {"stage": "risk_gate", "outcome": "skipped", "reason": code},
+        )
+        == 1
+    )
 
 
 def test_sizing_counts_the_multiplier(risk):
@@ -86,16 +103,26 @@ def test_daily_loss_guard_survives_a_restart_and_resets_next_day(make_settings, 
     clock = ManualClock(SESSION_TIME)
     first = RiskActor(settings, metrics, clock, HOURS)
     first.on_start()
-    first.on_PositionsChanged(m.PositionsChanged(open_positions=0, exposure_by_symbol=(), realized_today=-2500,
-                                                 unrealized=0, equity=97_500))
+    first.on_PositionsChanged(
+        m.PositionsChanged(
+            open_positions=0,
+            exposure_by_symbol=(),
+            realized_today=-2500,
+            unrealized=0,
+            equity=97_500,
+        )
+    )
     first.on_stop()
     # Restart the same day: start-of-day equity is the stored 100k, not today's 97.5k.
     again = RiskActor(settings, metrics, clock, HOURS)
     again.order_actor = FakeRef()
     again.on_start()
     again.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
-    again.on_PositionsChanged(m.PositionsChanged(open_positions=0, exposure_by_symbol=(), realized_today=0,
-                                                 unrealized=0, equity=97_500))
+    again.on_PositionsChanged(
+        m.PositionsChanged(
+            open_positions=0, exposure_by_symbol=(), realized_today=0, unrealized=0, equity=97_500
+        )
+    )
     assert again.start_equity == 100_000
     again.on_TradeIdea(idea())
     assert again.order_actor.of(m.EntryApproved) == []
@@ -120,7 +147,16 @@ def test_kill_file_engages_and_resume_releases(risk, make_settings):
 
 
 def test_gate_order_kill_switch_first():
-    reason = entry_gate(kill_switch=True, may_trade=False, connection_state="breaker_open",
-                        minutes_since_open=None, minutes_to_close=None, no_entry_first=5, no_entry_last=15,
-                        stale=True, loss_reason="daily_loss: x", busy=True)
+    reason = entry_gate(
+        kill_switch=True,
+        may_trade=False,
+        connection_state="breaker_open",
+        minutes_since_open=None,
+        minutes_to_close=None,
+        no_entry_first=5,
+        no_entry_last=15,
+        stale=True,
+        loss_reason="daily_loss: x",
+        busy=True,
+    )
     assert reason.startswith("kill_switch")

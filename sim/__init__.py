@@ -1,0 +1,1 @@
+"""Embedded IB Gateway simulator: scaled clock, seeded market model and TWS wire-protocol server."""

@@ -1,0 +1,179 @@
+"""DataActor delivers each bar once and in order; StrategyActor trades only live bars."""
+
+import math
+from datetime import timedelta
+
+import pytest
+from conftest import SESSION_TIME, FakeRef
+
+from actors import messages as m
+from actors.data import DataActor, gap_duration
+from actors.hours import MarketHours
+from actors.strategy import StrategyActor
+from sim.clock import ManualClock
+from storage import JournalRepo, WhaleRepo
+from strategies.bars import Bar
+
+HOURS = MarketHours()
+
+
+def bar(i: int, close: float = 680.0, start=SESSION_TIME - timedelta(minutes=60)) -> Bar:
+    return Bar(start + timedelta(minutes=i), close, close + 0.2, close - 0.2, close, 1000)
+
+
+@pytest.fixture
+def data(make_settings, metrics):
+    settings = make_settings(symbols=["SPY"])
+    clock = ManualClock(SESSION_TIME)
+    strategy, risk, conn = FakeRef("strategy"), FakeRef("risk"), FakeRef("connection")
+    actor = DataActor(
+        settings, metrics, clock, HOURS, conn, {"SPY": strategy}, stale_listeners=(risk,)
+    )
+    return actor, strategy, risk, conn, clock
+
+
+def test_backfill_then_stream_exactly_once_in_order(data, metrics):
+    actor, strategy, _, conn, _ = data
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    asks = conn.of(m.StreamBars)
+    assert {(a.bar_size, a.duration) for a in asks} == {("1 min", "2 D"), ("1 hour", "30 D")}
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(5)))
+    )
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(5)))
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(5)))  # duplicate
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(3)))  # late
+    actor.on_BarStreamed(
+        m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(6, close=math.nan))
+    )  # bad
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(7)))
+    got = strategy.of(m.BarClosed)
+    assert [b.bar.time for b in got] == [bar(i).time for i in (0, 1, 2, 3, 4, 5, 7)]
+    assert [b.live for b in got] == [False] * 5 + [True, True]
+    skipped = {
+        r: metrics.registry.get_sample_value(
+            "optionsbot_bars_skipped_total", {"symbol": "SPY", "reason": r}
+        )
+        for r in ("duplicate", "out_of_order", "nan_price")
+    }
+    assert skipped == {"duplicate": 1, "out_of_order": 1, "nan_price": 1}
+
+
+def test_a_reconnect_asks_only_for_the_gap_and_drops_the_overlap(data):
+    actor, strategy, _, conn, clock = data
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(60)))
+    )
+    conn.told.clear()
+    clock.advance(timedelta(minutes=10))
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    one_min = [a for a in conn.of(m.StreamBars) if a.bar_size == "1 min"][0]
+    assert one_min.duration == "780 S"  # 11 minutes since the last bar's start, plus two bars
+    n = len(strategy.of(m.BarClosed))
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(55, 70)))
+    )
+    assert [b.bar.time for b in strategy.of(m.BarClosed)[n:]] == [
+        bar(i).time for i in range(60, 70)
+    ]
+
+
+def test_gap_duration_first_time_and_long_gaps():
+    assert gap_duration(None, SESSION_TIME, "1 min", "2 D") == "2 D"
+    assert gap_duration(SESSION_TIME - timedelta(days=3), SESSION_TIME, "1 hour", "30 D") == "4 D"
+
+
+def test_stale_only_while_the_market_is_open(data, metrics):
+    actor, _, risk, _, clock = data
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(59),)))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert risk.of(m.SymbolStale) == []
+    clock.advance(timedelta(minutes=6))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert risk.last(m.SymbolStale).stale
+    assert metrics.registry.get_sample_value("optionsbot_data_stale", {"symbol": "SPY"}) == 1
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(65)))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert not risk.last(m.SymbolStale).stale
+    clock.set(SESSION_TIME.replace(hour=23))  # after the close: old bars are not stale
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert not risk.last(m.SymbolStale).stale
+
+
+@pytest.fixture
+def strategy(make_settings, metrics):
+    settings = make_settings(symbols=["SPY"], scalp={"cooldown_bars": 5})
+    risk = FakeRef("risk")
+    actor = StrategyActor("SPY", settings, metrics, risk)
+    actor.on_start()
+    yield actor, risk
+    actor.on_stop()
+
+
+def falling(n: int, start: float = 680.0):
+    return [
+        Bar(
+            SESSION_TIME - timedelta(minutes=n - i),
+            start - 0.05 * i,
+            start - 0.05 * i + 0.1,
+            start - 0.05 * i - 0.1,
+            start - 0.05 * i - 0.02,
+            1000,
+        )
+        for i in range(n)
+    ]
+
+
+def test_backfill_warms_up_but_never_trades(strategy):
+    actor, risk = strategy
+    for b in falling(40):
+        actor.on_BarClosed(m.BarClosed(symbol="SPY", bar_size="1 min", bar=b, live=False))
+    assert risk.told == []
+    assert JournalRepo(actor.db).db["signals"].count == 0
+
+
+def test_live_bars_journal_every_signal_and_respect_the_cooldown(strategy, metrics):
+    actor, risk = strategy
+    bars = falling(60)
+    for b in bars[:40]:
+        actor.on_BarClosed(m.BarClosed(symbol="SPY", bar_size="1 min", bar=b, live=False))
+    signals = [
+        actor.on_BarClosed(m.BarClosed(symbol="SPY", bar_size="1 min", bar=b, live=True))
+        for b in bars[40:]
+    ]
+    assert all(s.direction and s.direction.value == "put" for s in signals)
+    # Every bar says PUT; ideas go out only every cooldown_bars (5) bars.
+    ideas = risk.of(m.TradeIdea)
+    assert [i.signal.bar_time for i in ideas] == [bars[k].time for k in (40, 45, 50, 55)]
+    assert JournalRepo(actor.db).db["signals"].count == 20
+    assert metrics.registry.get_sample_value("optionsbot_cycles_total", {"symbol": "SPY"}) == 20
+
+
+def hourly_sessions(n: int, breakout_volume: float = 10_000):
+    """n quiet sessions of 60-minute bars around 100, then one bar closing far above the range."""
+    out = []
+    sessions = [x for x in HOURS.sessions if x.open < SESSION_TIME][-n - 1 :]
+    for s in sessions[:-1]:
+        t = s.open
+        while t < s.close:
+            out.append((Bar(t, 100, 101, 99, 100, 1000), False))
+            t += timedelta(hours=1)
+    last = sessions[-1].open
+    out.append((Bar(last, 100, 106, 100, 105, breakout_volume), True))
+    return out
+
+
+def test_whale_debounce_is_persisted_only_for_live_signals(strategy):
+    actor, risk = strategy
+    bars = hourly_sessions(21)
+    for b, _ in bars:  # all history, the breakout included
+        actor.on_BarClosed(m.BarClosed(symbol="SPY", bar_size="1 hour", bar=b, live=False))
+    assert WhaleRepo(actor.db).last_fired("SPY") is None
+    assert actor.whale.last_fired is None
+    breakout = bars[-1][0]
+    live = Bar(breakout.time + timedelta(hours=1), 105, 107, 104, 106.5, 10_000)
+    signal = actor.on_BarClosed(m.BarClosed(symbol="SPY", bar_size="1 hour", bar=live, live=True))
+    assert signal.kind == "whale" and signal.direction.value == "call", signal.reasons
+    assert WhaleRepo(actor.db).last_fired("SPY") == live.time
+    assert risk.last(m.TradeIdea).signal.kind == "whale"

@@ -1,0 +1,243 @@
+"""OrderActor's entry flow, paper fills and restart, by calling its handlers directly."""
+
+from datetime import timedelta
+
+import pytest
+from conftest import SESSION_TIME, FakeRef
+
+from actors import messages as m
+from actors.orders import OrderActor
+from machines.order import OrderState
+from sim.clock import ManualClock
+from storage import OrderRepo, PositionRepo
+from strategies.signals import Direction, Signal
+
+CHAIN = m.Chain(
+    "SPY",
+    756733,
+    "SPY",
+    100,
+    ("20261120", "20261123", "20261125"),
+    tuple(float(k) for k in range(670, 691)),
+)
+
+
+def approved(direction=Direction.CALL) -> m.EntryApproved:
+    sig = Signal("scalp", "SPY", direction, 0.7, ("test",), SESSION_TIME, 680.2)
+    return m.EntryApproved(idea=m.TradeIdea(signal=sig), equity=100_000.0)
+
+
+def quote(contract, bid, ask, clock, volume=5000.0) -> m.OptionQuote:
+    return m.OptionQuote(
+        contract=contract, bid=bid, ask=ask, last=(bid + ask) / 2, volume=volume, time=clock.now()
+    )
+
+
+def start(settings, metrics, clock):
+    actor = OrderActor(settings, metrics, clock, FakeRef("connection"), FakeRef("risk"))
+    actor.on_start()
+    return actor
+
+
+@pytest.fixture
+def env(make_settings, metrics):
+    settings = make_settings()
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    yield settings, metrics, clock, actor
+    actor.on_stop()
+
+
+def place(actor, clock, direction=Direction.CALL):
+    """Drive an approved idea through chain, quotes and sizing to a placed bracket."""
+    actor.on_EntryApproved(approved(direction))
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    ask = actor.connection.last(m.FetchQuotes)
+    # The expiry day (Friday) is skipped with min_dte 1: Monday's expiry, strikes nearest 680.2.
+    assert {c.expiry for c in ask.contracts} == {"20261123"}
+    assert {c.strike for c in ask.contracts} == {678.0, 679.0, 680.0, 681.0, 682.0}
+    right = "C" if direction is Direction.CALL else "P"
+    assert {c.right for c in ask.contracts} == {right}
+    quotes = tuple(
+        quote(
+            m.OptionContract(
+                "SPY",
+                "20261123",
+                c.strike,
+                right,
+                con_id=1000 + int(c.strike),
+                local_symbol=f"SPY {c.strike}{right}",
+            ),
+            2.40,
+            2.46,
+            clock,
+        )
+        for c in ask.contracts
+    )
+    actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
+    size = actor.risk.last(m.SizeRequest)
+    assert size.contract.strike == 680.0 and size.premium == 2.43
+    actor.on_SizeDecision(m.SizeDecision(request=size, contracts=4, reason="ok"))
+    return size.contract
+
+
+def test_idea_to_bracket_is_written_before_it_is_sent(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    rows = OrderRepo(actor.db).open_orders()
+    assert [(r["role"], r["action"], r["order_type"]) for r in rows] == [
+        ("entry", "BUY", "LMT"),
+        ("take_profit", "SELL", "LMT"),
+        ("stop_loss", "SELL", "STP"),
+    ]
+    entry, tp, sl = rows
+    assert entry["limit_price"] == 2.43 and tp["limit_price"] == 3.16 and sl["aux_price"] == 1.94
+    assert tp["oca_group"] == sl["oca_group"] and tp["parent_ref"] == entry["order_ref"]
+    assert all(r["state"] == OrderState.SUBMITTED for r in rows)
+    events = OrderRepo(actor.db).events(entry["order_ref"])
+    assert [e["event"] for e in events] == ["created", "submit", "accept"]
+    assert actor.connection.last(m.WatchQuotes).contract.con_id == contract.con_id
+    assert actor.risk.last(m.EntryFinished).placed
+
+
+def test_paper_fills_entry_then_take_profit_cancels_the_stop(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(
+        m.QuoteUpdated(quote=quote(contract, 2.40, 2.45, clock))
+    )  # ask above the limit
+    assert PositionRepo(actor.db).open() == []
+    actor.on_QuoteUpdated(
+        m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock))
+    )  # ask reaches 2.43
+    pos = PositionRepo(actor.db).open()
+    assert [(p["quantity"], pytest.approx(p["avg_cost"])) for p in pos] == [(4.0, 243.0)]
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 3.20, 3.25, clock)))
+    assert PositionRepo(actor.db).open() == []
+    states = {
+        r["role"]: r["state"]
+        for r in OrderRepo(actor.db).by_bracket(
+            OrderRepo(actor.db).fills()[0]["order_ref"].rsplit("-", 1)[0]
+        )
+    }
+    assert states == {"entry": "filled", "take_profit": "filled", "stop_loss": "cancelled"}
+    # Limits fill at their limit: (3.16 - 2.43) x 100 x 4 = 292 less two commissions of 2.60.
+    realized = PositionRepo(actor.db).all()[0]["realized_pnl"]
+    assert realized == pytest.approx(292.0 - 5.20)
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_fills_total", {"symbol": "SPY", "side": "sell"}
+        )
+        == 1
+    )
+    changed = actor.risk.last(m.PositionsChanged)
+    assert changed.open_positions == 0 and changed.equity == pytest.approx(100_000 + 286.8)
+
+
+def test_a_duplicate_execution_is_ignored(env):
+    settings, metrics, clock, actor = env
+    place(actor, clock)
+    ref = OrderRepo(actor.db).open_orders()[0]["order_ref"]
+    e = m.BrokerExecution(
+        order_ref=ref, exec_id="x.1", side="BOT", quantity=4, price=2.43, time=clock.now()
+    )
+    actor.on_BrokerExecution(e)
+    actor.on_BrokerExecution(e)
+    assert len(OrderRepo(actor.db).fills(ref)) == 1
+    assert PositionRepo(actor.db).open()[0]["quantity"] == 4
+
+
+def test_unfilled_entry_is_cancelled_after_its_timeout(env):
+    settings, metrics, clock, actor = env
+    place(actor, clock)
+    clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert OrderRepo(actor.db).open_orders() == []
+    assert OrderRepo(actor.db).count_by_state() == {"cancelled": 3}
+
+
+def test_restart_resumes_the_paper_book_without_sending_anything_twice(env, metrics):
+    settings, _, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        assert again.connection.of(m.PlaceBracket) == []
+        assert {r["role"] for r in OrderRepo(again.db).open_orders()} == {
+            "take_profit",
+            "stop_loss",
+        }
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        assert again.connection.last(m.WatchQuotes).contract.con_id == contract.con_id
+        again.on_QuoteUpdated(
+            m.QuoteUpdated(quote=quote(contract, 1.90, 1.95, clock))
+        )  # stop at 1.94
+        assert PositionRepo(again.db).open() == []
+        assert OrderRepo(again.db).count_by_state() == {"filled": 2, "cancelled": 1}
+    finally:
+        again.on_stop()
+        actor.on_start()  # the fixture stops it again
+
+
+def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metrics):
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    place(actor, clock)
+    sent = actor.connection.last(m.PlaceBracket)
+    refs = [leg.order_ref for leg in sent.legs]
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        assert {r["state"] for r in OrderRepo(again.db).open_orders()} == {"unknown"}
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        assert again.connection.of(m.FetchBrokerState)
+        # While reconciling, a new idea is refused.
+        again.on_EntryApproved(approved())
+        assert again.risk.last(m.EntryFinished).reason.startswith("reconciling")
+        status = m.BrokerOrderStatus(
+            order_ref=refs[0],
+            status="Submitted",
+            filled=0,
+            remaining=4,
+            avg_fill_price=0,
+            order_id=5,
+            perm_id=99,
+        )
+        again.on_BrokerState(m.BrokerState(statuses=(status,), executions=()))
+        states = {r["order_ref"]: r["state"] for r in OrderRepo(again.db).by_bracket(refs[0][:-2])}
+        assert states == {refs[0]: "submitted", refs[1]: "cancelled", refs[2]: "cancelled"}
+        assert again.reconciled and again.connection.of(m.PlaceBracket) == []
+    finally:
+        again.on_stop()
+
+
+def test_no_option_is_a_skip_with_every_reason(env):
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    ask = actor.connection.last(m.FetchQuotes)
+    actor.on_QuotesFetched(
+        m.QuotesFetched(
+            quotes=(),
+            missing=tuple((c, "no quote (NaN): no entitlement") for c in ask.contracts),
+            tag="SPY",
+        )
+    )
+    done = actor.risk.last(m.EntryFinished)
+    assert not done.placed and done.reason.startswith("no_option") and "NaN" in done.reason
+
+
+def test_empty_chain_is_a_skip(env):
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(
+        m.ChainFetched(symbol="SPY", chain=None, spot=0, reason="empty option chain")
+    )
+    assert actor.risk.last(m.EntryFinished).reason == "no_chain: empty option chain"
