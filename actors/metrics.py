@@ -184,6 +184,11 @@ class Metrics:
             "The service clock (simulated when embedded)",
             registry=r,
         )
+        self.reconciliation_mismatches = Counter(
+            f"{p}_reconciliation_mismatches_total",
+            "Orders at the broker the service did not place, or executions for unknown orders",
+            registry=r,
+        )
         self.actor_restarts = Counter(
             f"{p}_actor_failures_total", "Actors that failed", ["actor"], registry=r
         )

@@ -712,9 +712,11 @@ class OrderActor(BaseActor):
         statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
         for e in msg.executions:
             self._apply_execution(e)
+        settled = 0
         for ref, model in list(self.machines.items()):
             if model.state != OrderState.UNKNOWN:
                 continue
+            settled += 1
             status = statuses.get(ref)
             if status is None:
                 self._fire(ref, "not_found", reason="not at the broker after restart; never resent")

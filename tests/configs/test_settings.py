@@ -1,0 +1,88 @@
+"""Settings: defaults, environment overrides, secrets, and bad input that names the field."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from configs.settings import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_embedded_default_is_dry_run_on_the_simulator():
+    s = load_settings(environ={})
+    assert s.dry_run is True
+    assert s.broker.mode == "embedded"
+    assert s.metrics.host == "127.0.0.1"
+    assert str(s.storage.path).startswith("var/")
+
+
+def test_paper_example_is_valid_and_points_at_the_paper_port():
+    s = load_settings(ROOT / "configs" / "paper.example.yaml", environ={})
+    assert (s.broker.mode, s.broker.port, s.dry_run) == ("gateway", 4002, True)
+
+
+def test_environment_overrides_the_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("broker: {port: 4002, client_id: 5}\n")
+    s = load_settings(f, environ={"OPTIONSBOT_BROKER__PORT": "4001", "OPTIONSBOT_DRY_RUN": "false"})
+    assert (s.broker.port, s.broker.client_id, s.dry_run) == (4001, 5, False)
+
+
+def test_the_account_id_never_shows_in_reprs():
+    s = load_settings(environ={"OPTIONSBOT_BROKER__ACCOUNT": "DU7654321"})
+    assert s.broker.account.get_secret_value() == "DU7654321"
+    assert "DU7654321" not in repr(s) and "DU7654321" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("broker: {port: 99999}", "broker.port: Input should be less than or equal to 65535"),
+        ("broker: {clinet_id: 3}", "broker.clinet_id: unknown setting"),
+        ("symbols: [SPY, 'SP Y']", "is not a US stock symbol"),
+        ("symbols: []", "list at least one underlying"),
+        ("scalp: {ema_fast: 30}", "ema_fast must be smaller than ema_slow"),
+        ("risk: {risk_per_trade: 2}", "risk.risk_per_trade"),
+        ("sim: {start: '2026-11-20T09:30:00'}", "needs a timezone"),
+        ("dry_run: maybe", "dry_run"),
+        ("- just\n- a list", "top level must be a mapping"),
+        ("broker: {port: [", "not valid YAML at line 1"),
+    ],
+)
+def test_bad_input_names_the_field(tmp_path, text, expected):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(f, environ={})
+    assert expected in err.value.render()
+
+
+def test_every_bad_field_is_reported_at_once(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("broker: {port: 0, client_id: -1}\nmetrics: {port: -5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(f, environ={})
+    assert len(err.value.problems) == 3
+
+
+def test_a_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_cli_exits_2_before_anything_starts(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"broker: {{port: 99999}}\nstorage: {{path: {tmp_path / 'db.sqlite'}}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "actors.cli", "run", "--config", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "broker.port" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "db.sqlite").exists()
