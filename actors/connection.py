@@ -223,6 +223,7 @@ class ConnectionActor(BaseActor):
         ib.orderStatusEvent += self._on_trade_status
         ib.execDetailsEvent += self._on_exec
         ib.accountValueEvent += self._on_account_value
+        ib.commissionReportEvent += self._on_commission
         return ib
 
     async def _disconnect(self) -> None:
@@ -243,7 +244,7 @@ class ConnectionActor(BaseActor):
         if after != before:
             level = (
                 logging.WARNING
-                if after in ("breaker_open", "degraded", "disconnected")
+                if after in ("breaker_open", "degraded", "disconnected") and trigger != "stop"
                 else logging.INFO
             )
             log.log(
@@ -285,12 +286,16 @@ class ConnectionActor(BaseActor):
             self._tell_self(_Attempt())
         elif intent == "resync":
             self._broadcast(resync=True)
+            self._spawn(self._push_account())
 
     # -- handlers -------------------------------------------------------------------------
 
     def on_Subscribe(self, msg: m.Subscribe) -> None:
         for topic in msg.topics:
             self.listeners.setdefault(topic, []).append(msg.listener)
+        if "account" in msg.topics and self.ib.isConnected():
+            # The start-up sync may have delivered the account before this listener came.
+            self._spawn(self._push_account())
         if "connection" in msg.topics:
             self._tell(
                 msg.listener,
@@ -836,6 +841,15 @@ class ConnectionActor(BaseActor):
             )
         for ref in self.listeners["orders"]:
             self._tell(ref, msg)
+
+    def _on_commission(self, trade: Trade, fill: Any, report: Any) -> None:
+        msg = m.BrokerCommission(exec_id=report.execId, commission=float(report.commission or 0.0))
+        for ref in self.listeners["orders"]:
+            self._tell(ref, msg)
+
+    async def _push_account(self) -> None:
+        for value in self.ib.accountValues():
+            self._on_account_value(value)
 
     def _on_account_value(self, value: Any) -> None:
         if value.tag == "NetLiquidation" and value.currency in ("USD", "BASE"):

@@ -176,8 +176,13 @@ class DataActor(BaseActor):
         for (symbol, size), feed in self.feeds.items():
             if size != "1 min" or feed.last is None:
                 continue
-            # A bar is stamped with its start: it closes one bar later.
-            age = msg.now - (feed.last.time + timedelta(seconds=BAR_SECONDS[size]))
+            # A bar is stamped with its start: it closes one bar later. Before today's first
+            # bar has closed, the clock starts at the open, not at yesterday's last bar.
+            last_close = feed.last.time + timedelta(seconds=BAR_SECONDS[size])
+            session = self.hours.session_at(msg.now)
+            if session is not None and last_close < session.open:
+                last_close = session.open
+            age = msg.now - last_close
             self.metrics.last_bar_age.labels(symbol).set(max(0.0, age.total_seconds()))
             stale = self.hours.is_open(msg.now) and age > limit
             if stale != self.stale[symbol]:

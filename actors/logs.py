@@ -61,3 +61,5 @@ def setup(
         root.addHandler(fh)
     # ib_async logs every error frame at ERROR; ours classify them, so keep theirs quieter.
     logging.getLogger("ib_async").setLevel(logging.CRITICAL if level != "DEBUG" else logging.INFO)
+    # transitions logs every callback at INFO; our actors log each transition with its cause.
+    logging.getLogger("transitions").setLevel(logging.WARNING)

@@ -329,3 +329,11 @@ class FetchBrokerState(Msg):
 class BrokerState(Msg):
     statuses: tuple[BrokerOrderStatus, ...]
     executions: tuple[BrokerExecution, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCommission(Msg):
+    """The commission report for an execution, which IB sends after the execution itself."""
+
+    exec_id: str
+    commission: float

@@ -517,6 +517,7 @@ class OrderActor(BaseActor):
                 e.exec_id,
                 e.order_ref,
             )
+            self.metrics.reconciliation_mismatches.inc()
             return
         if not self.orders.add_fill(
             {
@@ -707,6 +708,20 @@ class OrderActor(BaseActor):
     def on_BrokerExecution(self, msg: m.BrokerExecution) -> None:
         self._apply_execution(msg)
 
+    def on_BrokerCommission(self, msg: m.BrokerCommission) -> None:
+        delta = self.orders.set_commission(msg.exec_id, msg.commission)
+        if not delta:
+            return
+        fill = self.orders.db["fills"].get(msg.exec_id)
+        pos = self.positions.get(fill["con_id"])
+        if pos is not None:
+            pos["realized_pnl"] = (pos["realized_pnl"] or 0.0) - delta
+            self.positions.upsert(pos)
+        day = MarketHours.trading_date(self.clock.now())
+        if self.days.get(day) is not None:
+            self.days.add_realized(day, -delta)
+        self._publish()
+
     def on_BrokerState(self, msg: m.BrokerState) -> None:
         """Reconciliation: settle every unknown order from what the broker reports."""
         statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
@@ -731,9 +746,14 @@ class OrderActor(BaseActor):
             if s.order_ref not in ours and not self.orders.get(s.order_ref or "")
         ]
         if strangers:
+            self.metrics.reconciliation_mismatches.inc(len(strangers))
             log.warning(
                 "orders at the broker that this service did not place: %s",
                 ", ".join(strangers[:10]),
             )
         self.reconciled = True
-        log.info("reconciliation done: %d unknown settled, %d foreign orders", 0, len(strangers))
+        log.info(
+            "reconciliation done: %d unknown orders settled, %d foreign orders",
+            settled,
+            len(strangers),
+        )

@@ -117,6 +117,17 @@ class OrderRepo:
             )
             return cur.rowcount == 1
 
+    def set_commission(self, exec_id: str, commission: float) -> float | None:
+        """Record a commission once; returns the change, or None when the fill is unknown."""
+        try:
+            row = self.db["fills"].get(exec_id)
+        except NotFoundError:
+            return None
+        delta = commission - (row["commission"] or 0.0)
+        with self.db.conn:
+            self.db["fills"].update(exec_id, {"commission": commission})
+        return delta
+
     def fills(self, order_ref: str | None = None) -> list[dict[str, Any]]:
         if order_ref is None:
             return list(self.db["fills"].rows_where(order_by="at"))

@@ -101,6 +101,20 @@ def test_stale_only_while_the_market_is_open(data, metrics):
     assert not risk.last(m.SymbolStale).stale
 
 
+def test_the_open_is_not_stale_because_yesterday_ended(data):
+    actor, _, risk, _, clock = data
+    yesterday_close = HOURS.session_at(SESSION_TIME).open - timedelta(hours=17, minutes=31)
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0, start=yesterday_close),))
+    )
+    clock.set(HOURS.session_at(SESSION_TIME).open + timedelta(minutes=2))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert risk.of(m.SymbolStale) == []
+    clock.advance(timedelta(minutes=6))  # still no bar of today: now it is stale
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert risk.last(m.SymbolStale).stale
+
+
 @pytest.fixture
 def strategy(make_settings, metrics):
     settings = make_settings(symbols=["SPY"], scalp={"cooldown_bars": 5})

@@ -214,6 +214,18 @@ def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metri
         states = {r["order_ref"]: r["state"] for r in OrderRepo(again.db).by_bracket(refs[0][:-2])}
         assert states == {refs[0]: "submitted", refs[1]: "cancelled", refs[2]: "cancelled"}
         assert again.reconciled and again.connection.of(m.PlaceBracket) == []
+        assert metrics.registry.get_sample_value("optionsbot_reconciliation_mismatches_total") == 0
+        stranger = m.BrokerOrderStatus(
+            order_ref="manual-order",
+            status="Submitted",
+            filled=0,
+            remaining=1,
+            avg_fill_price=0,
+            order_id=900,
+            perm_id=901,
+        )
+        again.on_BrokerState(m.BrokerState(statuses=(status, stranger), executions=()))
+        assert metrics.registry.get_sample_value("optionsbot_reconciliation_mismatches_total") == 1
     finally:
         again.on_stop()
 

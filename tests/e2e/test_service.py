@@ -18,11 +18,8 @@ START = "2026-11-20T15:00:00+00:00"
 @pytest.fixture
 def service_settings(make_settings):
     def make(**extra):
-        return make_settings(
-            sim={"seed": 11, "time_scale": 240, "start": START},
-            orders={"entry_timeout_s": 900},
-            **extra,
-        )
+        extra.setdefault("sim", {"seed": 11, "time_scale": 240, "start": START})
+        return make_settings(orders={"entry_timeout_s": 900}, **extra)
 
     return make
 
@@ -98,7 +95,9 @@ def test_restart_resumes_without_sending_an_order_twice(service_settings):
     db.close()
     assert before, "the first run placed no order"
 
-    run(settings, minutes=20)
+    # No configured start: the simulated clock must resume from the database.
+    resumed = service_settings(sim={"seed": 11, "time_scale": 240, "start": None})
+    run(resumed, minutes=20)
     db = open_db(settings.storage.path)
     submits = list(
         db.query(
@@ -115,3 +114,33 @@ def test_restart_resumes_without_sending_an_order_twice(service_settings):
     assert abandoned == []
     state = db["machine_states"].get("connection")
     assert state["state"] in ("disconnected", "connected")
+
+
+def test_live_mode_sends_brackets_through_the_wire_and_records_the_broker_fills(service_settings):
+    """dry_run false against the simulator: real placeOrder, real executions, matched by orderRef."""
+    settings = service_settings(dry_run=False)
+    system = System(settings, metrics=Metrics(new_registry()))
+    system.start()
+    try:
+        system.run_for(timedelta(minutes=60), 90.0)
+        assert not system.failed.is_set(), system.failure
+        sim_orders = system.sim.call(lambda: list(system.sim.book.orders.values()))
+    finally:
+        system.stop()
+    db = open_db(settings.storage.path)
+    ours = {r["order_ref"]: r for r in db["orders"].rows}
+    fills = list(db["fills"].rows)
+    print(
+        f"\nlive mode: {len(ours)} orders, {len(fills)} fills, {len(sim_orders)} at the simulator"
+    )
+    assert fills, "no broker execution was recorded"
+    assert not [f for f in fills if f["exec_id"].startswith("paper.")]
+    refs_at_sim = [o.order_ref for o in sim_orders]
+    assert len(refs_at_sim) == len(set(refs_at_sim)), "an order reached the broker twice"
+    assert set(refs_at_sim) <= set(ours)
+    filled_entries = [r for r in ours.values() if r["role"] == "entry" and r["state"] == "filled"]
+    assert filled_entries
+    for e in filled_entries:
+        assert e["perm_id"], "the broker's permId is stored"
+    # Commission reports arrive after executions and are recorded on the fill.
+    assert all(f["commission"] > 0 for f in fills), [f["commission"] for f in fills]
