@@ -17,13 +17,15 @@ venv: $(VENV)/.installed
 run: venv
 	$(VENV)/bin/optionsbot run $(if $(CONFIG),--config $(CONFIG))
 
-# Prometheus (and promtool) from Debian's packages, only when missing.
+# Prometheus (promtool) and Alertmanager (amtool) from Debian's packages, only when missing.
+# Their services are disabled: the tests start their own Prometheus on a free port.
 prometheus:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing Prometheus from Debian's packages"; \
+	@{ command -v promtool && command -v amtool; } >/dev/null 2>&1 || { \
+	  echo "installing prometheus and prometheus-alertmanager from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
-	  { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null && \
+	  { $(SUDO) systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; }; }
 
 lint: venv
 	$(VENV)/bin/ruff check .

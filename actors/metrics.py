@@ -194,6 +194,24 @@ class Metrics:
         )
 
 
+def prime(metrics: Metrics, symbols: tuple[str, ...]) -> None:
+    """Create the labelled series that must exist at 0 before their first event.
+
+    `increase()` cannot see a counter's first step from absent to 1, so alert rules on
+    errors and rejects need the series to start at 0; panels need the per-symbol gauges.
+    """
+    for cls in (*ERROR_CLASSES, "info", "other"):
+        metrics.ib_errors.labels(cls)
+    for state in OrderState:
+        metrics.order_transitions.labels(state.value)
+    for symbol in symbols:
+        metrics.data_stale.labels(symbol).set(0)
+        metrics.position_contracts.labels(symbol).set(0)
+        metrics.cycles.labels(symbol)
+        metrics.bars.labels(symbol, "1 min")
+        metrics.bars.labels(symbol, "1 hour")
+
+
 def new_registry(process: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry()
     if process:

@@ -16,7 +16,7 @@ from actors.base import Ping
 from actors.connection import ConnectionActor
 from actors.data import DataActor
 from actors.hours import MarketHours
-from actors.metrics import Metrics, new_registry, serve
+from actors.metrics import Metrics, new_registry, prime, serve
 from actors.orders import OrderActor
 from actors.risk import RiskActor
 from actors.strategy import StrategyActor
@@ -86,6 +86,7 @@ class System:
             self._start_sim(stored_clock)
         elif self.clock is None:
             self.clock = WallClock()
+        prime(self.metrics, s.symbols)
         self.metrics.build_info.info(
             {
                 "version": _version(),
@@ -118,10 +119,9 @@ class System:
         return self
 
     def _start_sim(self, stored_clock: str | None) -> None:
+        from sim.clock import ScaledClock
         from sim.config import SimOptions
         from sim.runner import EmbeddedSim
-
-        from sim.clock import ScaledClock
 
         s = self.settings
         start = sim_start(s, stored_clock, self.hours, datetime.now(UTC))

@@ -29,7 +29,9 @@ class FakeRef:
 
     def last(self, kind: type) -> Any:
         found = self.of(kind)
-        assert found, f"{self.name} was told no {kind.__name__}; got {[type(m).__name__ for m in self.told]}"
+        assert found, (
+            f"{self.name} was told no {kind.__name__}; got {[type(m).__name__ for m in self.told]}"
+        )
         return found[-1]
 
 
