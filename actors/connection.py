@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pykka
-from ib_async import IB, LimitOrder, Option, Stock, StopOrder, Ticker, Trade
+from ib_async import IB, LimitOrder, MarketOrder, Option, Stock, StopOrder, Ticker, Trade
 from transitions import MachineError
 
 from actors import messages as m
@@ -766,8 +766,10 @@ class ConnectionActor(BaseActor):
         for leg in msg.legs:
             if leg.order_type == "LMT":
                 order = LimitOrder(leg.action, leg.quantity, leg.limit_price)
-            else:
+            elif leg.order_type == "STP":
                 order = StopOrder(leg.action, leg.quantity, leg.aux_price)
+            else:
+                order = MarketOrder(leg.action, leg.quantity)
             order.orderId = self.ib.client.getReqId()
             order.orderRef = leg.order_ref
             order.transmit = leg.transmit

@@ -306,7 +306,14 @@ class KillSwitch(Msg):
 
 @dataclass(frozen=True, slots=True)
 class Flatten(Msg):
+    """Cancel working entries and, with `positions`, close open positions at market.
+
+    `strategy` limits it to one strategy's trades ("scalp" before the close); None is all.
+    """
+
     reason: str
+    strategy: str | None = None
+    positions: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -683,13 +683,91 @@ class OrderActor(BaseActor):
         self._publish()
 
     def on_Flatten(self, msg: m.Flatten) -> None:
-        for row in self.orders.open_orders():
-            if row["role"] == "entry":
-                self._cancel_bracket(row["bracket_ref"], msg.reason)
-        log.warning(
-            "flatten requested (%s): working entries cancelled; open positions keep their brackets",
-            msg.reason,
+        """Cancel working entries; with `positions`, close open positions at market.
+
+        The exit joins the bracket's OCA group, so its fill cancels the take-profit and the
+        stop at the broker (and in the paper book) without a window in which both could fill.
+        """
+        wanted = (
+            (lambda r: True) if msg.strategy is None else (lambda r: r["strategy"] == msg.strategy)
         )
+        for row in self.orders.open_orders():
+            if row["role"] == "entry" and wanted(row) and row["state"] != OrderState.FILLED:
+                self._cancel_bracket(row["bracket_ref"], msg.reason)
+        exits = 0
+        if msg.positions:
+            working_exits = {
+                r["bracket_ref"] for r in self.orders.open_orders() if r["role"] == "exit"
+            }
+            for pos in self.positions.open():
+                if not wanted(pos) or pos["bracket_ref"] in working_exits:
+                    continue
+                self._place_exit(pos, msg.reason)
+                exits += 1
+        log.warning(
+            "flatten (%s): working %s entries cancelled, %d positions closing at market",
+            msg.reason,
+            msg.strategy or "all",
+            exits,
+        )
+
+    def _place_exit(self, pos: dict[str, Any], reason: str) -> None:
+        now = self.clock.now()
+        ref = f"{pos['bracket_ref']}-X{secrets.token_hex(2)}"
+        oca = f"OCA-{pos['bracket_ref']}"
+        contract = self.watched.get(pos["con_id"]) or m.OptionContract(
+            symbol=pos["symbol"],
+            expiry=pos["expiry"],
+            strike=pos["strike"],
+            right=pos["right"],
+            con_id=pos["con_id"],
+            local_symbol=pos["local_symbol"] or "",
+            trading_class=pos["symbol"],
+        )
+        leg = m.BracketLeg(ref, "SELL", "MKT", int(pos["quantity"]), oca_group=oca, transmit=True)
+        self.orders.insert(
+            {
+                "order_ref": ref,
+                "bracket_ref": pos["bracket_ref"],
+                "role": "exit",
+                "symbol": pos["symbol"],
+                "strategy": pos["strategy"],
+                "con_id": pos["con_id"],
+                "local_symbol": pos["local_symbol"],
+                "expiry": pos["expiry"],
+                "strike": pos["strike"],
+                "right": pos["right"],
+                "action": "SELL",
+                "order_type": "MKT",
+                "quantity": float(pos["quantity"]),
+                "oca_group": oca,
+                "dry_run": int(self.dry_run),
+                "reason": reason,
+                "trading_date": MarketHours.trading_date(now).isoformat(),
+                "created_at": iso(now),
+            },
+            at=now,
+        )
+        self.machines[ref] = model = OrderModel(order_ref=ref, quantity=pos["quantity"])
+        order_machine(model, OrderState.NEW)
+        self._fire(ref, "submit", reason=reason)
+        if self.dry_run:
+            self.paper.add(
+                PaperOrder(
+                    order_ref=ref,
+                    con_id=pos["con_id"],
+                    action="SELL",
+                    order_type="MKT",
+                    quantity=pos["quantity"],
+                    oca_group=oca,
+                )
+            )
+            self._fire(ref, "accept", reason="paper")
+            self._watch(contract)
+        else:
+            self.connection.tell(
+                m.PlaceBracket(contract=contract, legs=(leg,), reply_to=self.actor_ref)
+            )
 
     # -- live broker events -------------------------------------------------------------------------
     def on_BrokerOrderStatus(self, msg: m.BrokerOrderStatus) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from datetime import datetime
 from typing import Any
 
 from actors import messages as m
@@ -13,7 +14,7 @@ from actors.hours import MarketHours
 from actors.metrics import Metrics
 from configs.settings import Settings
 from storage import JournalRepo, TradingDayRepo, open_db
-from strategies.risk import RiskLimits, check_entry, daily_loss_reason
+from strategies.risk import RiskLimits, check_entry, count_day_trades, daily_loss_reason
 from strategies.sizing import size_position
 
 log = logging.getLogger("optionsbot.risk")
@@ -85,6 +86,7 @@ class RiskActor(BaseActor):
         self.day = None
         self.start_equity = math.nan
         self.order_actor: Any = None
+        self.flattened_on = None
 
     def on_start(self) -> None:
         self.db = open_db(self.settings.storage.path)
@@ -131,6 +133,7 @@ class RiskActor(BaseActor):
     def on_Tick(self, msg: m.Tick) -> None:
         self._roll_day(msg.now)
         self.metrics.market_open.set(1 if self.hours.is_open(msg.now) else 0)
+        self._flatten_before_close(msg.now)
         path = self.settings.risk.kill_switch_file
         engaged = path.exists()
         if engaged != self.kill:
@@ -145,6 +148,18 @@ class RiskActor(BaseActor):
                 m.KillSwitch(engaged=engaged, flatten=flatten, reason=f"file {path}")
             )
 
+    def _flatten_before_close(self, now: datetime) -> None:
+        minutes = self.settings.risk.flatten_scalps_before_close_minutes
+        left = self.hours.minutes_to_close(now)
+        if not minutes or left is None or left > minutes or self.order_actor is None:
+            return
+        day = MarketHours.trading_date(now)
+        if self.flattened_on == day:
+            return
+        self.flattened_on = day
+        log.info("%.0f minutes to the close: flattening scalp positions", left)
+        self.order_actor.tell(m.Flatten(reason=f"{minutes} min before the close", strategy="scalp"))
+
     def on_KillSwitch(self, msg: m.KillSwitch) -> None:
         self.kill = msg.engaged
         self.metrics.kill_switch.set(1 if msg.engaged else 0)
@@ -154,7 +169,7 @@ class RiskActor(BaseActor):
             f": {msg.reason}" if msg.reason else "",
         )
         if msg.engaged and msg.flatten and self.order_actor is not None:
-            self.order_actor.tell(m.Flatten(reason="kill switch"))
+            self.order_actor.tell(m.Flatten(reason="kill switch", positions=True))
 
     def on_ConnectionChanged(self, msg: m.ConnectionChanged) -> None:
         self.may_trade = msg.may_trade
@@ -179,6 +194,22 @@ class RiskActor(BaseActor):
 
     def on_EntryFinished(self, msg: m.EntryFinished) -> None:
         self.pending.discard(msg.symbol)
+
+    def _day_trades(self) -> int:
+        """Round trips in the last five sessions, from the fills SQLite holds (paper or broker)."""
+        now = self.clock.now()
+        sessions = [x for x in self.hours.sessions if x.open <= now][-5:]
+        if not sessions:
+            return 0
+        since = sessions[0].date
+        rows = self.db.query(
+            "select con_id, side, at from fills where at >= ?", [since.isoformat()]
+        )
+        fills = [
+            (r["con_id"], r["side"], MarketHours.trading_date(datetime.fromisoformat(r["at"])))
+            for r in rows
+        ]
+        return count_day_trades(fills, since)
 
     # -- decisions ----------------------------------------------------------------------------
     def _decide(self, symbol: str, stage: str, reason: str | None, detail: dict[str, Any]) -> None:
@@ -246,7 +277,7 @@ class RiskActor(BaseActor):
                 symbol_exposure=self.exposure.get(sig.symbol, 0.0),
                 new_premium_total=sizing.contracts * msg.premium * msg.contract.multiplier,
                 equity=self.equity,
-                day_trades_5d=0,
+                day_trades_5d=self._day_trades(),
                 contracts=sizing.contracts,
                 start_of_day_equity=self.start_equity,
             )

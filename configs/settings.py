@@ -128,6 +128,8 @@ class RiskSettings(_Section):
     max_exposure_per_symbol: float = Field(5000.0, gt=0)
     no_entry_first_minutes: int = Field(5, ge=0)
     no_entry_last_minutes: int = Field(15, ge=0)
+    # Close scalp positions this many minutes before the close (0: hold them, bracket only).
+    flatten_scalps_before_close_minutes: int = Field(10, ge=0)
     paper_equity: float = Field(100_000.0, gt=0)  # dry-run starting equity
     kill_switch_file: Path = Path("var/KILL")
 

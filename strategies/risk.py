@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
 # Money compared in dollars; a nano-dollar of float noise must not flip a guard.
 _EPS = 1e-9
@@ -122,3 +124,18 @@ def check_entry(
             f"< ${limits.pdt_equity_threshold:,.2f}"
         )
     return None
+
+
+def count_day_trades(fills: Iterable[tuple[object, str, date]], since: date) -> int:
+    """Day trades since `since` (inclusive): a contract bought and sold on the same day.
+
+    `fills` are (contract key, side "BOT"/"SLD" or "BUY"/"SELL", New York trading date).
+    One contract opened and closed on one day counts once, which is how FINRA's pattern
+    day trader rule counts a round trip made of several fills.
+    """
+    sides: dict[tuple[object, date], set[str]] = {}
+    for key, side, day in fills:
+        if day < since:
+            continue
+        sides.setdefault((key, day), set()).add("buy" if side in ("BOT", "BUY") else "sell")
+    return sum(1 for s in sides.values() if s == {"buy", "sell"})

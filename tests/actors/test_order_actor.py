@@ -253,3 +253,32 @@ def test_empty_chain_is_a_skip(env):
         m.ChainFetched(symbol="SPY", chain=None, spot=0, reason="empty option chain")
     )
     assert actor.risk.last(m.EntryFinished).reason == "no_chain: empty option chain"
+
+
+def test_flatten_closes_positions_at_market_inside_the_oca_group(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))  # entry fills
+    actor.on_Flatten(m.Flatten(reason="10 min before the close", strategy="scalp"))
+    actor.on_Flatten(m.Flatten(reason="again", strategy="scalp"))  # idempotent: one exit only
+    exits = [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"]
+    assert len(exits) == 1 and exits[0]["order_type"] == "MKT"
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.50, 2.55, clock)))
+    assert PositionRepo(actor.db).open() == []
+    assert OrderRepo(actor.db).open_orders() == []
+    states = sorted(r["state"] for r in OrderRepo(actor.db).by_bracket(exits[0]["bracket_ref"]))
+    assert states == [
+        "cancelled",
+        "cancelled",
+        "filled",
+        "filled",
+    ]  # TP, SL cancelled; entry, exit filled
+
+
+def test_flatten_for_whale_leaves_scalp_positions_alone(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
+    actor.on_Flatten(m.Flatten(reason="test", strategy="whale"))
+    assert [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"] == []
+    assert PositionRepo(actor.db).open()

@@ -160,3 +160,45 @@ def test_gate_order_kill_switch_first():
         busy=True,
     )
     assert reason.startswith("kill_switch")
+
+
+def test_scalps_are_flattened_once_before_the_close(risk):
+    close = HOURS.session_at(SESSION_TIME).close
+    risk.clock.set(close - timedelta(minutes=30))
+    risk.on_Tick(m.Tick(now=risk.clock.now()))
+    assert risk.order_actor.of(m.Flatten) == []
+    risk.clock.set(close - timedelta(minutes=9))
+    risk.on_Tick(m.Tick(now=risk.clock.now()))
+    risk.on_Tick(m.Tick(now=risk.clock.now()))
+    flattens = risk.order_actor.of(m.Flatten)
+    assert len(flattens) == 1 and flattens[0].strategy == "scalp"
+
+
+def test_pdt_guard_counts_round_trips_from_stored_fills(make_settings, metrics):
+    settings = make_settings(risk={"paper_equity": 20_000})
+    clock = ManualClock(SESSION_TIME)
+    actor = RiskActor(settings, metrics, clock, HOURS)
+    actor.on_start()
+    try:
+        for i, side in enumerate(["BOT", "SLD"] * 3):  # three round trips today
+            actor.db["fills"].insert(
+                {
+                    "exec_id": f"e{i}",
+                    "order_ref": None,
+                    "at": SESSION_TIME.isoformat(),
+                    "side": side,
+                    "quantity": 1,
+                    "price": 1.0,
+                    "con_id": i // 2,
+                }
+            )
+        assert actor._day_trades() == 3
+        reply = FakeRef()
+        contract = m.OptionContract("SPY", "20261123", 680.0, "C", con_id=9, multiplier=100)
+        actor.on_SizeRequest(
+            m.SizeRequest(idea=idea(), contract=contract, premium=1.0, reply_to=reply)
+        )
+        decision = reply.last(m.SizeDecision)
+        assert decision.contracts == 0 and decision.reason.startswith("pdt")
+    finally:
+        actor.on_stop()

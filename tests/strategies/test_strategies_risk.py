@@ -82,3 +82,23 @@ def test_zero_open_positions_cap_blocks_everything():
 def test_bad_limits_rejected(kwargs):
     with pytest.raises(ValueError):
         RiskLimits(**kwargs)
+
+
+def test_count_day_trades_counts_same_day_round_trips_once():
+    from datetime import date
+
+    from strategies.risk import count_day_trades
+
+    d1, d2 = date(2026, 11, 19), date(2026, 11, 20)
+    fills = [
+        (1, "BOT", d1),
+        (1, "SLD", d1),  # a round trip
+        (2, "BOT", d1),
+        (2, "SLD", d2),  # held overnight: not a day trade
+        (3, "BOT", d2),
+        (3, "SLD", d2),
+        (3, "SLD", d2),  # one round trip in two exits
+        (4, "BOT", date(2026, 11, 1)),
+        (4, "SLD", date(2026, 11, 1)),  # before the window
+    ]
+    assert count_day_trades(fills, since=date(2026, 11, 16)) == 2
