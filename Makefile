@@ -10,6 +10,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# ib_insync 0.9.86 for the simulator's compatibility test. Without its dependencies: its
+	# `eventkit` would overwrite the module of the same name that ib_async gets from aeventkit.
+	$(PY) -m pip install -q --no-deps 'ib_insync==0.9.86'
 	touch $@
 
 venv: $(VENV)/.installed
