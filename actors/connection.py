@@ -541,6 +541,57 @@ class ConnectionActor(BaseActor):
     def on_StreamStarted(self, msg: _StreamStarted) -> None:
         self.streams[msg.key] = msg.bars
 
+    def on_FetchBars(self, msg: m.FetchBars) -> None:
+        refusal = self._refuse()
+        if refusal:
+            self._tell(
+                msg.reply_to,
+                m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=refusal),
+            )
+            return
+        delay = self.pacer.reserve(
+            (msg.symbol, msg.bar_size, msg.duration), (msg.symbol, "TRADES"), time.monotonic()
+        )
+        self.metrics.pacing_wait.observe(delay)
+        self._spawn(self._fetch_bars(msg, delay))
+
+    async def _fetch_bars(self, msg: m.FetchBars, delay: float) -> None:
+        if delay > 0:
+            self.metrics.pacing_queue_depth.inc()
+            await asyncio.sleep(delay)
+            self.metrics.pacing_queue_depth.dec()
+        try:
+            contract = await self._stock(msg.symbol)
+            bars = await self._timed(
+                "historical",
+                self.ib.reqHistoricalDataAsync(
+                    contract,
+                    endDateTime="",
+                    durationStr=msg.duration,
+                    barSizeSetting=msg.bar_size,
+                    whatToShow=self.settings.data.what_to_show,
+                    useRTH=True,
+                    formatDate=2,
+                    keepUpToDate=False,
+                ),
+                self.settings.broker.request_timeout_s,
+            )
+        except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
+            reason = (
+                "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            )
+            self._tell(
+                msg.reply_to,
+                m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=reason),
+            )
+            return
+        self._tell(
+            msg.reply_to,
+            m.BarsBackfilled(
+                symbol=msg.symbol, bar_size=msg.bar_size, bars=tuple(bar_from_ib(b) for b in bars)
+            ),
+        )
+
     def on_FetchChain(self, msg: m.FetchChain) -> None:
         refusal = self._refuse()
         if refusal:

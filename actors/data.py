@@ -1,4 +1,9 @@
-"""DataActor: one backfill per symbol and bar size, then streamed closed bars, in order, exactly once."""
+"""DataActor: one backfill per symbol and bar size, then streamed closed bars, in order, exactly once.
+
+Only the 1-minute bars are streamed (keepUpToDate holds a historical request open, and IB
+allows about 50 open at once); live hourly bars are built from the minutes on IB's RTH grid,
+and hourly history comes from one plain request at start and after each reconnect's gap.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ from actors.base import BaseActor
 from actors.hours import MarketHours
 from actors.metrics import Metrics
 from configs.settings import Settings
+from strategies.aggregate import HourlyAggregator, hour_bucket
 from strategies.bars import Bar, bar_problem
 
 log = logging.getLogger("optionsbot.data")
 
-BAR_SECONDS = {"1 min": 60, "1 hour": 3600}
+MINUTE, HOUR = "1 min", "1 hour"
+BAR_SECONDS = {MINUTE: 60, HOUR: 3600}
 
 
 def gap_duration(last: datetime | None, now: datetime, bar_size: str, default: str) -> str:
@@ -33,14 +40,16 @@ def gap_duration(last: datetime | None, now: datetime, bar_size: str, default: s
 
 @dataclass
 class Feed:
-    """What DataActor remembers about one (symbol, bar size) stream."""
+    """What DataActor remembers about one (symbol, bar size) series."""
 
     symbol: str
     bar_size: str
     last: Bar | None = None
-    live: bool = False
-    subscribed: bool = False
+    ready: bool = False  # its history has been delivered at least once
     last_seen_mono: float = field(default_factory=time.monotonic)
+    held: list[tuple[Bar, bool]] = field(
+        default_factory=list
+    )  # hourly bars built before history came
 
     def accept(self, bar: Bar) -> str | None:
         """None when the bar is new and good (and becomes the last); else why it is dropped."""
@@ -71,9 +80,8 @@ class DataActor(BaseActor):
         self.clock = clock
         self.connection = connection
         self.strategies = strategies
-        self.feeds = {
-            (s, size): Feed(s, size) for s in settings.symbols for size in settings.data.bar_sizes
-        }
+        self.feeds = {(s, size): Feed(s, size) for s in settings.symbols for size in (MINUTE, HOUR)}
+        self.hourly = {s: HourlyAggregator() for s in settings.symbols}
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
 
     def on_start(self) -> None:
@@ -82,22 +90,28 @@ class DataActor(BaseActor):
     def _default_duration(self, bar_size: str) -> str:
         return (
             self.settings.data.backfill_1min
-            if bar_size == "1 min"
+            if bar_size == MINUTE
             else self.settings.data.backfill_1hour
         )
 
     def on_ConnectionChanged(self, msg: m.ConnectionChanged) -> None:
         if not msg.resync:
             return
-        # After every (re)connect: ask only for the gap since the last bar we delivered.
+        # After every (re)connect: ask only for the gap since the last bar delivered.
         now = self.clock.now()
         for feed in self.feeds.values():
             last = feed.last.time if feed.last else None
             duration = gap_duration(last, now, feed.bar_size, self._default_duration(feed.bar_size))
-            feed.subscribed = True
-            log.info("streaming %s %s bars (history: %s)", feed.symbol, feed.bar_size, duration)
+            kind = m.StreamBars if feed.bar_size == MINUTE else m.FetchBars
+            log.info(
+                "%s %s %s bars (history: %s)",
+                "streaming" if kind is m.StreamBars else "fetching",
+                feed.symbol,
+                feed.bar_size,
+                duration,
+            )
             self.connection.tell(
-                m.StreamBars(
+                kind(
                     symbol=feed.symbol,
                     bar_size=feed.bar_size,
                     duration=duration,
@@ -106,11 +120,8 @@ class DataActor(BaseActor):
             )
 
     def on_StreamFailed(self, msg: m.StreamFailed) -> None:
-        feed = self.feeds.get((msg.symbol, msg.bar_size))
-        if feed:
-            feed.subscribed = False
         log.warning(
-            "%s %s stream failed: %s (retried on the next reconnect)",
+            "%s %s bars failed: %s (asked again on the next reconnect)",
             msg.symbol,
             msg.bar_size,
             msg.reason,
@@ -120,20 +131,33 @@ class DataActor(BaseActor):
         feed = self.feeds.get((msg.symbol, msg.bar_size))
         if feed is None:
             return
+        now = self.clock.now()
         delivered = 0
-        was_live = feed.live
         for bar in msg.bars:
+            # A plain request includes the bar still forming: it is not history yet.
+            if msg.bar_size == HOUR and not self._hour_closed(bar, now):
+                continue
             if self._deliver(feed, bar, live=False):
                 delivered += 1
-        feed.live = True
+        first = not feed.ready
+        feed.ready = True
         feed.last_seen_mono = time.monotonic()
         log.info(
             "%s %s: %d bars of history delivered (%s)",
             msg.symbol,
             msg.bar_size,
             delivered,
-            "gap fill" if was_live else "backfill",
+            "backfill" if first else "gap fill",
         )
+        for bar, live in feed.held:
+            self._deliver(feed, bar, live=live)
+        feed.held.clear()
+
+    def _hour_closed(self, bar: Bar, now: datetime) -> bool:
+        session = self.hours.session_at(bar.time)
+        if session is None:
+            return True
+        return hour_bucket(bar.time, session.open, session.close)[1] <= now
 
     def on_BarStreamed(self, msg: m.BarStreamed) -> None:
         feed = self.feeds.get((msg.symbol, msg.bar_size))
@@ -168,13 +192,26 @@ class DataActor(BaseActor):
                     received_mono=received or time.monotonic(),
                 )
             )
+        if feed.bar_size == MINUTE:
+            self._aggregate(feed.symbol, bar, live, received)
         return True
+
+    def _aggregate(self, symbol: str, bar: Bar, live: bool, received: float) -> None:
+        session = self.hours.session_at(bar.time)
+        if session is None:
+            return
+        hourly = self.feeds[(symbol, HOUR)]
+        for hour in self.hourly[symbol].update(bar, session.open, session.close):
+            if not hourly.ready:
+                hourly.held.append((hour, live))
+            else:
+                self._deliver(hourly, hour, live=live, received=received)
 
     def on_Tick(self, msg: m.Tick) -> None:
         """Staleness: no 1-minute bar for N minutes while the market is open."""
         limit = timedelta(minutes=self.settings.data.stale_after_minutes)
         for (symbol, size), feed in self.feeds.items():
-            if size != "1 min" or feed.last is None:
+            if size != MINUTE or feed.last is None:
                 continue
             # A bar is stamped with its start: it closes one bar later. Before today's first
             # bar has closed, the clock starts at the open, not at yesterday's last bar.
@@ -184,7 +221,7 @@ class DataActor(BaseActor):
                 last_close = session.open
             age = msg.now - last_close
             self.metrics.last_bar_age.labels(symbol).set(max(0.0, age.total_seconds()))
-            stale = self.hours.is_open(msg.now) and age > limit
+            stale = session is not None and age > limit
             if stale != self.stale[symbol]:
                 self.stale[symbol] = stale
                 self.metrics.data_stale.labels(symbol).set(1 if stale else 0)

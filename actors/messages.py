@@ -110,6 +110,16 @@ class StreamBars(Msg):
 
 
 @dataclass(frozen=True, slots=True)
+class FetchBars(Msg):
+    """One historical request (no stream): the hourly backfill and its gap fills."""
+
+    symbol: str
+    bar_size: str
+    duration: str
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
 class BarsBackfilled(Msg):
     symbol: str
     bar_size: str

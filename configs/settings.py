@@ -62,7 +62,6 @@ class SimSettings(_Section):
 
 
 class DataSettings(_Section):
-    bar_sizes: tuple[Literal["1 min", "1 hour"], ...] = ("1 min", "1 hour")
     backfill_1min: str = "2 D"
     backfill_1hour: str = "30 D"
     what_to_show: Literal["TRADES", "MIDPOINT"] = "TRADES"
