@@ -126,7 +126,7 @@ class ConnectionActor(BaseActor):
         self.port = port or settings.broker.port
         self.base_client_id = settings.broker.client_id
         self.client_id = self.base_client_id
-        self.model = ConnectionModel(failure_threshold=3)
+        self.model = ConnectionModel(failure_threshold=settings.broker.breaker_threshold)
         self.listeners: dict[str, list[Any]] = {"connection": [], "orders": [], "account": []}
         self.attempts = 0
         self.ever_connected = False
@@ -136,8 +136,9 @@ class ConnectionActor(BaseActor):
         self.watches: dict[int, Any] = {}
         self.stock_contracts: dict[str, Any] = {}
         self.timers: list[threading.Timer] = []
-        self.cooldown_s = 30.0
+        self.cooldown_s = settings.broker.breaker_cooldown_s
         self.entitlement_reported: set[int] = set()
+        self.stale_symbols: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_start(self) -> None:
@@ -273,8 +274,13 @@ class ConnectionActor(BaseActor):
             self._tell(ref, msg)
 
     def _do(self, intent: str) -> None:
-        if self.stopping:
+        if intent == "resync":
+            self._broadcast(resync=True)
+            if not self.stopping:
+                self._spawn(self._push_account())
             return
+        if self.stopping:
+            return  # no new timers once stopping
         if intent == "reconnect":
             delay = backoff_delay(self.attempts)
             log.info("reconnecting in %.1fs (attempt %d)", delay, self.attempts + 1)
@@ -284,9 +290,6 @@ class ConnectionActor(BaseActor):
             self._after(self.cooldown_s, _CooldownOver())
         elif intent == "probe":
             self._tell_self(_Attempt())
-        elif intent == "resync":
-            self._broadcast(resync=True)
-            self._spawn(self._push_account())
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -356,9 +359,7 @@ class ConnectionActor(BaseActor):
 
     async def _probe_request(self) -> None:
         try:
-            await asyncio.wait_for(
-                self.ib.reqCurrentTimeAsync(), self.settings.broker.request_timeout_s
-            )
+            await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self._timeout("probe"))
             self._tell_self(_ConnectResult(ok=True, probe=True))
         except Exception as exc:  # noqa: BLE001
             self._tell_self(_ConnectResult(ok=False, cause=f"probe failed: {exc}", probe=True))
@@ -391,6 +392,14 @@ class ConnectionActor(BaseActor):
         self.streams.clear()
         self.watches.clear()
         self._fire("connection_lost", cause=msg.cause)
+
+    def on_SymbolStale(self, msg: m.SymbolStale) -> None:
+        """Stale data everywhere is a connection problem; one stale symbol is that symbol's."""
+        (self.stale_symbols.add if msg.stale else self.stale_symbols.discard)(msg.symbol)
+        if len(self.stale_symbols) >= len(self.settings.symbols):
+            self._fire("degrade", cause="stale_data")
+        elif "stale_data" in self.model.causes:
+            self._fire("recover", cause="stale_data")
 
     def on_CooldownOver(self, msg: _CooldownOver) -> None:
         self._fire("cooldown_elapsed", cause="cooldown over")
@@ -436,8 +445,13 @@ class ConnectionActor(BaseActor):
             return None
         return f"not connected (connection {self.model.state})"
 
-    async def _timed(self, kind: str, coro: Awaitable[Any], timeout: float) -> Any:
+    def _timeout(self, kind: str) -> float:
+        b = self.settings.broker
+        return b.timeouts_s.get(kind, b.request_timeout_s)
+
+    async def _timed(self, kind: str, coro: Awaitable[Any], timeout: float | None = None) -> Any:
         """Run one request with its timeout; the breaker hears about every outcome."""
+        timeout = timeout or self._timeout(kind)
         t0 = time.monotonic()
         try:
             result = await asyncio.wait_for(coro, timeout)
@@ -460,7 +474,6 @@ class ConnectionActor(BaseActor):
             details = await self._timed(
                 "contract_details",
                 self.ib.qualifyContractsAsync(Stock(symbol, "SMART", "USD")),
-                self.settings.broker.request_timeout_s,
             )
             contract = details[0] if details and details[0] is not None else None
             if contract is None or not contract.conId:
@@ -510,7 +523,6 @@ class ConnectionActor(BaseActor):
                     formatDate=2,
                     keepUpToDate=True,
                 ),
-                self.settings.broker.request_timeout_s,
             )
         except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
             reason = (
@@ -574,7 +586,6 @@ class ConnectionActor(BaseActor):
                     formatDate=2,
                     keepUpToDate=False,
                 ),
-                self.settings.broker.request_timeout_s,
             )
         except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
             reason = (
@@ -608,7 +619,6 @@ class ConnectionActor(BaseActor):
             rows = await self._timed(
                 "sec_def",
                 self.ib.reqSecDefOptParamsAsync(msg.symbol, "", "STK", stock.conId),
-                self.settings.broker.request_timeout_s,
             )
         except Exception as exc:  # noqa: BLE001
             self._tell(
@@ -687,7 +697,6 @@ class ConnectionActor(BaseActor):
             qualified = await self._timed(
                 "contract_details",
                 self.ib.qualifyContractsAsync(*contracts),
-                self.settings.broker.request_timeout_s,
             )
             pairs = [
                 (c, q)
@@ -844,10 +853,35 @@ class ConnectionActor(BaseActor):
                 self.ib.cancelOrder(trade.order)
 
     def on_FetchBrokerState(self, msg: m.FetchBrokerState) -> None:
-        # ib_async's connect already synced open orders, completed orders and executions.
-        statuses = tuple(self._status_msg(t) for t in self.ib.trades())
-        execs = tuple(self._exec_msg(f) for f in self.ib.fills())
-        self._tell(msg.reply_to, m.BrokerState(statuses=statuses, executions=execs))
+        refusal = self._refuse()
+        if refusal:
+            # No answer would leave OrderActor unreconciled; it asks again on the next resync.
+            log.warning("reconciliation postponed: %s", refusal)
+            return
+        self._spawn(self._broker_state(msg))
+
+    async def _broker_state(self, msg: m.FetchBrokerState) -> None:
+        """Ask afresh: open orders of every client id (ours may have rotated), today's completed
+        orders and executions. The start-up sync only saw this client id's open orders."""
+        try:
+            open_trades = await self._timed("broker_state", self.ib.reqAllOpenOrdersAsync())
+            done = await self._timed("broker_state", self.ib.reqCompletedOrdersAsync(False))
+            fills = await self._timed("broker_state", self.ib.reqExecutionsAsync())
+        except Exception as exc:  # noqa: BLE001 - stay unreconciled (no new orders) and retry
+            log.warning("reconciliation request failed (%s); retrying in 5s", exc)
+            await asyncio.sleep(5)
+            self._tell_self(msg)
+            return
+        seen: dict[str, m.BrokerOrderStatus] = {}
+        for trade in [*done, *open_trades, *self.ib.trades()]:
+            status = self._status_msg(trade)
+            if status.order_ref and status.order_ref not in seen:
+                seen[status.order_ref] = status
+        execs = {f.execution.execId: self._exec_msg(f) for f in [*fills, *self.ib.fills()]}
+        self._tell(
+            msg.reply_to,
+            m.BrokerState(statuses=tuple(seen.values()), executions=tuple(execs.values())),
+        )
 
     def _status_msg(self, trade: Trade) -> m.BrokerOrderStatus:
         s = trade.orderStatus

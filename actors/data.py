@@ -83,6 +83,7 @@ class DataActor(BaseActor):
         self.feeds = {(s, size): Feed(s, size) for s in settings.symbols for size in (MINUTE, HOUR)}
         self.hourly = {s: HourlyAggregator() for s in settings.symbols}
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
+        self.resubscribed_at: dict[str, datetime] = {}
 
     def on_start(self) -> None:
         self.connection.tell(m.Subscribe(listener=self.actor_ref, topics=("connection",)))
@@ -231,3 +232,22 @@ class DataActor(BaseActor):
                     log.info("%s data fresh again", symbol)
                 for ref in self.stale_listeners:
                     ref.tell(m.SymbolStale(symbol=symbol, stale=stale, age_s=age.total_seconds()))
+            if stale:
+                self._resubscribe_if_due(feed, msg.now, limit)
+
+    def _resubscribe_if_due(self, feed: Feed, now: datetime, every: timedelta) -> None:
+        """A stream that went quiet may be dead at the Gateway: ask again for the gap, at most
+        once per stale window, so a real outage is not met with a request storm."""
+        last = self.resubscribed_at.get(feed.symbol)
+        if last is not None and now - last < every:
+            return
+        self.resubscribed_at[feed.symbol] = now
+        duration = gap_duration(
+            feed.last.time if feed.last else None, now, MINUTE, self._default_duration(MINUTE)
+        )
+        log.warning("%s: resubscribing the 1 min stream (history: %s)", feed.symbol, duration)
+        self.connection.tell(
+            m.StreamBars(
+                symbol=feed.symbol, bar_size=MINUTE, duration=duration, reply_to=self.actor_ref
+            )
+        )

@@ -163,7 +163,7 @@ class System:
         data = self._started(
             "data",
             DataActor.start(
-                s, mt, clock, self.hours, connection, strategies, stale_listeners=(risk,)
+                s, mt, clock, self.hours, connection, strategies, stale_listeners=(risk, connection)
             ),
         )
         connection.tell(m.Subscribe(listener=risk, topics=("connection", "account")))

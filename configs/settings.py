@@ -40,7 +40,24 @@ class BrokerSettings(_Section):
     # From OPTIONSBOT_BROKER__ACCOUNT (or a file outside the repo); SecretStr keeps it out of logs.
     account: SecretStr = SecretStr("")
     connect_timeout_s: float = Field(10.0, gt=0)
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)  # for kinds without their own below
+    # Each kind's timeout (real seconds). A timeout counts toward the breaker, and the
+    # requester always gets an answer. Historical requests can legitimately take a while.
+    timeouts_s: dict[
+        Literal["historical", "contract_details", "sec_def", "snapshot", "probe", "broker_state"],
+        float,
+    ] = Field(
+        default_factory=lambda: {
+            "historical": 60.0,
+            "contract_details": 15.0,
+            "sec_def": 15.0,
+            "snapshot": 20.0,
+            "probe": 10.0,
+            "broker_state": 30.0,
+        }
+    )
+    breaker_threshold: int = Field(3, ge=1)  # consecutive failures that open the breaker
+    breaker_cooldown_s: float = Field(30.0, gt=0)
     market_data_type: Literal[1, 2, 3, 4] = 1
     readonly: bool = False
 

@@ -86,7 +86,7 @@ def test_gap_duration_first_time_and_long_gaps():
 
 
 def test_stale_only_while_the_market_is_open(data, metrics):
-    actor, _, risk, _, clock = data
+    actor, _, risk, conn, clock = data
     actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(59),)))
     actor.on_Tick(m.Tick(now=clock.now()))
     assert risk.of(m.SymbolStale) == []
@@ -94,7 +94,16 @@ def test_stale_only_while_the_market_is_open(data, metrics):
     actor.on_Tick(m.Tick(now=clock.now()))
     assert risk.last(m.SymbolStale).stale
     assert metrics.registry.get_sample_value("optionsbot_data_stale", {"symbol": "SPY"}) == 1
-    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(65)))
+    # A quiet stream may be dead at the Gateway: it is asked for again, once per stale window.
+    streams = lambda: [s for s in conn.of(m.StreamBars) if s.symbol == "SPY"]  # noqa: E731
+    assert len(streams()) == 1
+    clock.advance(timedelta(minutes=2))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(streams()) == 1
+    clock.advance(timedelta(minutes=4))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(streams()) == 2
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(71)))  # closes now
     actor.on_Tick(m.Tick(now=clock.now()))
     assert not risk.last(m.SymbolStale).stale
     clock.set(SESSION_TIME.replace(hour=23))  # after the close: old bars are not stale

@@ -1,0 +1,124 @@
+"""ConnectionActor's decisions, with handlers called directly: no socket, no event loop."""
+
+import pytest
+from conftest import FakeRef
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors import messages as m
+from actors.connection import ConnectionActor, _ConnectResult, _IbError, backoff_delay
+from machines.connection import connection_machine
+from storage import MachineStateRepo, open_db
+
+
+class FakeIB:
+    connected = True
+
+    def isConnected(self):  # noqa: N802 - ib_async's name
+        return self.connected
+
+
+@pytest.fixture
+def conn(make_settings, metrics):
+    settings = make_settings(symbols=["SPY", "QQQ"], broker={"client_id": 17, "client_id_pool": 3})
+    actor = ConnectionActor(settings, metrics, clock=None, port=4002)
+    actor.db = open_db(settings.storage.path)
+    actor.states = MachineStateRepo(actor.db)
+    actor.ib = FakeIB()
+    connection_machine(actor.model)
+    listener = FakeRef("listener")
+    actor.listeners["connection"].append(listener)
+    actor.stopping = True  # no reconnect timers in unit tests
+    yield actor, listener
+    actor.db.close()
+
+
+def connected(actor):
+    actor.model.connect()
+    actor.on_ConnectResult(_ConnectResult(ok=True))
+    return actor
+
+
+def test_client_id_in_use_rotates_through_the_pool(conn):
+    actor, _ = conn
+    ids = []
+    for _ in range(4):
+        actor.model.state = "disconnected"
+        actor.model.connect()
+        actor.on_ConnectResult(_ConnectResult(ok=False, cause="326", client_id_in_use=True))
+        ids.append(actor.client_id)
+    assert ids == [18, 19, 17, 18]
+
+
+def test_connect_broadcasts_a_resync_and_persists_the_state(conn):
+    actor, listener = conn
+    connected(actor)
+    changed = listener.last(m.ConnectionChanged)
+    assert changed.state == "connected" and changed.resync and changed.may_trade
+    assert MachineStateRepo(actor.db).load("connection")[0] == "connected"
+
+
+@pytest.mark.parametrize(
+    ("codes", "state", "may_trade"),
+    [
+        ((1100,), "degraded", False),
+        ((1100, 1102), "connected", True),
+        ((2105,), "degraded", False),
+        ((2105, 2106), "connected", True),
+        ((2103, 2105, 2104), "degraded", False),
+        ((2104, 2106, 2158), "connected", True),  # the farm-OK messages of every connect
+        (
+            (10089, 354, 2107, 366),
+            "connected",
+            True,
+        ),  # entitlement: a skip reason, not a connection fault
+    ],
+)
+def test_gateway_messages_drive_the_machine(conn, codes, state, may_trade):
+    actor, _ = conn
+    connected(actor)
+    for code in codes:
+        actor.on_IbError(_IbError(req_id=-1, code=code, text="x"))
+    assert actor.model.state == state and actor.model.may_trade is may_trade
+
+
+def test_1101_data_lost_asks_everyone_to_resubscribe(conn):
+    actor, listener = conn
+    connected(actor)
+    actor.on_IbError(_IbError(req_id=-1, code=1100, text="lost"))
+    listener.told.clear()
+    actor.on_IbError(_IbError(req_id=-1, code=1101, text="restored, data lost"))
+    assert [c.resync for c in listener.of(m.ConnectionChanged)] == [False, True]
+
+
+def test_stale_everywhere_degrades_and_one_fresh_symbol_recovers(conn):
+    actor, _ = conn
+    connected(actor)
+    actor.on_SymbolStale(m.SymbolStale(symbol="SPY", stale=True, age_s=400))
+    assert actor.model.state == "connected"
+    actor.on_SymbolStale(m.SymbolStale(symbol="QQQ", stale=True, age_s=400))
+    assert actor.model.state == "degraded"
+    actor.on_SymbolStale(m.SymbolStale(symbol="QQQ", stale=False, age_s=0))
+    assert actor.model.state == "connected"
+
+
+def test_requests_are_refused_with_a_reason_when_not_connected(conn):
+    actor, _ = conn
+    reply = FakeRef()
+    actor.on_StreamBars(
+        m.StreamBars(symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply)
+    )
+    actor.on_FetchChain(m.FetchChain(symbol="SPY", reply_to=reply))
+    actor.on_FetchQuotes(
+        m.FetchQuotes(contracts=(m.OptionContract("SPY", "20261123", 680, "C"),), reply_to=reply)
+    )
+    assert reply.last(m.StreamFailed).reason == "not connected (connection disconnected)"
+    assert reply.last(m.ChainFetched).reason.startswith("not connected")
+    assert reply.last(m.QuotesFetched).missing[0][1].startswith("not connected")
+
+
+@given(st.integers(0, 40))
+def test_backoff_grows_and_is_capped(attempt):
+    step = min(30.0, 2.0**attempt)
+    d = backoff_delay(attempt)
+    assert 0.5 * step <= d <= step
