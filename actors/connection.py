@@ -19,6 +19,7 @@ from transitions import MachineError
 
 from actors import messages as m
 from actors.base import BaseActor
+from actors.crash import crashpoint
 from actors.metrics import Metrics, error_class
 from actors.pacing import HistoricalPacer
 from configs.settings import Settings
@@ -842,6 +843,7 @@ class ConnectionActor(BaseActor):
                 order.account = self.settings.broker.account.get_secret_value()
             ids[leg.order_ref] = order.orderId
             self.ib.placeOrder(contract, order)
+            crashpoint("between_legs" if not leg.transmit else "after_send_before_ack")
         self._tell_self(_RequestDone(kind="place_order", ok=True, seconds=0.0))
 
     def on_CancelOrder(self, msg: m.CancelOrder) -> None:

@@ -13,7 +13,9 @@ from transitions import MachineError
 
 from actors import messages as m
 from actors.base import BaseActor
+from actors.crash import crashpoint
 from actors.hours import MarketHours
+from actors.ledger import Holding, apply_fill, fold
 from actors.metrics import Metrics
 from actors.paper import PaperBook, PaperFill, PaperOrder
 from configs.settings import Settings
@@ -90,9 +92,16 @@ class OrderActor(BaseActor):
     name = "orders"
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, clock: Any, connection: Any, risk: Any
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Any,
+        connection: Any,
+        risk: Any,
+        hours: MarketHours | None = None,
     ):
         super().__init__()
+        self.hours = hours or MarketHours()
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -444,6 +453,7 @@ class OrderActor(BaseActor):
             sig.kind,
             sig.direction.value if sig.direction else "",
         )
+        crashpoint("after_write_before_send")
         if self.dry_run:
             for leg in legs:
                 self.paper.add(
@@ -519,6 +529,10 @@ class OrderActor(BaseActor):
             )
             self.metrics.reconciliation_mismatches.inc()
             return
+        prior = self.orders.fill_with_base(e.exec_id)
+        if prior is not None and prior["exec_id"] != e.exec_id:
+            self._correct(prior, e, row)
+            return
         if not self.orders.add_fill(
             {
                 "exec_id": e.exec_id,
@@ -534,6 +548,7 @@ class OrderActor(BaseActor):
         ):
             log.debug("duplicate execution %s ignored", e.exec_id)
             return
+        crashpoint("after_fill_recorded")
         filled = (row["filled"] or 0.0) + e.quantity
         avg = (
             (row["avg_fill_price"] or 0.0) * (row["filled"] or 0.0) + e.price * e.quantity
@@ -566,8 +581,52 @@ class OrderActor(BaseActor):
         )
         self._publish()
 
+    def _correct(self, prior: dict[str, Any], e: m.BrokerExecution, row: dict[str, Any]) -> None:
+        """An execution correction (same execId up to its last dot) replaces the fill it corrects;
+        the order's fill totals and the position are rebuilt from the fills, not patched."""
+        self.orders.replace_fill(
+            prior["exec_id"],
+            {
+                "exec_id": e.exec_id,
+                "order_ref": e.order_ref,
+                "at": prior["at"],
+                "side": e.side,
+                "quantity": e.quantity,
+                "price": e.price,
+                "commission": e.commission or prior["commission"],
+                "con_id": row["con_id"],
+                "symbol": row["symbol"],
+            },
+        )
+        fills = self.orders.fills(e.order_ref)
+        filled = sum(f["quantity"] for f in fills)
+        avg = sum(f["quantity"] * f["price"] for f in fills) / filled if filled else 0.0
+        self.orders.update(e.order_ref, filled=filled, avg_fill_price=avg)
+        if e.order_ref in self.machines:
+            self.machines[e.order_ref].filled = filled
+        pos = self.positions.get(row["con_id"])
+        if pos is not None:
+            before = pos["realized_pnl"] or 0.0
+            held = fold(
+                (f["side"], f["quantity"], f["price"], f["commission"] or 0.0)
+                for f in self.orders.fills_for_contract(row["con_id"])
+            )
+            pos.update(quantity=held.quantity, avg_cost=held.avg_cost, realized_pnl=held.realized)
+            self.positions.upsert(pos)
+            day = MarketHours.trading_date(self.clock.now())
+            if self.days.get(day) is not None:
+                self.days.add_realized(day, held.realized - before)
+        log.warning(
+            "%s execution %s corrected by %s: now %g @ %.2f",
+            row["symbol"],
+            prior["exec_id"],
+            e.exec_id,
+            e.quantity,
+            e.price,
+        )
+        self._publish()
+
     def _update_position(self, row: dict[str, Any], e: m.BrokerExecution) -> float:
-        mult = 100.0
         pos = self.positions.get(row["con_id"]) or {
             "con_id": row["con_id"],
             "symbol": row["symbol"],
@@ -581,16 +640,11 @@ class OrderActor(BaseActor):
             "bracket_ref": row["bracket_ref"],
             "strategy": row["strategy"],
         }
-        qty, avg_cost = pos["quantity"], pos["avg_cost"]
-        realized = -e.commission
+        held = Holding(pos["quantity"], pos["avg_cost"], pos["realized_pnl"] or 0.0)
+        held, realized = apply_fill(held, e.side, e.quantity, e.price, e.commission)
+        pos["quantity"], pos["avg_cost"] = held.quantity, held.avg_cost
         if e.side in ("BOT", "BUY"):
-            new_qty = qty + e.quantity
-            pos["avg_cost"] = (avg_cost * qty + e.price * mult * e.quantity) / new_qty
-            pos["quantity"] = new_qty
             pos["bracket_ref"] = row["bracket_ref"]
-        else:
-            realized += (e.price * mult - avg_cost) * e.quantity
-            pos["quantity"] = qty - e.quantity
         pos["realized_pnl"] = (pos["realized_pnl"] or 0.0) + realized
         self.positions.upsert(pos)
         day = MarketHours.trading_date(self.clock.now())
@@ -656,6 +710,7 @@ class OrderActor(BaseActor):
     # -- timers ----------------------------------------------------------------------------------
     def on_Tick(self, msg: m.Tick) -> None:
         self.kv.set("clock", msg.now.isoformat())
+        self._exit_expiring(msg.now)
         limit = timedelta(seconds=self.settings.orders.entry_timeout_s)
         for ref, model in list(self.machines.items()):
             if not ref.endswith("-E") or model.state not in (
@@ -666,6 +721,23 @@ class OrderActor(BaseActor):
             row = self.orders.get(ref)
             if row and msg.now - datetime.fromisoformat(row["created_at"]) > limit:
                 self._cancel_bracket(row["bracket_ref"], f"entry not filled within {limit}")
+
+    def _exit_expiring(self, now: datetime) -> None:
+        """Never hold an option into its expiry day: close it once that day's market is open."""
+        if (
+            not self.settings.orders.close_on_expiry_day
+            or not self.hours.is_open(now)
+            or not self.reconciled
+        ):
+            return
+        today = MarketHours.trading_date(now).strftime("%Y%m%d")
+        working = {r["bracket_ref"] for r in self.orders.open_orders() if r["role"] == "exit"}
+        for pos in self.positions.open():
+            if pos["expiry"] and pos["expiry"] <= today and pos["bracket_ref"] not in working:
+                log.warning(
+                    "%s %s expires today: closing it at market", pos["symbol"], pos["local_symbol"]
+                )
+                self._place_exit(pos, "expiry day")
 
     def _cancel_bracket(self, bracket_ref: str, reason: str) -> None:
         for row in self.orders.by_bracket(bracket_ref):
@@ -805,6 +877,7 @@ class OrderActor(BaseActor):
         statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
         for e in msg.executions:
             self._apply_execution(e)
+        crashpoint("during_reconciliation")
         settled = 0
         for ref, model in list(self.machines.items()):
             if model.state != OrderState.UNKNOWN:

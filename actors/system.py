@@ -154,7 +154,9 @@ class System:
         connection = self._started(
             "connection", ConnectionActor.start(s, mt, clock, port=self.broker_port)
         )
-        orders = self._started("orders", OrderActor.start(s, mt, clock, connection, risk))
+        orders = self._started(
+            "orders", OrderActor.start(s, mt, clock, connection, risk, self.hours)
+        )
         risk.proxy().set_order_actor(orders).get(timeout=START_TIMEOUT_S)
         strategies = {
             sym: self._started(f"strategy:{sym}", StrategyActor.start(sym, s, mt, risk))

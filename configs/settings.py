@@ -132,6 +132,8 @@ class OrderSettings(_Section):
     stop_loss_pct: float = Field(0.20, gt=0, lt=1)
     entry_timeout_s: float = Field(120.0, gt=0)  # simulated seconds an unfilled entry may wait
     paper_slippage_ticks: int = Field(0, ge=0)
+    # Close a position at the open of its option's expiry day instead of holding it into expiry.
+    close_on_expiry_day: bool = True
     commission_per_contract: float = Field(0.65, ge=0)
 
 

@@ -117,6 +117,25 @@ class OrderRepo:
             )
             return cur.rowcount == 1
 
+    def fill_with_base(self, exec_id: str) -> dict[str, Any] | None:
+        """A recorded fill whose execId matches this one up to its last dot (IB's corrections)."""
+        base = exec_id.rsplit(".", 1)[0]
+        rows = list(
+            self.db["fills"].rows_where("exec_id like ? || '.%'", [base], order_by="at", limit=1)
+        )
+        if not rows:
+            return None
+        # Only the last dot separates the correction counter: "a.b.01.01" and "a.b.01.02".
+        return rows[0] if rows[0]["exec_id"].rsplit(".", 1)[0] == base else None
+
+    def replace_fill(self, old_exec_id: str, fill: Mapping[str, Any]) -> None:
+        with self.db.conn:
+            self.db["fills"].delete(old_exec_id)
+            self.db["fills"].insert(dict(fill), pk="exec_id")
+
+    def fills_for_contract(self, con_id: int) -> list[dict[str, Any]]:
+        return list(self.db["fills"].rows_where("con_id = ?", [con_id], order_by="at, rowid"))
+
     def set_commission(self, exec_id: str, commission: float) -> float | None:
         """Record a commission once; returns the change, or None when the fill is unknown."""
         try:

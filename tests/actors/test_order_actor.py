@@ -1,6 +1,7 @@
 """OrderActor's entry flow, paper fills and restart, by calling its handlers directly."""
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import SESSION_TIME, FakeRef
@@ -282,3 +283,57 @@ def test_flatten_for_whale_leaves_scalp_positions_alone(env):
     actor.on_Flatten(m.Flatten(reason="test", strategy="whale"))
     assert [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"] == []
     assert PositionRepo(actor.db).open()
+
+
+def test_an_execution_correction_replaces_the_fill_it_corrects(make_settings, metrics):
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    try:
+        place(actor, clock)
+        ref = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+        first = m.BrokerExecution(
+            order_ref=ref,
+            exec_id="0001.abcd.01.01",
+            side="BOT",
+            quantity=4,
+            price=2.43,
+            time=clock.now(),
+            commission=2.60,
+        )
+        actor.on_BrokerExecution(first)
+        fixed = m.BrokerExecution(
+            order_ref=ref,
+            exec_id="0001.abcd.01.02",
+            side="BOT",
+            quantity=4,
+            price=2.41,
+            time=clock.now(),
+            commission=2.60,
+        )
+        actor.on_BrokerExecution(fixed)
+        fills = OrderRepo(actor.db).fills(ref)
+        assert [(f["exec_id"], f["price"]) for f in fills] == [("0001.abcd.01.02", 2.41)]
+        pos = PositionRepo(actor.db).open()[0]
+        assert pos["quantity"] == 4 and pos["avg_cost"] == pytest.approx(241.0)
+        assert OrderRepo(actor.db).get(ref)["avg_fill_price"] == pytest.approx(2.41)
+    finally:
+        actor.on_stop()
+
+
+def test_a_position_is_closed_at_the_open_of_its_expiry_day(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)  # expires Monday 2026-11-23
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert not [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"]
+    clock.set(datetime(2026, 11, 23, 14, 31, tzinfo=UTC))  # Monday, a minute after the open
+    actor.on_Tick(m.Tick(now=clock.now()))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    exits = [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"]
+    assert len(exits) == 1
+    submit = [
+        e for e in OrderRepo(actor.db).events(exits[0]["order_ref"]) if e["event"] == "submit"
+    ]
+    assert json.loads(submit[0]["detail"]) == {"reason": "expiry day"}
