@@ -56,6 +56,11 @@ class _ConnectResult(m.Msg):
 
 
 @dataclass(frozen=True, slots=True)
+class _SyncClock(m.Msg):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class _Lost(m.Msg):
     cause: str
 
@@ -160,6 +165,8 @@ class ConnectionActor(BaseActor):
         )
         self.loop_thread.start()
         self.ib: IB = self._call(self._make_ib())
+        if hasattr(self.clock, "sync"):
+            self._after(self.settings.broker.clock_sync_s, _SyncClock())
         if initial is ConnState.BREAKER_OPEN:
             log.warning(
                 "breaker was open at the last stop; waiting %.0fs before probing", self.cooldown_s
@@ -276,6 +283,9 @@ class ConnectionActor(BaseActor):
 
     def _do(self, intent: str) -> None:
         if intent == "resync":
+            # The clock first: every reaction to the resync reads it.
+            if hasattr(self.clock, "sync") and not self.stopping:
+                self._call(self._sync_clock(), timeout=self._timeout("probe") + 1)
             self._broadcast(resync=True)
             if not self.stopping:
                 self._spawn(self._push_account())
@@ -401,6 +411,22 @@ class ConnectionActor(BaseActor):
             self._fire("degrade", cause="stale_data")
         elif "stale_data" in self.model.causes:
             self._fire("recover", cause="stale_data")
+
+    async def _sync_clock(self) -> None:
+        try:
+            t = await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self._timeout("probe"))
+        except Exception as exc:  # noqa: BLE001 - keep the last anchor; try again later
+            log.warning("could not read the Gateway's clock: %s", exc)
+            return
+        skew = self.clock.sync(t)
+        if abs(skew) > 2 * getattr(self.clock, "scale", 1.0):
+            log.warning("our clock was %+.0fs off the Gateway's; following the Gateway", skew)
+
+    def on_SyncClock(self, msg: _SyncClock) -> None:
+        if self.model.may_send and self.ib.isConnected():
+            self._spawn(self._sync_clock())
+        if not self.stopping:
+            self._after(self.settings.broker.clock_sync_s, _SyncClock())
 
     def on_CooldownOver(self, msg: _CooldownOver) -> None:
         self._fire("cooldown_elapsed", cause="cooldown over")

@@ -161,7 +161,7 @@ class OrderActor(BaseActor):
                     )
                 )
                 self.watched[row["con_id"]] = self._contract_of(row)
-            else:
+            elif state is not OrderState.UNKNOWN:  # still unknown from an earlier crash: stays so
                 self._fire(
                     row["order_ref"], "lose_track", reason="restart: reconcile with the broker"
                 )

@@ -13,6 +13,7 @@ import pykka
 
 from actors import messages as m
 from actors.base import Ping
+from actors.clock import GatewayClock, WallClock
 from actors.connection import ConnectionActor
 from actors.data import DataActor
 from actors.hours import MarketHours
@@ -26,16 +27,6 @@ from storage import KeyValueRepo, open_db
 log = logging.getLogger("optionsbot.system")
 
 START_TIMEOUT_S = 20.0
-
-
-class WallClock:
-    """The real clock, for a real Gateway."""
-
-    scale = 1.0
-
-    @staticmethod
-    def now() -> datetime:
-        return datetime.now(UTC)
 
 
 def sim_start(
@@ -85,7 +76,8 @@ class System:
         if s.broker.mode == "embedded":
             self._start_sim(stored_clock)
         elif self.clock is None:
-            self.clock = WallClock()
+            b = s.broker
+            self.clock = GatewayClock(b.clock_scale) if b.clock == "gateway" else WallClock()
         prime(self.metrics, s.symbols)
         self.metrics.build_info.info(
             {

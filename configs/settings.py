@@ -56,6 +56,11 @@ class BrokerSettings(_Section):
             "broker_state": 30.0,
         }
     )
+    # gateway: the service's time follows the Gateway's (reqCurrentTime at every connect and
+    # every clock_sync_s), advancing at clock_scale between syncs; wall: this machine's clock.
+    clock: Literal["gateway", "wall"] = "gateway"
+    clock_scale: float = Field(1.0, gt=0)
+    clock_sync_s: float = Field(60.0, gt=0)
     breaker_threshold: int = Field(3, ge=1)  # consecutive failures that open the breaker
     breaker_cooldown_s: float = Field(30.0, gt=0)
     market_data_type: Literal[1, 2, 3, 4] = 1

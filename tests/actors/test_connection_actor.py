@@ -122,3 +122,20 @@ def test_backoff_grows_and_is_capped(attempt):
     step = min(30.0, 2.0**attempt)
     d = backoff_delay(attempt)
     assert 0.5 * step <= d <= step
+
+
+def test_gateway_clock_follows_the_gateway_between_syncs():
+    from datetime import UTC, datetime, timedelta
+
+    from actors.clock import GatewayClock
+
+    t = [100.0]
+    clock = GatewayClock(scale=30.0, monotonic=lambda: t[0])
+    gateway = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    skew = clock.sync(gateway)
+    assert (
+        clock.synced and abs(skew) > 86_400
+    )  # the wall clock is days away from the simulated session
+    t[0] += 2.0
+    assert clock.now() == gateway + timedelta(seconds=60)
+    assert clock.sync(gateway + timedelta(seconds=61)) == -1.0

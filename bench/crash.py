@@ -1,0 +1,336 @@
+"""SIGKILL the service anywhere on the order path, restart it, and check the broker against SQLite.
+
+A standalone simulator (a separate process, so the "broker" survives the kills) trades with the
+service in live mode (dry_run false). Each run kills the service at a named crash point
+(OPTIONSBOT_CRASH_AT) or, when the point is not reached in time, at a random moment. The next
+run is the restart. At the end a clean run reconciles, and the simulator's book is compared
+with SQLite: duplicate orders, lost fills, unprotected positions. Lanes run in parallel, each
+with its own simulator and database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from actors.crash import POINTS
+
+ROOT = Path(__file__).resolve().parents[1]
+START = "2026-11-20T10:05:00"  # New York; a Friday session
+SCALE = 30
+
+
+@dataclass
+class LaneResult:
+    runs: int = 0
+    crashed_at: Counter = field(default_factory=Counter)
+    killed_randomly: int = 0
+    orders_at_broker: int = 0
+    duplicate_orders: int = 0
+    executions_at_broker: int = 0
+    lost_fills: int = 0
+    phantom_fills: int = 0
+    positions: int = 0
+    unprotected_positions: int = 0
+    foreign_orders: int = 0
+    unsettled_orders: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actors.cli",
+            "sim",
+            "--port",
+            "0",
+            "--time-scale",
+            str(SCALE),
+            "--start",
+            START,
+            "--seed",
+            str(seed),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"simulator did not start: {line!r}")
+    return proc, int(match.group(1))
+
+
+def config(tmp: Path, port: int) -> Path:
+    cfg = {
+        "dry_run": False,
+        "symbols": ["SPY", "QQQ", "IWM"],
+        "broker": {
+            "mode": "gateway",
+            "port": port,
+            "client_id": 21,
+            "clock": "gateway",
+            "clock_scale": SCALE,
+            "connect_timeout_s": 5,
+        },
+        "scalp": {"cooldown_bars": 1},
+        "risk": {
+            "no_entry_first_minutes": 0,
+            "max_open_positions": 6,
+            "kill_switch_file": str(tmp / "KILL"),
+        },
+        "orders": {"entry_timeout_s": 600},
+        "storage": {"path": str(tmp / "bot.sqlite")},
+        "metrics": {"enabled": False},
+        "log": {"level": "INFO", "json_file": None},
+    }
+    path = tmp / "crash.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_service(cfg: Path, crash_at: str | None, timeout: float, log: Path) -> str:
+    """'crashed' (our crash point), 'killed' (random kill at the timeout) or 'stopped' (clean)."""
+    env = {**os.environ}
+    env.pop("OPTIONSBOT_CRASH_AT", None)
+    if crash_at:
+        env["OPTIONSBOT_CRASH_AT"] = crash_at
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            proc.wait(timeout)
+            return "crashed" if proc.returncode == -signal.SIGKILL else f"exited {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            if crash_at:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                return "killed"
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+            return "stopped" if proc.returncode == 0 else f"exited {proc.returncode}"
+
+
+def broker_state(port: int) -> dict:
+    """What the simulated broker holds, read by a master client (id 0) that sees every client."""
+    from ib_async import IB
+
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=0, timeout=10)
+    try:
+        open_trades = ib.reqAllOpenOrders()
+        completed = ib.reqCompletedOrders(False)
+        fills = ib.reqExecutions()
+        positions = ib.reqPositions()
+        return {
+            "orders": [
+                (
+                    t.order.orderRef,
+                    t.order.permId,
+                    t.orderStatus.status,
+                    t.order.action,
+                    t.order.orderType,
+                    t.order.totalQuantity,
+                    t.order.ocaGroup,
+                    t.contract.conId,
+                    t.order.parentId,
+                )
+                for t in [*open_trades, *completed]
+            ],
+            "open": [
+                (
+                    t.order.orderRef,
+                    t.order.action,
+                    t.order.totalQuantity,
+                    t.order.ocaGroup,
+                    t.contract.conId,
+                    t.order.orderType,
+                    t.orderStatus.status,
+                )
+                for t in open_trades
+            ],
+            "executions": [
+                (f.execution.execId, f.execution.orderRef, f.execution.time) for f in fills
+            ],
+            "positions": [(p.contract.conId, p.position) for p in positions if p.position],
+        }
+    finally:
+        ib.disconnect()
+
+
+def check(port: int, db_path: Path, result: LaneResult) -> None:
+    broker = broker_state(port)
+    db = sqlite3.connect(db_path)
+    ours = {r[0]: r for r in db.execute("select order_ref, bracket_ref, role, state from orders")}
+    fills = {r[0] for r in db.execute("select exec_id from fills")}
+    # The simulator keeps trading after the last stop: a take-profit can fill while no service
+    # runs. Only executions up to the service's last clock reading can be held against it.
+    (stopped_at,) = db.execute("select value from kv where key = 'clock'").fetchone()
+    stopped_at = datetime.fromisoformat(stopped_at)
+    # Duplicate orders: one orderRef twice at the broker (completed and open lists overlap by permId).
+    by_perm = {(ref, perm) for ref, perm, *_ in broker["orders"] if ref}
+    refs = Counter(ref for ref, _ in by_perm)
+    result.orders_at_broker = len(refs)
+    result.duplicate_orders = sum(n - 1 for n in refs.values() if n > 1)
+    result.foreign_orders = sum(1 for ref in refs if ref not in ours)
+    # Reconciliation settles every order that was in flight at a crash.
+    result.unsettled_orders = sum(
+        1 for r in ours.values() if r[3] in ("unknown", "pending_submit", "new")
+    )
+    # Lost fills: an execution of one of our orders that SQLite does not hold.
+    ours_at_broker = [
+        (e, ref) for e, ref, t in broker["executions"] if ref in ours and t <= stopped_at
+    ]
+    result.executions_at_broker = len(ours_at_broker)
+    result.lost_fills = sum(1 for e, _ in ours_at_broker if e not in fills)
+    result.phantom_fills = sum(1 for e in fills if e not in {x for x, _, _ in broker["executions"]})
+    # Unprotected positions: contracts held without working exits for the whole quantity.
+    result.positions = len(broker["positions"])
+    for con_id, qty in broker["positions"]:
+        protective = {}
+        for ref, action, oqty, oca, cid, otype, status in broker["open"]:
+            if cid == con_id and action == "SELL" and status in ("Submitted", "PreSubmitted"):
+                protective.setdefault(oca or ref, {})[otype] = oqty
+        covered = sum(
+            min(v.get("LMT", 0), v.get("STP", 0)) if "MKT" not in v else v["MKT"]
+            for v in protective.values()
+        )
+        if covered < qty:
+            result.unprotected_positions += 1
+            result.problems.append(f"position {con_id} x{qty} covered by {covered}: {protective}")
+    if result.lost_fills:
+        result.problems.append(
+            f"lost fills: {[e for e, _ in ours_at_broker if e not in fills][:5]}"
+        )
+
+
+def lane(index: int, runs: int, workdir: Path, per_run_s: float, seed: int) -> LaneResult:
+    rng = random.Random(seed * 1000 + index)
+    tmp = workdir / f"lane{index}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    sim, port = start_sim(seed + index)
+    result = LaneResult()
+    log = tmp / "service.log"
+    try:
+        cfg = config(tmp, port)
+        for i in range(runs):
+            point = POINTS[(i + index) % len(POINTS)]
+            outcome = run_service(
+                cfg, f"{point}:{rng.randint(1, 3)}", rng.uniform(0.6, 1.0) * per_run_s, log
+            )
+            result.runs += 1
+            if outcome == "crashed":
+                result.crashed_at[point] += 1
+            elif outcome == "killed":
+                result.killed_randomly += 1
+            else:
+                result.problems.append(f"run {i}: {outcome}")
+        # The last restart: a clean run that reconciles, then a clean stop.
+        outcome = run_service(cfg, None, per_run_s + 4, log)
+        if outcome != "stopped":
+            result.problems.append(f"final run: {outcome}")
+        check(port, tmp / "bot.sqlite", result)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    return result
+
+
+def crash_test(
+    runs: int = 100,
+    lanes: int = 4,
+    per_run_s: float = 5.0,
+    seed: int = 1,
+    workdir: Path | None = None,
+) -> dict:
+    import tempfile
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="crash-"))
+    per_lane = [runs // lanes + (1 if i < runs % lanes else 0) for i in range(lanes)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(lanes) as pool:
+        results = list(
+            pool.map(lambda i: lane(i, per_lane[i], workdir, per_run_s, seed), range(lanes))
+        )
+    total = LaneResult()
+    for r in results:
+        for name in (
+            "runs",
+            "killed_randomly",
+            "orders_at_broker",
+            "duplicate_orders",
+            "executions_at_broker",
+            "lost_fills",
+            "phantom_fills",
+            "positions",
+            "unprotected_positions",
+            "foreign_orders",
+            "unsettled_orders",
+        ):
+            setattr(total, name, getattr(total, name) + getattr(r, name))
+        total.crashed_at.update(r.crashed_at)
+        total.problems += r.problems
+    summary = {
+        "runs": total.runs,
+        "seconds": round(time.monotonic() - t0, 1),
+        "crashed_at_point": dict(total.crashed_at),
+        "killed_at_random": total.killed_randomly,
+        "orders_at_broker": total.orders_at_broker,
+        "duplicate_orders": total.duplicate_orders,
+        "executions_at_broker": total.executions_at_broker,
+        "lost_fills": total.lost_fills,
+        "phantom_fills": total.phantom_fills,
+        "positions_at_broker": total.positions,
+        "unprotected_positions": total.unprotected_positions,
+        "foreign_orders": total.foreign_orders,
+        "unsettled_orders": total.unsettled_orders,
+        "problems": total.problems[:20],
+        "workdir": str(workdir),
+    }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--lanes", type=int, default=4)
+    parser.add_argument(
+        "--per-run", type=float, default=5.0, help="real seconds before a random kill"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(crash_test(args.runs, args.lanes, args.per_run, args.seed), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""SIGKILL anywhere on the order path, 100 times: nothing duplicated, lost or left unprotected."""
+
+import json
+
+from actors.crash import POINTS
+from bench.crash import crash_test
+
+
+def test_a_hundred_kills_lose_and_duplicate_nothing(tmp_path):
+    summary = crash_test(runs=100, lanes=4, per_run_s=5.0, seed=7, workdir=tmp_path)
+    print("\ncrash test:", json.dumps(summary, indent=2))
+    assert summary["runs"] == 100
+    assert set(summary["crashed_at_point"]) == set(POINTS), "every crash point was reached"
+    assert summary["orders_at_broker"] > 50 and summary["executions_at_broker"] > 10, (
+        "the order path was exercised"
+    )
+    assert summary["duplicate_orders"] == 0
+    assert summary["lost_fills"] == 0
+    assert summary["phantom_fills"] == 0
+    assert summary["unprotected_positions"] == 0
+    assert summary["unsettled_orders"] == 0
+    assert summary["foreign_orders"] == 0
+    assert summary["problems"] == []
