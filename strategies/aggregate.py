@@ -10,7 +10,9 @@ from strategies.bars import Bar
 MINUTE = timedelta(minutes=1)
 
 
-def hour_bucket(t: datetime, session_open: datetime, session_close: datetime) -> tuple[datetime, datetime]:
+def hour_bucket(
+    t: datetime, session_open: datetime, session_close: datetime
+) -> tuple[datetime, datetime]:
     """The (start, end) of the hourly bar containing minute t, as IB stamps RTH hourly bars.
 
     The first bar runs from the open to the next full hour (09:30-10:00); later ones start on
@@ -43,8 +45,14 @@ class HourlyAggregator:
             self.current = Bar(start, bar.open, bar.high, bar.low, bar.close, bar.volume)
         else:
             c = self.current
-            self.current = Bar(start, c.open, max(c.high, bar.high), min(c.low, bar.low), bar.close,
-                               c.volume + bar.volume)
+            self.current = Bar(
+                start,
+                c.open,
+                max(c.high, bar.high),
+                min(c.low, bar.low),
+                bar.close,
+                c.volume + bar.volume,
+            )
         self.current_end = end
         if bar.time + MINUTE >= end:
             closed.append(self.current)

@@ -104,3 +104,18 @@ def test_the_rules_load_and_evaluate(prometheus_and_service):
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) >= 8
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+
+
+def test_promtool_accepts_the_live_exporter_output(prometheus_and_service):
+    _, system = prometheus_and_service
+    with urllib.request.urlopen(f"http://127.0.0.1:{system.metrics_port}/metrics", timeout=10) as r:
+        text = r.read()
+    assert b"optionsbot_fills_total" in text and b"optionsbot_connection_state" in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    proc = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), (
+        proc.stdout + proc.stderr
+    )
