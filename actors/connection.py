@@ -509,6 +509,16 @@ class ConnectionActor(BaseActor):
         return contract
 
     def on_StreamBars(self, msg: m.StreamBars) -> None:
+        old = self.streams.pop((msg.symbol, msg.bar_size), None)
+        if old is not None:
+            self._spawn(self._cancel_stream(old))
+        self._request_history(msg, stream=True)
+
+    def on_FetchBars(self, msg: m.FetchBars) -> None:
+        self._request_history(msg, stream=False)
+
+    def _request_history(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
+        """Book a pacing slot and send one historical request; the requester always hears back."""
         refusal = self._refuse()
         if refusal:
             self._tell(
@@ -516,22 +526,17 @@ class ConnectionActor(BaseActor):
                 m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=refusal),
             )
             return
-        key = (msg.symbol, msg.bar_size)
-        old = self.streams.pop(key, None)
-        if old is not None:
-            self._spawn(self._cancel_stream(old))
-        now = time.monotonic()
         delay = self.pacer.reserve(
-            (msg.symbol, msg.bar_size, msg.duration), (msg.symbol, "TRADES"), now
+            (msg.symbol, msg.bar_size, msg.duration), (msg.symbol, "TRADES"), time.monotonic()
         )
         self.metrics.pacing_wait.observe(delay)
-        self._spawn(self._stream(msg, delay))
+        self._spawn(self._history(msg, delay, stream))
 
     async def _cancel_stream(self, bars: Any) -> None:
         if self.ib.isConnected():
             self.ib.cancelHistoricalData(bars)
 
-    async def _stream(self, msg: m.StreamBars, delay: float) -> None:
+    async def _history(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
         if delay > 0:
             self.metrics.pacing_queue_depth.inc()
             await asyncio.sleep(delay)
@@ -548,7 +553,7 @@ class ConnectionActor(BaseActor):
                     whatToShow=self.settings.data.what_to_show,
                     useRTH=True,
                     formatDate=2,
-                    keepUpToDate=True,
+                    keepUpToDate=stream,
                 ),
             )
         except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
@@ -561,10 +566,18 @@ class ConnectionActor(BaseActor):
             )
             return
         # The last bar of a keepUpToDate answer is still open: only closed bars are history.
-        closed = tuple(bar_from_ib(b) for b in list(bars)[:-1])
+        # (A plain answer may end with a forming bar too; DataActor drops it by its end time.)
+        history = list(bars)[:-1] if stream else list(bars)
         self._tell(
-            msg.reply_to, m.BarsBackfilled(symbol=msg.symbol, bar_size=msg.bar_size, bars=closed)
+            msg.reply_to,
+            m.BarsBackfilled(
+                symbol=msg.symbol,
+                bar_size=msg.bar_size,
+                bars=tuple(bar_from_ib(b) for b in history),
+            ),
         )
+        if not stream:
+            return
         reply_to, symbol, size = msg.reply_to, msg.symbol, msg.bar_size
 
         def on_update(bar_list: Any, has_new_bar: bool) -> None:
@@ -579,56 +592,6 @@ class ConnectionActor(BaseActor):
 
     def on_StreamStarted(self, msg: _StreamStarted) -> None:
         self.streams[msg.key] = msg.bars
-
-    def on_FetchBars(self, msg: m.FetchBars) -> None:
-        refusal = self._refuse()
-        if refusal:
-            self._tell(
-                msg.reply_to,
-                m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=refusal),
-            )
-            return
-        delay = self.pacer.reserve(
-            (msg.symbol, msg.bar_size, msg.duration), (msg.symbol, "TRADES"), time.monotonic()
-        )
-        self.metrics.pacing_wait.observe(delay)
-        self._spawn(self._fetch_bars(msg, delay))
-
-    async def _fetch_bars(self, msg: m.FetchBars, delay: float) -> None:
-        if delay > 0:
-            self.metrics.pacing_queue_depth.inc()
-            await asyncio.sleep(delay)
-            self.metrics.pacing_queue_depth.dec()
-        try:
-            contract = await self._stock(msg.symbol)
-            bars = await self._timed(
-                "historical",
-                self.ib.reqHistoricalDataAsync(
-                    contract,
-                    endDateTime="",
-                    durationStr=msg.duration,
-                    barSizeSetting=msg.bar_size,
-                    whatToShow=self.settings.data.what_to_show,
-                    useRTH=True,
-                    formatDate=2,
-                    keepUpToDate=False,
-                ),
-            )
-        except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
-            reason = (
-                "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-            )
-            self._tell(
-                msg.reply_to,
-                m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=reason),
-            )
-            return
-        self._tell(
-            msg.reply_to,
-            m.BarsBackfilled(
-                symbol=msg.symbol, bar_size=msg.bar_size, bars=tuple(bar_from_ib(b) for b in bars)
-            ),
-        )
 
     def on_FetchChain(self, msg: m.FetchChain) -> None:
         refusal = self._refuse()

@@ -78,3 +78,13 @@ def allowed_pairs(table: Iterable[Row]) -> set[tuple[str, str]]:
         for s in sources:
             pairs.add((s.value, row[0]))
     return pairs
+
+
+def destinations(table: Iterable[Row], state: str, trigger: str) -> set[str]:
+    """Where a (state, trigger) pair can lead, whatever its conditions."""
+    out: set[str] = set()
+    for row in table:
+        sources = row[1] if isinstance(row[1], list | tuple) else [row[1]]
+        if row[0] == trigger and state in [s.value for s in sources]:
+            out.add(row[2].value)
+    return out
