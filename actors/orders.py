@@ -21,6 +21,7 @@ from actors.paper import PaperBook, PaperFill, PaperOrder
 from configs.settings import Settings
 from machines.order import OrderModel, OrderState, order_machine
 from storage import KeyValueRepo, OrderRepo, PositionRepo, TradingDayRepo, open_db
+from storage.db import write
 from storage.repos import iso
 from strategies.options import (
     OptionParams,
@@ -520,6 +521,13 @@ class OrderActor(BaseActor):
 
     # -- executions (paper and live share this) ----------------------------------------------------
     def _apply_execution(self, e: m.BrokerExecution) -> None:
+        """Record a fill, the order's transition, the position and the day's P&L atomically:
+        a crash leaves either all of them or none, so a restart never half-counts a fill."""
+        with write(self.db):
+            self._record_execution(e)
+        self._publish()
+
+    def _record_execution(self, e: m.BrokerExecution) -> None:
         row = self.orders.get(e.order_ref)
         if row is None:
             log.warning(
@@ -579,7 +587,6 @@ class OrderActor(BaseActor):
             e.commission,
             f", realized P&L {realized:+.2f}" if row["action"] == "SELL" else "",
         )
-        self._publish()
 
     def _correct(self, prior: dict[str, Any], e: m.BrokerExecution, row: dict[str, Any]) -> None:
         """An execution correction (same execId up to its last dot) replaces the fill it corrects;
@@ -858,6 +865,39 @@ class OrderActor(BaseActor):
     def on_BrokerExecution(self, msg: m.BrokerExecution) -> None:
         self._apply_execution(msg)
 
+    def _settle(self, ref: str, model: OrderModel, status: m.BrokerOrderStatus | None) -> None:
+        """Settle one order left unknown by a crash, from the broker's word and the fills we hold."""
+        recorded = self.orders.filled_quantity(ref)
+        model.filled = recorded
+        complete = recorded >= model.quantity - 1e-9
+        if status is None:
+            # Never seen by the broker (or gone from today's lists): never resent.
+            trigger = "fill" if complete else "not_found"
+            self._fire(ref, trigger, reason="reconciled: not at the broker", filled=recorded)
+            return
+        s = status.status
+        if s == "Filled" or complete:
+            if not complete:
+                log.warning(
+                    "%s: the broker says filled but %g of %g executions are known",
+                    ref,
+                    recorded,
+                    model.quantity,
+                )
+            self._fire(ref, "fill", reason=f"reconciled: {s}", filled=max(recorded, status.filled))
+        elif s in ("Cancelled", "ApiCancelled"):
+            self._fire(
+                ref, "reject" if "201" in status.reason else "cancelled", reason=f"reconciled: {s}"
+            )
+        elif s == "Inactive":
+            self._fire(ref, "deactivate", reason=f"reconciled: {s}")
+        else:  # at the broker and working: PreSubmitted, Submitted, PendingCancel, PendingSubmit
+            self._fire(ref, "accept", reason=f"reconciled: {s}")
+            if recorded > 0:
+                self._fire(
+                    ref, "partial_fill", reason="reconciled: fills recorded", filled=recorded
+                )
+
     def on_BrokerCommission(self, msg: m.BrokerCommission) -> None:
         delta = self.orders.set_commission(msg.exec_id, msg.commission)
         if not delta:
@@ -883,13 +923,7 @@ class OrderActor(BaseActor):
             if model.state != OrderState.UNKNOWN:
                 continue
             settled += 1
-            status = statuses.get(ref)
-            if status is None:
-                self._fire(ref, "not_found", reason="not at the broker after restart; never resent")
-                continue
-            trigger = STATUS_TRIGGER.get(status.status)
-            if trigger and trigger != "fill":
-                self._fire(ref, trigger, reason=f"reconciled: {status.status}")
+            self._settle(ref, model, statuses.get(ref))
         ours = {r["order_ref"] for r in self.orders.open_orders()}
         strangers = [
             s.order_ref or str(s.order_id)

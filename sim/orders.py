@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 PENDING_SUBMIT = "PendingSubmit"
 PRE_SUBMITTED = "PreSubmitted"
 SUBMITTED = "Submitted"
+PENDING_CANCEL = "PendingCancel"
 FILLED = "Filled"
 CANCELLED = "Cancelled"
 INACTIVE = "Inactive"
@@ -235,6 +236,8 @@ class _NullListener:
 
 QuoteFn = Callable[[SimContract, datetime], Quote | None]
 TickFn = Callable[[SimContract, float], float]
+# (order, matched price, now) -> (quantity, price) of the fill: lets faults fill part, or worse.
+FillPolicy = Callable[["SimOrder", float, datetime], tuple[float, float]]
 
 
 def _default_tick(contract: SimContract, price: float) -> float:
@@ -269,6 +272,7 @@ class OrderBook:
         self.quote_fn: QuoteFn = quote_fn or (lambda c, t: None)
         self.tick_fn: TickFn = tick_fn or _default_tick
         self.listener: BookListener = _NullListener()
+        self.fill_policy: FillPolicy | None = None
         self.orders: dict[tuple[int, int], SimOrder] = {}
         self.executions: list[SimExecution] = []
         self.positions: dict[int, SimPosition] = {}
@@ -285,6 +289,11 @@ class OrderBook:
 
     def next_order_id(self, client_id: int) -> int:
         return self._max_order_id.get(client_id, 0) + 1
+
+    def consume_order_id(self, client_id: int, order_id: int) -> None:
+        """Mark an id as used by an order that was refused before it reached the book."""
+        if order_id > self._max_order_id.get(client_id, 0):
+            self._max_order_id[client_id] = order_id
 
     def _new_perm_id(self) -> int:
         self._next_perm_id += 1
@@ -510,6 +519,10 @@ class OrderBook:
             if not child.is_done:
                 self._cancel(child, now, reason=reason, completed=completed)
 
+    def cancel_by_system(self, order: SimOrder, now: datetime, reason: str = "") -> None:
+        """Cancelled by IB or the exchange, not the client: Cancelled, then error 202 with the reason."""
+        self._cancel(order, now, reason=reason, completed="Cancelled by System")
+
     def expire_day_orders(self, now: datetime) -> list[SimOrder]:
         """End of session: DAY orders are cancelled, GTC ones live on."""
         out = []
@@ -524,19 +537,25 @@ class OrderBook:
     def match(self, now: datetime, market_open: bool = True) -> int:
         """Fill whatever the current quotes allow; returns the number of fills."""
         fills = 0
+        # An order filled in part waits for the next call: one partial fill per simulation step.
+        partly: set[int] = set()
         # A fill can activate children or cancel OCA siblings, so repeat a few passes.
         for _ in range(4):
             progressed = 0
             for order in self.live_orders():
-                if order.is_done or order.status != SUBMITTED:
+                if order.is_done or order.status != SUBMITTED or order.perm_id in partly:
                     continue
                 if not market_open:
                     continue
                 quote = self.quote_fn(order.contract, now)
                 price = self._match_price(order, quote) if quote is not None else None
                 if price is not None:
-                    # Full fills for now; _fill accepts any part of the remaining quantity.
-                    self._fill(order, order.remaining, price, now)
+                    qty = order.remaining
+                    if self.fill_policy is not None:
+                        qty, price = self.fill_policy(order, price, now)
+                    self._fill(order, qty, price, now)
+                    if not order.is_done:
+                        partly.add(order.perm_id)
                     progressed += 1
                 elif order.tif == "IOC":
                     self._cancel(order, now, reason=None, completed="Cancelled: IOC not marketable")
@@ -577,6 +596,10 @@ class OrderBook:
         raw = max(self.min_commission, self.commission_per_share * cum_qty)
         # IB caps per-share commissions at 1% of trade value.
         return min(raw, max(self.min_commission, 0.01 * cum_qty * price))
+
+    def fill_now(self, order: SimOrder, qty: float, price: float, now: datetime) -> SimExecution:
+        """Fill part or all of a live order at `price` regardless of the quote (a fill already in flight)."""
+        return self._fill(order, qty, price, now)
 
     def _fill(self, order: SimOrder, qty: float, price: float, now: datetime) -> SimExecution:
         qty = min(qty, order.remaining)
@@ -790,6 +813,7 @@ def spec_from_request(req: Any) -> OrderSpec:
 
 
 __all__ = [
+    "PENDING_CANCEL",
     "BookListener",
     "OrderBook",
     "OrderRejected",

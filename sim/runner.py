@@ -10,11 +10,14 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sim.config import SimOptions
+from sim.config import PacingOptions, SimOptions
+from sim.faults import FaultInjector, Scenario, ScenarioError, describe_kinds
 from sim.market import MarketModel
+from sim.pacing import Monotonic
 from sim.protocol import EASTERN
 from sim.server import SimServer
 
@@ -29,9 +32,11 @@ class EmbeddedSim:
         options: SimOptions | None = None,
         market: MarketModel | None = None,
         clock: Any = None,
+        monotonic: Monotonic | None = None,
     ):
         self.options = options or SimOptions()
-        self.server = SimServer(self.options, market=market, clock=clock)
+        extra = {} if monotonic is None else {"monotonic": monotonic}
+        self.server = SimServer(self.options, market=market, clock=clock, **extra)
         self.port = 0
         self.host = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -52,6 +57,18 @@ class EmbeddedSim:
     @property
     def stats(self) -> dict[str, Any]:
         return self.server.stats
+
+    @property
+    def faults(self) -> FaultInjector:
+        """Add faults from any thread: `sim.faults.add("history_stall", after=3)`."""
+        return self.server.faults
+
+    @property
+    def violations(self) -> dict[str, int]:
+        return dict(self.server.pacing.violations)
+
+    def set_pacing(self, options: PacingOptions) -> None:
+        self.call(self.server.set_pacing, options)
 
     @property
     def running(self) -> bool:
@@ -152,15 +169,21 @@ def _parse_symbols(values: Sequence[str]) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = SimOptions()
-    p = argparse.ArgumentParser(prog="optionsbot sim", description="Run the simulated IB Gateway.")
+    p = argparse.ArgumentParser(
+        prog="optionsbot sim",
+        description="Run the simulated IB Gateway for any TWS API client.",
+        epilog="fault kinds for --scenario files:\n" + describe_kinds(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4002)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    # None means "not given", so a scenario's own settings apply unless overridden here.
+    p.add_argument("--seed", type=int, default=None, help=f"default {defaults.seed}")
     p.add_argument(
         "--time-scale",
         type=float,
-        default=defaults.time_scale,
-        help="simulated seconds per real second",
+        default=None,
+        help=f"simulated seconds per real second (default {defaults.time_scale:g})",
     )
     p.add_argument(
         "--start",
@@ -168,11 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="simulated start, ISO 8601; without a zone it is US/Eastern (default: the latest session open)",
     )
+    p.add_argument("--symbols", nargs="+", default=None, help="e.g. SPY QQQ or SPY,QQQ")
+    p.add_argument("--scenario", default=None, help="YAML file of faults (see sim/scenarios/)")
     p.add_argument(
-        "--symbols", nargs="+", default=list(defaults.symbols), help="e.g. SPY QQQ or SPY,QQQ"
+        "--no-pacing", action="store_true", help="do not enforce IB's pacing rules and limits"
     )
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def build_options(args: argparse.Namespace) -> SimOptions:
+    """SimOptions from the command line: defaults, then the scenario file, then explicit flags."""
+    options = SimOptions()
+    explicit: dict[str, Any] = {
+        "seed": args.seed,
+        "time_scale": args.time_scale,
+        "start": args.start,
+        "symbols": _parse_symbols(args.symbols) if args.symbols else None,
+    }
+    if args.scenario:
+        options = Scenario.load(args.scenario).apply(options, **explicit)
+    else:
+        options = replace(options, **{k: v for k, v in explicit.items() if v is not None})
+    if args.no_pacing:
+        options = replace(options, pacing=PacingOptions.off())
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,12 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    options = SimOptions(
-        seed=args.seed,
-        time_scale=args.time_scale,
-        start=args.start,
-        symbols=_parse_symbols(args.symbols),
-    )
+    try:
+        options = build_options(args)
+    except (ScenarioError, ValueError) as e:
+        print(f"optionsbot sim: bad scenario: {e}", file=sys.stderr)
+        return 2
     sim = EmbeddedSim(options)
     stop = threading.Event()
     # Signals only set a flag, so Ctrl-C at any moment (even mid-print) still ends in a clean stop.
@@ -205,6 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(simulated time {sim.clock.now().isoformat()}, x{options.time_scale:g})",
             flush=True,
         )
+        scenario = options.scenario
+        if scenario is not None:
+            print(
+                f"scenario {scenario.name or scenario.source}: {len(scenario.faults)} faults "
+                f"({', '.join(f.label for f in scenario.faults) or 'none'})",
+                flush=True,
+            )
+        print(f"pacing {'on' if options.pacing.enabled else 'off'}", flush=True)
         while not stop.wait(0.5):
             if not sim.running:
                 break
@@ -212,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sim.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(json.dumps(_jsonable(sim.stats), indent=2, sort_keys=True), flush=True)
+    stats = _jsonable(sim.stats)
+    print(json.dumps(stats, indent=2, sort_keys=True), flush=True)
+    print(f"pacing violations: {json.dumps(stats['violations'], sort_keys=True)}", flush=True)
+    print(f"faults applied: {json.dumps(stats['faults'], sort_keys=True)}", flush=True)
     return 0
 
 

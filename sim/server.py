@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 import re
+import time as _time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from typing import Any
 
 from sim import protocol as P
 from sim.clock import ScaledClock
-from sim.config import SimOptions
+from sim.config import PacingOptions, SimOptions
+from sim.faults import FARM_RECOVERY, FARM_TEXTS, REQUEST_KINDS, Fault, FaultInjector
 from sim.market import BAR_SIZES, MarketModel, SimBar, default_spec
 from sim.orders import (
+    PENDING_CANCEL,
     OrderBook,
     OrderRejected,
     Quote,
@@ -26,6 +29,19 @@ from sim.orders import (
     SimOrder,
     SimPosition,
     spec_from_request,
+)
+from sim.pacing import (
+    HIST_PACING_TEXT,
+    LINES_TEXT,
+    MESSAGE_RATE,
+    MESSAGE_RATE_DISCONNECT,
+    OPEN_HISTORICAL,
+    OPEN_HISTORICAL_TEXT,
+    MessageRate,
+    Monotonic,
+    Pacing,
+    RateVerdict,
+    message_rate_text,
 )
 from sim.pricing import normalize_right, option_tick
 from sim.protocol import In, ProtocolError, Tick
@@ -41,6 +57,38 @@ FARM_MESSAGES = (
     (2106, "HMDS data farm connection is OK:ushmds"),
     (2158, "Sec-def data farm connection is OK:secdefnj"),
 )
+ERR_READ_ONLY = (
+    "Error validating request.-'bO' : cause - The API interface is currently in Read-Only mode."
+)
+ERR_NO_ENTITLEMENT = {
+    354: "Requested market data is not subscribed.Delayed market data is available.{symbol} {exchange}/TOP/ALL",
+    10089: (
+        "Requested market data requires additional subscription for API. See link in "
+        "'Market Data Connections' dialog for more details.Delayed market data is available."
+        "{symbol} {exchange}/TOP/ALL"
+    ),
+}
+ERR_DELAYED_NOT_ENABLED = (
+    "Requested market data is not subscribed. Delayed market data is not enabled."
+)
+MSG_DELAYED = "Requested market data is not subscribed. Displaying delayed market data."
+MSG_CONNECTIVITY_LOST = "Connectivity between IB and Trader Workstation has been lost."
+MSG_RESTORED_DATA_LOST = (
+    "Connectivity between IB and Trader Workstation has been restored - data lost."
+)
+MSG_RESTORED_DATA_KEPT = (
+    "Connectivity between IB and Trader Workstation has been restored - data maintained."
+)
+# Delayed data is 15 minutes old and comes with its own tick types (what ib_async and ib_insync map).
+DELAY = timedelta(minutes=15)
+DELAYED_TICKS = {
+    Tick.BID: 66,
+    Tick.ASK: 67,
+    Tick.LAST: 68,
+    Tick.VOLUME: 74,
+    Tick.CLOSE: 75,
+    Tick.MODEL_OPTION: 83,
+}
 
 # Market rule ids as IB numbers them: stocks, penny options everywhere, and the two tiered option rules.
 RULE_STOCK = 26
@@ -108,6 +156,7 @@ class MktDataSub:
     contract: SimContract
     generic: frozenset[str]
     last: dict[str, Any] = field(default_factory=dict)
+    delayed: bool = False
 
 
 @dataclass
@@ -127,6 +176,26 @@ class RealTimeSub:
     contract: SimContract
     what: str
     next_start: datetime
+
+
+@dataclass
+class HeldRequest:
+    """A historical request received but not answered yet, and why."""
+
+    session: ClientSession
+    req_id: int
+    fields: list[str]
+    # "stall" (never), "delay" (at release_at), "farm:<code>"/"outage" (when that ends),
+    # "queue" (a free slot under the open-request limit).
+    reason: str
+    release_at: float | None = None
+    symbol: str | None = None
+    msg_id: int = In.REQ_HISTORICAL_DATA
+
+    @property
+    def open(self) -> bool:
+        # Queued requests wait in front of the limit; the others are open at the data farm.
+        return self.msg_id == In.REQ_HISTORICAL_DATA and self.reason != "queue"
 
 
 class ClientSession:
@@ -159,6 +228,11 @@ class ClientSession:
         self.positions_sub = False
         self.positions_multi: set[int] = set()
         self.account_summary: dict[int, set[str] | None] = {}
+        self.rate: MessageRate | None = None
+        # reqMktData ids the entitlement gate let through as delayed data.
+        self.delayed_reqs: set[int] = set()
+        # Dropped by a Gateway restart, which forgets the client rather than remembering its close.
+        self.restart_dropped = False
 
     @property
     def is_master(self) -> bool:
@@ -211,9 +285,13 @@ class SimServer:
         options: SimOptions | None = None,
         market: MarketModel | None = None,
         clock: Any = None,
+        monotonic: Monotonic = _time.monotonic,
     ):
         self.options = options or SimOptions()
         opts = self.options
+        # Real seconds for everything the Gateway times by its own wall clock: pacing windows,
+        # history delays, restart downtime, the client-id memory.
+        self.monotonic = monotonic
         self.symbols = tuple(s.strip().upper() for s in opts.symbols)
         self.market = market or MarketModel(
             seed=opts.seed, specs=[default_spec(s) for s in self.symbols]
@@ -232,6 +310,11 @@ class SimServer:
             seed=opts.seed,
         )
         self.book.listener = self
+        self.book.fill_policy = self._fill_policy
+        self.pacing = Pacing(opts.pacing, monotonic=monotonic)
+        self.faults = FaultInjector(self._fault_origin(), seed=opts.seed)
+        if opts.scenario is not None:
+            self.faults.load(opts.scenario)
         self.stats: dict[str, Any] = {
             "connections": 0,
             "active_clients": 0,
@@ -244,6 +327,11 @@ class SimServer:
             "fills": 0,
             "steps": 0,
             "clock_jumps": 0,
+            "refused_restarting": 0,
+            "dropped_connections": 0,
+            # Shared with the pacing and fault objects, so they are always current.
+            "violations": self.pacing.violations,
+            "faults": self.faults.counts,
         }
         self.port = 0
         self.host = ""
@@ -260,6 +348,22 @@ class SimServer:
         self._account_dirty = False
         self._last_account_push: datetime | None = None
         self._session_bounds: tuple[datetime, datetime] | None = None
+        self._held: list[HeldRequest] = []
+        self._refuse_until = -math.inf
+        self._last_closed: dict[int, float] = {}
+        self._outages: list[Fault] = []
+        self._broken_farms: dict[int, Fault] = {}
+        self._gates: dict[int, Callable[[ClientSession, list[str], datetime], bool]] = {
+            In.START_API: self._gate_start_api,
+            In.REQ_MKT_DATA: self._gate_mkt_data,
+            In.REQ_REAL_TIME_BARS: self._gate_real_time_bars,
+            In.REQ_HISTORICAL_DATA: self._gate_historical,
+            In.CANCEL_HISTORICAL_DATA: self._gate_cancel_historical,
+            In.REQ_CONTRACT_DATA: self._gate_contract_details,
+            In.REQ_SEC_DEF_OPT_PARAMS: self._gate_sec_def,
+            In.PLACE_ORDER: self._gate_place_order,
+            In.CANCEL_ORDER: self._gate_cancel_order,
+        }
         self._handlers: dict[int, Handler] = {
             In.START_API: self._h_start_api,
             In.REQ_MKT_DATA: self._h_req_mkt_data,
@@ -330,6 +434,11 @@ class SimServer:
     # ------------------------------------------------------------------ connections
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.monotonic() < self._refuse_until:
+            # A Gateway that is starting accepts the TCP connection and closes it at once.
+            self.stats["refused_restarting"] += 1
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._conn_tasks.add(task)
@@ -412,6 +521,9 @@ class SimServer:
         self.sessions.discard(session)
         if session.client_id is not None and self.by_client.get(session.client_id) is session:
             del self.by_client[session.client_id]
+            if not session.restart_dropped:
+                self._last_closed[session.client_id] = self.monotonic()
+        self._held = [h for h in self._held if h.session is not session]
         self.stats["active_clients"] = len(self.by_client)
         session.mkt_subs.clear()
         session.hist_subs.clear()
@@ -420,8 +532,30 @@ class SimServer:
     # ------------------------------------------------------------------ dispatch
 
     def before_request(self, session: ClientSession, msg_id: int, fields: list[str]) -> bool:
-        """Hook for fault injection and pacing: return False (or an awaitable of False) to drop a request."""
-        return True
+        """The one choke point for pacing and faults: False drops the request (its answer, if any, is sent here)."""
+        if not self._rate_ok(session):
+            return False
+        now = self.clock.now()
+        # Time-triggered faults apply to this request even if no simulation step has run since.
+        self._poll_faults(now)
+        if session.closed:
+            return False
+        if not session.api_started and msg_id != In.START_API:
+            return True
+        kind = REQUEST_KINDS.get(msg_id, "other")
+        client_id = session.client_id
+        if msg_id == In.START_API:
+            client_id = _safe(lambda: P.Reader(fields, 2).int())
+        self.faults.observe(kind, self._request_symbol(session, msg_id, fields, now), client_id)
+        gate = self._gates.get(msg_id)
+        if gate is None:
+            return True
+        try:
+            return gate(session, fields, now)
+        except (ProtocolError, ValueError, IndexError, TypeError) as e:
+            # Let the handler report the unreadable request the usual way.
+            log.debug("%r: gate for %d could not read the request: %s", session, msg_id, e)
+            return True
 
     async def dispatch(self, session: ClientSession, fields: list[str]) -> None:
         """The one entry point for every request a client sends."""
@@ -435,6 +569,13 @@ class SimServer:
             session.close()
             return
         self.stats["requests"][msg_id] += 1
+        try:
+            await self._dispatch(session, msg_id, fields)
+        finally:
+            # Faults triggered by the Nth request start once it has been answered.
+            self._after_request()
+
+    async def _dispatch(self, session: ClientSession, msg_id: int, fields: list[str]) -> None:
         ok = self.before_request(session, msg_id, fields)
         if inspect.isawaitable(ok):
             ok = await ok
@@ -448,10 +589,13 @@ class SimServer:
             self.stats["unknown_requests"] += 1
             log.info("%r: unhandled message id %d ignored", session, msg_id)
             return
+        self._run_handler(session, msg_id, handler, fields)
+
+    def _run_handler(
+        self, session: ClientSession, msg_id: int, handler: Handler, fields: list[str]
+    ) -> None:
         try:
-            result = handler(session, fields)
-            if inspect.isawaitable(result):
-                await result
+            handler(session, fields)
         except (ProtocolError, ValueError, IndexError, TypeError) as e:
             log.warning("%r: cannot read request %d: %s", session, msg_id, e, exc_info=True)
             session.send_error(-1, 320, f"Error reading request: message id {msg_id}: {e}")
@@ -459,6 +603,477 @@ class SimServer:
             # A simulator bug must cost one request, not the client's session.
             log.exception("%r: request %d failed", session, msg_id)
             session.send_error(-1, 320, f"Error processing request: message id {msg_id}: {e}")
+
+    def _after_request(self) -> None:
+        try:
+            self._poll_faults(self.clock.now())
+            self._release_held()
+        except Exception:
+            log.exception("fault or pacing bookkeeping failed")
+
+    # ------------------------------------------------------------------ pacing
+
+    def set_pacing(self, options: PacingOptions) -> None:
+        """Change the pacing rules of a running simulator (windows and message counts start afresh)."""
+        self.pacing.configure(options)
+        for s in self.sessions:
+            s.rate = None
+
+    def _rate_ok(self, session: ClientSession) -> bool:
+        if not self.pacing.on("message_rate"):
+            return True
+        if session.rate is None:
+            session.rate = self.pacing.new_message_rate()
+        verdict = session.rate.check()
+        if verdict is RateVerdict.OK:
+            return True
+        if verdict is RateVerdict.DROP:
+            return False
+        rate = session.rate
+        self.pacing.record(MESSAGE_RATE)
+        session.send_error(
+            -1, 100, message_rate_text(rate.limit, rate.received_in_window, rate.violations)
+        )
+        if verdict is RateVerdict.DISCONNECT:
+            self.pacing.record(MESSAGE_RATE_DISCONNECT)
+            self.stats["dropped_connections"] += 1
+            log.warning("%r: message rate violation %d; dropping it", session, rate.violations)
+            session.close()
+        return False
+
+    def _lines_in_use(self) -> int:
+        return sum(len(s.mkt_subs) + len(s.rt_subs) for s in self.sessions if not s.closed)
+
+    def _open_historical(self) -> int:
+        subs = sum(len(s.hist_subs) for s in self.sessions if not s.closed)
+        return subs + sum(1 for h in self._held if h.open)
+
+    # ------------------------------------------------------------------ gates
+
+    def _request_symbol(
+        self, s: ClientSession, msg_id: int, fields: list[str], now: datetime
+    ) -> str | None:
+        """The (underlying) symbol a request is about, or None."""
+        try:
+            if msg_id == In.REQ_HISTORICAL_DATA:
+                c = P.decode_req_historical_data(fields).contract
+            elif msg_id == In.REQ_MKT_DATA:
+                c = P.decode_req_mkt_data(fields).contract
+            elif msg_id == In.REQ_CONTRACT_DATA:
+                c = P.decode_req_contract_details(fields).contract
+            elif msg_id == In.PLACE_ORDER:
+                c = P.decode_place_order(fields, s.version).contract
+            elif msg_id == In.REQ_REAL_TIME_BARS:
+                r = P.Reader(fields, 2)
+                r.skip(1)
+                c = P.read_contract(r)
+            elif msg_id == In.REQ_SEC_DEF_OPT_PARAMS:
+                r = P.Reader(fields, 1)
+                r.skip(1)
+                symbol = r.str().strip().upper()
+                r.skip(2)
+                con_id = r.int()
+                if not symbol and con_id:
+                    known = self.contract_by_con_id(con_id, now)
+                    return known.symbol if known else None
+                return symbol or None
+            elif msg_id == In.CANCEL_ORDER:
+                order = self.book.find_for_client(
+                    s.client_id or 0, P.Reader(fields, 2).int(), s.is_master
+                )
+                return order.contract.symbol if order else None
+            else:
+                return None
+        except (ProtocolError, ValueError, IndexError, TypeError):
+            return None
+        if c.symbol:
+            return c.symbol
+        if c.local_symbol:
+            occ = P.parse_occ_local_symbol(c.local_symbol)
+            return occ[0] if occ else c.local_symbol.strip().upper()
+        if c.con_id:
+            known = self.contract_by_con_id(c.con_id, now)
+            return known.symbol if known else None
+        return None
+
+    def _not_found(self, s: ClientSession, symbol: str | None, req_id: int) -> bool:
+        """Error 200 for a symbol a contract_not_found fault hides; True when it did."""
+        f = self.faults.active("contract_not_found", symbol, s.client_id)
+        if f is None:
+            return False
+        self.faults.hit(f)
+        s.send_error(req_id, 200, ERR_NO_SECURITY)
+        return True
+
+    def _gate_start_api(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        if s.api_started:
+            return True
+        client_id = P.Reader(fields, 2).int()
+        for f in self.faults.all_active("client_id_in_use"):
+            if f.client_ids is not None and client_id not in f.client_ids:
+                continue
+            if f["mode"] == "quick_reconnect":
+                closed = self._last_closed.get(client_id)
+                if closed is None or self.monotonic() - closed >= f["within_seconds"]:
+                    continue
+            self.faults.hit(f)
+            log.info("%r: fault %s refuses client id %d", s, f.label, client_id)
+            s.send_error(-1, 326, ERR_CLIENT_ID_IN_USE)
+            s.close()
+            return False
+        return True
+
+    def _gate_mkt_data(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req = P.decode_req_mkt_data(fields)
+        symbol = self._request_symbol(s, In.REQ_MKT_DATA, fields, now)
+        s.delayed_reqs.discard(req.req_id)
+        if self._not_found(s, symbol, req.req_id):
+            return False
+        f = self.faults.active("no_entitlement", symbol, s.client_id)
+        if f is not None:
+            self.faults.hit(f)
+            delayed_type = s.market_data_type in (3, 4)
+            if not delayed_type:
+                is_stock = req.contract.sec_type in ("", "STK") and symbol is not None
+                exchange = self.market.spec(symbol).primary_exchange if is_stock else "OPRA"
+                text = ERR_NO_ENTITLEMENT[f["code"]].format(symbol=symbol, exchange=exchange)
+                s.send_error(req.req_id, f["code"], text)
+                return False
+            if not f["delayed"]:
+                s.send_error(req.req_id, 10168, ERR_DELAYED_NOT_ENABLED)
+                return False
+            s.delayed_reqs.add(req.req_id)
+        snapshot = req.snapshot or req.regulatory_snapshot
+        if not snapshot and req.req_id not in s.mkt_subs:
+            if not self.pacing.lines_allow(self._lines_in_use()):
+                s.send_error(req.req_id, 101, LINES_TEXT)
+                return False
+        return True
+
+    def _gate_real_time_bars(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req_id = P.Reader(fields, 2).int()
+        symbol = self._request_symbol(s, In.REQ_REAL_TIME_BARS, fields, now)
+        if self._not_found(s, symbol, req_id):
+            return False
+        if req_id not in s.rt_subs and not self.pacing.lines_allow(self._lines_in_use()):
+            s.send_error(req_id, 101, LINES_TEXT)
+            return False
+        return True
+
+    def _gate_historical(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req = P.decode_req_historical_data(fields)
+        symbol = self._request_symbol(s, In.REQ_HISTORICAL_DATA, fields, now)
+        if self._not_found(s, symbol, req.req_id):
+            return False
+        full = self.pacing.open_full(self._open_historical())
+        fail_when_full = self.pacing.options.open_historical_overflow == "fail"
+        if full and fail_when_full:
+            # Refused before it reaches the data farm, so it does not count for pacing.
+            self.pacing.record(OPEN_HISTORICAL)
+            limit = self.pacing.options.max_open_historical
+            s.send_error(req.req_id, 162, OPEN_HISTORICAL_TEXT.format(limit=limit))
+            return False
+        if self.pacing.historical_applies(parse_bar_size(req.bar_size)):
+            rule = self.pacing.check_historical(*self._hist_keys(req, now))
+            if rule is not None:
+                log.info("%r: historical request %d breaks %s", s, req.req_id, rule)
+                s.send_error(req.req_id, 162, HIST_PACING_TEXT)
+                return False
+        if full:
+            self.pacing.record(OPEN_HISTORICAL)
+            self._held.append(HeldRequest(s, req.req_id, fields, "queue", symbol=symbol))
+            return False
+        return not self._hold_historical(s, req.req_id, fields, symbol)
+
+    def _hist_keys(self, req: P.HistoricalDataRequest, now: datetime) -> tuple[Any, Any, int]:
+        c = req.contract
+        found = self.resolve(c, now)
+        ident: Any = (
+            found[0].con_id
+            if len(found) == 1
+            else (c.con_id, c.symbol, c.sec_type, c.expiry, c.strike, c.right, c.local_symbol)
+        )
+        what = req.what_to_show
+        identical = (
+            ident,
+            c.exchange,
+            req.end.strip(),
+            req.bar_size.strip(),
+            req.duration.strip(),
+            req.use_rth,
+            what,
+            req.format_date,
+            req.keep_up_to_date,
+        )
+        # IB counts a BID_ASK request twice.
+        return identical, (ident, c.exchange, what), 2 if what == "BID_ASK" else 1
+
+    def _hold_historical(
+        self, s: ClientSession, req_id: int, fields: list[str], symbol: str | None
+    ) -> bool:
+        """Hold a historical request a fault keeps unanswered; True when it is held."""
+        if (f := self.faults.active("history_stall", symbol, s.client_id)) is not None:
+            self.faults.hit(f)
+            self._held.append(HeldRequest(s, req_id, fields, "stall", symbol=symbol))
+            return True
+        if (f := self.faults.active("history_delay", symbol, s.client_id)) is not None:
+            self.faults.hit(f)
+            release = self.monotonic() + f["delay_seconds"]
+            self._held.append(HeldRequest(s, req_id, fields, "delay", release, symbol))
+            return True
+        if 2105 in self._broken_farms:
+            self._held.append(HeldRequest(s, req_id, fields, "farm:2105", symbol=symbol))
+            return True
+        if self._outages:
+            self._held.append(HeldRequest(s, req_id, fields, "outage", symbol=symbol))
+            return True
+        return False
+
+    def _gate_cancel_historical(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req_id = P.Reader(fields, 2).int()
+        self._held = [
+            h
+            for h in self._held
+            if not (h.session is s and h.req_id == req_id and h.msg_id == In.REQ_HISTORICAL_DATA)
+        ]
+        return True
+
+    def _gate_contract_details(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req_id = P.Reader(fields, 2).int()
+        symbol = self._request_symbol(s, In.REQ_CONTRACT_DATA, fields, now)
+        if self._not_found(s, symbol, req_id):
+            return False
+        return not self._hold_sec_def(s, In.REQ_CONTRACT_DATA, req_id, fields)
+
+    def _hold_sec_def(self, s: ClientSession, msg_id: int, req_id: int, fields: list[str]) -> bool:
+        """Contract lookups wait while the sec-def farm is broken; True when this one waits."""
+        if 2157 not in self._broken_farms:
+            return False
+        self._held.append(HeldRequest(s, req_id, fields, "farm:2157", msg_id=msg_id))
+        return True
+
+    def _gate_sec_def(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req_id = P.Reader(fields, 1).int()
+        symbol = self._request_symbol(s, In.REQ_SEC_DEF_OPT_PARAMS, fields, now)
+        if self._not_found(s, symbol, req_id):
+            return False
+        if self._hold_sec_def(s, In.REQ_SEC_DEF_OPT_PARAMS, req_id, fields):
+            return False
+        f = self.faults.active("empty_chain", symbol, s.client_id)
+        if f is not None:
+            self.faults.hit(f)
+            s.send(P.msg_sec_def_opt_params_end(req_id))
+            return False
+        return True
+
+    def _gate_place_order(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        req = P.decode_place_order(fields, s.version)
+        symbol = self._request_symbol(s, In.PLACE_ORDER, fields, now)
+        client_id = s.client_id or 0
+        if (f := self.faults.active("read_only", symbol, client_id)) is not None:
+            self.faults.hit(f)
+            s.send_error(req.order_id, 321, ERR_READ_ONLY)
+            return False
+        if self._not_found(s, symbol, req.order_id):
+            return False
+        is_new = self.book.get(client_id, req.order_id) is None
+        if is_new and (f := self.faults.active("order_reject", symbol, client_id)) is not None:
+            self.faults.hit(f)
+            self.book.consume_order_id(client_id, req.order_id)
+            s.send_error(req.order_id, 201, f"Order rejected - reason:{f['reason']}")
+            return False
+        return True
+
+    def _gate_cancel_order(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
+        order_id = P.Reader(fields, 2).int()
+        order = self.book.find_for_client(s.client_id or 0, order_id, s.is_master)
+        if order is None or not order.is_live:
+            return True
+        f = self.faults.active("fill_after_cancel", order.contract.symbol, order.client_id)
+        if f is None:
+            return True
+        quote = self._book_quote(order.contract, now)
+        price = self._racing_fill_price(order, quote)
+        if price is None:
+            return True
+        self.faults.hit(f)
+        order.status = PENDING_CANCEL
+        self.order_changed(order, False)
+        fraction = self.faults.draw(f, f["fraction"])
+        qty = _fill_quantity(order.remaining, fraction, allow_all=True)
+        # The fill was already on its way from the exchange when the cancel arrived.
+        self.book.fill_now(order, qty, price, now)
+        if not order.is_done:
+            self.book.cancel_by_system(order, now, reason="")
+        self._account_dirty = True
+        return False
+
+    def _racing_fill_price(self, order: SimOrder, quote: Quote | None) -> float | None:
+        if order.order_type in ("LMT", "STP LMT") and order.lmt_price:
+            return order.lmt_price
+        if order.order_type == "STP" and order.aux_price:
+            return order.aux_price
+        if quote is None:
+            return None
+        price = quote.ask if order.action == "BUY" else quote.bid
+        return price if price and price > 0 and math.isfinite(price) else None
+
+    # ------------------------------------------------------------------ faults
+
+    def _fault_origin(self) -> datetime:
+        """Where "+15m" in a scenario counts from: the first simulated instant the simulator serves."""
+        now = self.clock.now()
+        if self.options.skip_closed and not self.market.is_open(now):
+            return self.market.next_open(now)
+        return now
+
+    def _poll_faults(self, now: datetime) -> None:
+        started, ended = self.faults.poll(now)
+        for f in started:
+            try:
+                self._start_fault(f, now)
+            except Exception:
+                log.exception("fault %s failed to start", f.label)
+        for f in ended:
+            try:
+                self._end_fault(f, now)
+            except Exception:
+                log.exception("fault %s failed to end", f.label)
+
+    def _targets(self, f: Fault) -> list[ClientSession]:
+        return [
+            s
+            for s in list(self.sessions)
+            if s.api_started
+            and not s.closed
+            and (f.client_ids is None or s.client_id in f.client_ids)
+        ]
+
+    def _start_fault(self, f: Fault, now: datetime) -> None:
+        log.info("fault %s starts at %s", f.label, now.isoformat())
+        kind = f.kind
+        if kind == "disconnect":
+            for s in self._targets(f):
+                self.stats["dropped_connections"] += 1
+                s.close()
+        elif kind == "gateway_restart":
+            self._restart(f["down_seconds"])
+        elif kind == "clock_jump":
+            self.clock.jump(f["by"])
+            self.stats["clock_jumps"] += 1
+            self._quote_cache.clear()
+        elif kind == "exchange_cancel":
+            reason = f["reason"]
+            for order in self.book.live_orders():
+                if f.matches(order.contract.symbol if f.symbols else None, order.client_id):
+                    self.book.cancel_by_system(order, now, reason=reason)
+        elif kind == "connectivity_lost":
+            self.faults.hit(f)
+            self._outages.append(f)
+            for s in self._targets(f):
+                s.send_error(-1, 1100, MSG_CONNECTIVITY_LOST)
+        elif kind == "farm":
+            self.faults.hit(f)
+            self._farm_message(f, f["code"])
+
+    def _end_fault(self, f: Fault, now: datetime) -> None:
+        log.info("fault %s ends at %s", f.label, now.isoformat())
+        if f.kind == "connectivity_lost":
+            if f in self._outages:
+                self._outages.remove(f)
+            lost = f["restore"] == "data_lost"
+            for s in self._targets(f):
+                if lost:
+                    s.mkt_subs.clear()
+                    s.hist_subs.clear()
+                    s.rt_subs.clear()
+                    s.send_error(-1, 1101, MSG_RESTORED_DATA_LOST)
+                else:
+                    s.send_error(-1, 1102, MSG_RESTORED_DATA_KEPT)
+            if not self._outages:
+                self._release_where(lambda h: h.reason == "outage")
+        elif f.kind == "farm" and f["code"] in FARM_RECOVERY:
+            self._farm_message(f, FARM_RECOVERY[f["code"]])
+
+    def _farm_message(self, f: Fault, code: int) -> None:
+        text = FARM_TEXTS[code].format(farm=f["farm"])
+        for s in self._targets(f):
+            s.send_error(-1, code, text)
+        if code in FARM_RECOVERY:
+            self._broken_farms[code] = f
+            return
+        for broken, ok in FARM_RECOVERY.items():
+            if ok == code and self._broken_farms.pop(broken, None) is not None:
+                self._release_where(lambda h, why=f"farm:{broken}": h.reason == why)
+
+    def _restart(self, down_seconds: float) -> None:
+        log.warning("Gateway restart: dropping every client, down for %.1fs", down_seconds)
+        for s in list(self.sessions):
+            s.restart_dropped = True
+            self.stats["dropped_connections"] += 1
+            s.close()
+        self._held.clear()
+        # A fresh Gateway remembers no client ids and no farm or connectivity trouble.
+        self._last_closed.clear()
+        self._outages.clear()
+        self._broken_farms.clear()
+        self._refuse_until = self.monotonic() + down_seconds
+
+    def _release_where(self, pred: Callable[[HeldRequest], bool]) -> None:
+        due = [h for h in self._held if pred(h)]
+        if not due:
+            return
+        self._held = [h for h in self._held if not pred(h)]
+        for h in due:
+            self._answer_held(h)
+
+    def _release_held(self) -> None:
+        if not self._held:
+            return
+        mono = self.monotonic()
+        self._release_where(
+            lambda h: h.reason == "delay" and h.release_at is not None and h.release_at <= mono
+        )
+        limit = self.pacing.options.max_open_historical
+        while any(h.reason == "queue" for h in self._held):
+            if self.pacing.on("open_historical") and self._open_historical() >= limit:
+                break
+            h = next(h for h in self._held if h.reason == "queue")
+            self._held.remove(h)
+            # Faults that started while it waited apply to it as to a fresh request.
+            if not self._hold_historical(h.session, h.req_id, h.fields, h.symbol):
+                self._answer_held(h)
+
+    def _answer_held(self, h: HeldRequest) -> None:
+        if h.session.closed:
+            return
+        self._run_handler(h.session, h.msg_id, self._handlers[h.msg_id], h.fields)
+
+    def _fill_policy(self, order: SimOrder, price: float, now: datetime) -> tuple[float, float]:
+        """Quantity and price of the next fill, as partial_fill and slippage faults change them."""
+        qty = order.remaining
+        symbol = order.contract.symbol
+        slip = self.faults.active("slippage", symbol, order.client_id)
+        if slip is not None:
+            ticks = self.faults.draw_int(slip, slip["ticks"])
+            tick = self._price_tick(order.contract, price)
+            worse = price + order.side * ticks * tick
+            if order.order_type in ("LMT", "STP LMT") and order.lmt_price:
+                worse = (
+                    min(worse, order.lmt_price) if order.side > 0 else max(worse, order.lmt_price)
+                )
+            worse = round(round(worse / tick) * tick, 6)
+            if worse > 0 and worse != price:
+                self.faults.hit(slip)
+                price = worse
+        partial = self.faults.active("partial_fill", symbol, order.client_id)
+        if partial is not None:
+            fraction = self.faults.draw(partial, partial["fraction"])
+            part = _fill_quantity(qty, fraction, allow_all=False)
+            if part < qty:
+                self.faults.hit(partial)
+                qty = part
+        return qty, price
 
     # ------------------------------------------------------------------ simulation step
 
@@ -475,6 +1090,8 @@ class SimServer:
         """Advance the simulation once: sessions, matching, ticks, bars, account pushes."""
         self.stats["steps"] += 1
         self._quote_cache.clear()
+        self._poll_faults(self.clock.now())
+        self._release_held()
         now = self.clock.now()
         is_open = self.market.is_open(now)
         bounds = self.market.session_open_close(now) if is_open else None
@@ -504,10 +1121,13 @@ class SimServer:
             self._push_account(now)
 
     def _stream_session(self, session: ClientSession, now: datetime, is_open: bool) -> None:
-        for sub in list(session.mkt_subs.values()):
-            msgs = self._tick_messages(sub, now, force=False)
-            session.send_many(msgs)
-        if is_open:
+        if self._outages:
+            return
+        if 2103 not in self._broken_farms:
+            for sub in list(session.mkt_subs.values()):
+                msgs = self._tick_messages(sub, now, force=False)
+                session.send_many(msgs)
+        if is_open and 2105 not in self._broken_farms:
             interval = timedelta(seconds=self.options.bar_update_interval)
             for hsub in list(session.hist_subs.values()):
                 if now - hsub.last_update >= interval:
@@ -850,7 +1470,14 @@ class SimServer:
             ]
         )
         for code, text in FARM_MESSAGES:
-            s.send_error(-1, code, text)
+            broken = next((b for b, ok in FARM_RECOVERY.items() if ok == code), None)
+            fault = self._broken_farms.get(broken) if broken else None
+            if fault is not None:
+                s.send_error(-1, broken, FARM_TEXTS[broken].format(farm=fault["farm"]))
+            else:
+                s.send_error(-1, code, text)
+        if self._outages:
+            s.send_error(-1, 1100, MSG_CONNECTIVITY_LOST)
 
     def _h_req_ids(self, s: ClientSession, fields: list[str]) -> None:
         s.send(P.msg_next_valid_id(self.book.next_order_id(s.client_id or 0)))
@@ -931,9 +1558,16 @@ class SimServer:
             s.send_error(req.req_id, 200, ERR_NO_SECURITY)
             return
         generic = frozenset(g.strip() for g in req.generic_ticks.split(",") if g.strip())
-        sub = MktDataSub(req.req_id, found[0], generic)
-        msgs: list[Any] = [P.msg_market_data_type(req.req_id, s.market_data_type)]
-        msgs += self._tick_messages(sub, now, force=True)
+        delayed = req.req_id in s.delayed_reqs
+        s.delayed_reqs.discard(req.req_id)
+        sub = MktDataSub(req.req_id, found[0], generic, delayed=delayed)
+        msgs: list[Any] = []
+        if delayed:
+            msgs.append(P.msg_error(s.version, req.req_id, 10167, MSG_DELAYED))
+            self.stats["errors"][10167] += 1
+        msgs.append(P.msg_market_data_type(req.req_id, s.market_data_type))
+        if not self._outages and 2103 not in self._broken_farms:
+            msgs += self._tick_messages(sub, now, force=True)
         if req.snapshot or req.regulatory_snapshot:
             msgs.append(P.msg_tick_snapshot_end(req.req_id))
         else:
@@ -945,11 +1579,21 @@ class SimServer:
 
     def _tick_messages(self, sub: MktDataSub, now: datetime, force: bool) -> list[Any]:
         c = sub.contract
+        if sub.delayed:
+            now = now - DELAY
         try:
             q = self._quote(c, now)
         except (ValueError, KeyError) as e:
             log.debug("no quote for %s: %s", c.local_symbol, e)
             return []
+        msgs = self._live_tick_messages(sub, c, q, now, force)
+        if sub.delayed:
+            msgs = [_as_delayed(m) for m in msgs]
+        return msgs
+
+    def _live_tick_messages(
+        self, sub: MktDataSub, c: SimContract, q: Any, now: datetime, force: bool
+    ) -> list[Any]:
         rid = sub.req_id
         last = sub.last
         msgs: list[Any] = []
@@ -1215,6 +1859,11 @@ class SimServer:
 
     def _h_cancel_order(self, s: ClientSession, fields: list[str]) -> None:
         order_id = P.Reader(fields, 2).int()
+        order = self.book.find_for_client(s.client_id or 0, order_id, s.is_master)
+        if order is not None and order.is_live:
+            # IB acknowledges a cancel with PendingCancel before the final Cancelled.
+            order.status = PENDING_CANCEL
+            self.order_changed(order, False)
         try:
             self.book.cancel(s.client_id or 0, order_id, self.clock.now(), master=s.is_master)
         except OrderRejected as e:
@@ -1506,6 +2155,38 @@ class SimServer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _safe(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except (ProtocolError, ValueError, IndexError, TypeError):
+        return None
+
+
+def _as_delayed(msg: list[Any]) -> list[Any]:
+    """A live tick message re-labelled with its delayed tick type."""
+    msg_id = msg[0]
+    if msg_id in (P.Out.TICK_PRICE, P.Out.TICK_SIZE):
+        tick = msg[3]
+        if tick in DELAYED_TICKS:
+            return [*msg[:3], DELAYED_TICKS[tick], *msg[4:]]
+    elif msg_id == P.Out.TICK_OPTION_COMPUTATION:
+        tick = msg[2]
+        if tick in DELAYED_TICKS:
+            return [*msg[:2], DELAYED_TICKS[tick], *msg[3:]]
+    return msg
+
+
+def _fill_quantity(remaining: float, fraction: float, allow_all: bool) -> float:
+    """Whole units of `remaining` for a fill of `fraction`; at least one, and less than all unless allowed."""
+    if not float(remaining).is_integer():
+        part = remaining * fraction
+        return remaining if allow_all and fraction >= 1 else part
+    part = math.floor(remaining * fraction + 1e-9)
+    if not allow_all and part >= remaining:
+        part = remaining - 1
+    return float(max(1, min(part, remaining)))
 
 
 def parse_bar_size(text: str) -> int | str | None:

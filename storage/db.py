@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -137,6 +139,30 @@ def m001_initial(db: Database) -> None:
     )
     db["whale_debounce"].create({"symbol": str, "last_fired": str}, pk="symbol")
     db["kv"].create({"key": str, "value": str, "updated_at": str}, pk="key")
+
+
+@contextmanager
+def write(db: Database) -> Iterator[Database]:
+    """A write transaction that takes the write lock up front (BEGIN IMMEDIATE).
+
+    Several actors write the same file. A deferred transaction that reads first and writes
+    later fails at once with SQLITE_BUSY_SNAPSHOT when another actor committed in between
+    (sqlite-utils' update() reads before it writes); an immediate one waits its turn under
+    busy_timeout instead. Nested blocks become savepoints, as in sqlite-utils' atomic().
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    else:
+        db.conn.execute("COMMIT")
 
 
 def open_db(path: Path | str) -> Database:

@@ -11,6 +11,7 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from machines.order import TERMINAL, OrderState
+from storage.db import write
 
 TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
 
@@ -36,13 +37,13 @@ class OrderRepo:
         row.setdefault("filled", 0.0)
         row.setdefault("created_at", iso(at))
         row["updated_at"] = row["created_at"]
-        with self.db.conn:
+        with write(self.db):
             self.db["orders"].insert(row, pk="order_ref")
             self._event(row["order_ref"], "created", "", row["state"], {}, at)
 
     def insert_many(self, orders: Iterable[Mapping[str, Any]], at: datetime | None = None) -> None:
         """A bracket's orders land together or not at all."""
-        with self.db.conn:
+        with write(self.db):
             for order in orders:
                 row = dict(order)
                 row.setdefault("state", OrderState.NEW.value)
@@ -63,12 +64,12 @@ class OrderRepo:
         **fields: Any,
     ) -> None:
         """Persist a machine transition and its event in one transaction."""
-        with self.db.conn:
+        with write(self.db):
             self.db["orders"].update(order_ref, {"state": dest, "updated_at": iso(at), **fields})
             self._event(order_ref, event, source, dest, detail or {}, at)
 
     def update(self, order_ref: str, **fields: Any) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["orders"].update(order_ref, {**fields, "updated_at": iso()})
 
     def _event(
@@ -109,7 +110,7 @@ class OrderRepo:
 
     def add_fill(self, fill: Mapping[str, Any]) -> bool:
         """Record a fill once: False when this execution id is already known (a duplicate)."""
-        with self.db.conn:
+        with write(self.db):
             cur = self.db.execute(
                 "insert or ignore into fills (exec_id, order_ref, at, side, quantity, price, commission, con_id, symbol)"
                 " values (:exec_id, :order_ref, :at, :side, :quantity, :price, :commission, :con_id, :symbol)",
@@ -129,9 +130,15 @@ class OrderRepo:
         return rows[0] if rows[0]["exec_id"].rsplit(".", 1)[0] == base else None
 
     def replace_fill(self, old_exec_id: str, fill: Mapping[str, Any]) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["fills"].delete(old_exec_id)
             self.db["fills"].insert(dict(fill), pk="exec_id")
+
+    def filled_quantity(self, order_ref: str) -> float:
+        row = self.db.execute(
+            "select coalesce(sum(quantity), 0) from fills where order_ref = ?", [order_ref]
+        )
+        return float(row.fetchone()[0])
 
     def fills_for_contract(self, con_id: int) -> list[dict[str, Any]]:
         return list(self.db["fills"].rows_where("con_id = ?", [con_id], order_by="at, rowid"))
@@ -143,7 +150,7 @@ class OrderRepo:
         except NotFoundError:
             return None
         delta = commission - (row["commission"] or 0.0)
-        with self.db.conn:
+        with write(self.db):
             self.db["fills"].update(exec_id, {"commission": commission})
         return delta
 
@@ -164,7 +171,7 @@ class PositionRepo:
         self.db = db
 
     def upsert(self, row: Mapping[str, Any]) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["positions"].upsert({**row, "updated_at": iso()}, pk="con_id")
 
     def get(self, con_id: int) -> dict[str, Any] | None:
@@ -194,7 +201,7 @@ class TradingDayRepo:
 
     def start_day(self, day: date, equity: float) -> dict[str, Any]:
         """The first call of a day fixes its start equity; later calls return the stored row."""
-        with self.db.conn:
+        with write(self.db):
             self.db.execute(
                 "insert or ignore into trading_days (trading_date, start_equity, realized_pnl, guard_tripped, updated_at)"
                 " values (?, ?, 0, 0, ?)",
@@ -205,14 +212,14 @@ class TradingDayRepo:
         return row
 
     def add_realized(self, day: date, pnl: float) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db.execute(
                 "update trading_days set realized_pnl = realized_pnl + ?, updated_at = ? where trading_date = ?",
                 [pnl, iso(), day.isoformat()],
             )
 
     def trip_guard(self, day: date) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["trading_days"].update(
                 day.isoformat(), {"guard_tripped": 1, "updated_at": iso()}
             )
@@ -223,7 +230,7 @@ class MachineStateRepo:
         self.db = db
 
     def save(self, name: str, state: str, data: Mapping[str, Any] | None = None) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["machine_states"].upsert(
                 {"name": name, "state": state, "data": _json(data or {}), "updated_at": iso()},
                 pk="name",
@@ -255,7 +262,7 @@ class JournalRepo:
         bar_time: datetime,
         at: datetime | None = None,
     ) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["signals"].insert(
                 {
                     "at": iso(at),
@@ -279,7 +286,7 @@ class JournalRepo:
         detail: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["decisions"].insert(
                 {
                     "at": iso(at),
@@ -309,7 +316,7 @@ class WhaleRepo:
         return datetime.fromisoformat(row["last_fired"])
 
     def fired(self, symbol: str, at: datetime) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["whale_debounce"].upsert({"symbol": symbol, "last_fired": iso(at)}, pk="symbol")
 
 
@@ -324,5 +331,5 @@ class KeyValueRepo:
             return default
 
     def set(self, key: str, value: str) -> None:
-        with self.db.conn:
+        with write(self.db):
             self.db["kv"].upsert({"key": key, "value": value, "updated_at": iso()}, pk="key")

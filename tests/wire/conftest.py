@@ -15,7 +15,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from ib_async import IB  # noqa: E402
-from wirekit import START  # noqa: E402
+from wirekit import START, FakeMonotonic  # noqa: E402
 
 from sim.clock import ManualClock  # noqa: E402
 from sim.config import SimOptions  # noqa: E402
@@ -43,6 +43,28 @@ def connect(sim: EmbeddedSim) -> Iterator[Callable[..., IB]]:
     yield _connect
     for ib in clients:
         ib.disconnect()
+
+
+@pytest.fixture
+def mono() -> FakeMonotonic:
+    return FakeMonotonic()
+
+
+@pytest.fixture
+def make_sim(mono: FakeMonotonic) -> Iterator[Callable[..., EmbeddedSim]]:
+    """Simulators with their own options, a ManualClock at START and the test's fake monotonic clock."""
+    started: list[EmbeddedSim] = []
+
+    def _make(options: SimOptions | None = None, real_time: bool = False, **kw) -> EmbeddedSim:
+        opts = options or SimOptions(seed=7, **kw)
+        s = EmbeddedSim(opts, clock=ManualClock(START), monotonic=None if real_time else mono)
+        s.start()
+        started.append(s)
+        return s
+
+    yield _make
+    for s in started:
+        s.stop()
 
 
 class _DecodeFailures(logging.Handler):

@@ -31,3 +31,53 @@ def wait_steps(ib: IB, sim: EmbeddedSim, n: int = 2, timeout: float = 5.0) -> No
     """Let the simulator run at least `n` more simulation steps."""
     target = sim.stats["steps"] + n
     wait_until(ib, lambda: sim.stats["steps"] >= target, timeout, f"{n} simulation steps")
+
+
+class FakeMonotonic:
+    """A settable stand-in for time.monotonic, for the simulator's real-time pacing and fault windows."""
+
+    def __init__(self, value: float = 1000.0) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+class Errors:
+    """Every (reqId, code, message) an ib_async client reports through errorEvent."""
+
+    def __init__(self, ib: IB) -> None:
+        self.seen: list[tuple[int, int, str]] = []
+        ib.errorEvent += self._on_error
+
+    def _on_error(self, req_id: int, code: int, msg: str, contract: object) -> None:
+        self.seen.append((req_id, code, msg))
+
+    def codes(self) -> list[int]:
+        return [code for _, code, _ in self.seen]
+
+    def of(self, code: int) -> list[tuple[int, int, str]]:
+        return [e for e in self.seen if e[1] == code]
+
+
+def settle(ib: IB, seconds: float = 0.3) -> None:
+    """Run the client's loop for a bounded real time, to show that something does not happen."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        ib.waitOnUpdate(timeout=min(remaining, 0.05))
+
+
+def wait_dropped(ib: IB, timeout: float = 5.0) -> None:
+    """Wait until the server closes the client's socket (ib_async raises ConnectionError mid-wait)."""
+    deadline = time.monotonic() + timeout
+    while ib.isConnected():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"still connected after {timeout}s")
+        try:
+            ib.waitOnUpdate(timeout=min(remaining, 0.1))
+        except ConnectionError:
+            pass
