@@ -20,7 +20,7 @@ from actors.metrics import Metrics
 from actors.paper import PaperBook, PaperFill, PaperOrder
 from configs.settings import Settings
 from machines.order import OrderModel, OrderState, order_machine
-from storage import KeyValueRepo, OrderRepo, PositionRepo, TradingDayRepo, open_db
+from storage import JournalRepo, KeyValueRepo, OrderRepo, PositionRepo, TradingDayRepo, open_db
 from storage.db import write
 from storage.repos import iso
 from strategies.options import (
@@ -124,6 +124,7 @@ class OrderActor(BaseActor):
     def on_start(self) -> None:
         self.db = open_db(self.settings.storage.path)
         self.orders = OrderRepo(self.db)
+        self.journal = JournalRepo(self.db)
         self.positions = PositionRepo(self.db)
         self.days = TradingDayRepo(self.db)
         self.kv = KeyValueRepo(self.db)
@@ -232,10 +233,32 @@ class OrderActor(BaseActor):
             self.connection.tell(m.FetchBrokerState(reply_to=self.actor_ref))
 
     # -- entry flow -------------------------------------------------------------------------------
-    def _finish(self, symbol: str, placed: bool, reason: str = "") -> None:
-        self.entries.pop(symbol, None)
+    def _finish(
+        self, symbol: str, placed: bool, reason: str = "", detail: dict | None = None
+    ) -> None:
+        """The end of an entry: journaled and counted either way, and RiskActor told."""
+        entry = self.entries.pop(symbol, None)
+        code = reason.split(":", 1)[0][:40] if not placed else "ok"
+        self.metrics.decisions.labels("option", "approved" if placed else "skipped", code).inc()
+        info = dict(detail or {})
+        if entry is not None:
+            sig = entry.idea.signal
+            info.update(
+                strategy=sig.kind,
+                direction=sig.direction and sig.direction.value,
+                bar_time=sig.bar_time.isoformat(),
+                expiry=entry.expiry,
+                limit=entry.limit,
+            )
+        self.journal.decision(
+            symbol=symbol,
+            stage="option",
+            outcome="approved" if placed else "skipped",
+            reason=reason or "ok",
+            detail=info,
+            at=self.clock.now(),
+        )
         if not placed:
-            self.metrics.decisions.labels("option", "skipped", reason.split(":", 1)[0][:40]).inc()
             log.info("%s entry skipped: %s", symbol, reason)
         self.risk.tell(m.EntryFinished(symbol=symbol, placed=placed, reason=reason))
 

@@ -10,7 +10,7 @@ from actors import messages as m
 from actors.orders import OrderActor
 from machines.order import OrderState
 from sim.clock import ManualClock
-from storage import OrderRepo, PositionRepo
+from storage import JournalRepo, OrderRepo, PositionRepo
 from strategies.signals import Direction, Signal
 
 CHAIN = m.Chain(
@@ -245,6 +245,11 @@ def test_no_option_is_a_skip_with_every_reason(env):
     )
     done = actor.risk.last(m.EntryFinished)
     assert not done.placed and done.reason.startswith("no_option") and "NaN" in done.reason
+    journal = JournalRepo(actor.db).decisions("SPY")
+    assert [(d["stage"], d["outcome"]) for d in journal] == [("option", "skipped")]
+    assert (
+        "NaN" in journal[0]["reason"] and json.loads(journal[0]["detail"])["expiry"] == "20261123"
+    )
 
 
 def test_empty_chain_is_a_skip(env):
