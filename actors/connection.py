@@ -94,6 +94,13 @@ def backoff_delay(
     return step * (0.5 + 0.5 * (rng or random).random())
 
 
+def bar_seconds(bar_size: str) -> int:
+    """'1 min' -> 60, '5 secs' -> 5, '1 hour' -> 3600, '1 day' -> 86400."""
+    n, unit = bar_size.split()
+    per = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 604800}
+    return int(n) * next(v for k, v in per.items() if unit.startswith(k))
+
+
 def bar_from_ib(b: Any) -> Bar:
     t = b.date
     if isinstance(t, datetime):
@@ -138,7 +145,8 @@ class ConnectionActor(BaseActor):
         self.ever_connected = False
         self.stopping = False
         self.pacer = HistoricalPacer()
-        self.streams: dict[tuple[str, str], Any] = {}
+        self.open_streams: dict[tuple[str, str], Any] = {}  # loop thread only
+        self.stream_generation: dict[tuple[str, str], int] = {}  # loop thread only
         self.watches: dict[int, Any] = {}
         self.stock_contracts: dict[str, Any] = {}
         self.timers: list[threading.Timer] = []
@@ -223,8 +231,12 @@ class ConnectionActor(BaseActor):
             pass
 
     async def _make_ib(self) -> IB:
+        self.hist_slots = asyncio.Semaphore(self.settings.broker.max_open_historical)
         ib = IB()
         ib.RequestTimeout = 0  # our own per-kind timeouts decide
+        # ib_async paces itself at 45 messages/s against IB's 50; batches read late can still
+        # land 50 in a second at the Gateway, so leave a wider margin.
+        ib.client.MaxRequests = 35
         ib.errorEvent += lambda req_id, code, text, *_: self._tell_self(
             _IbError(req_id=req_id, code=code, text=text)
         )
@@ -400,7 +412,7 @@ class ConnectionActor(BaseActor):
     def on_Lost(self, msg: _Lost) -> None:
         if self.stopping:
             return
-        self.streams.clear()
+        self._spawn(self._drop_streams())
         self.watches.clear()
         self._fire("connection_lost", cause=msg.cause)
 
@@ -509,9 +521,6 @@ class ConnectionActor(BaseActor):
         return contract
 
     def on_StreamBars(self, msg: m.StreamBars) -> None:
-        old = self.streams.pop((msg.symbol, msg.bar_size), None)
-        if old is not None:
-            self._spawn(self._cancel_stream(old))
         self._request_history(msg, stream=True)
 
     def on_FetchBars(self, msg: m.FetchBars) -> None:
@@ -527,20 +536,58 @@ class ConnectionActor(BaseActor):
             )
             return
         delay = self.pacer.reserve(
-            (msg.symbol, msg.bar_size, msg.duration), (msg.symbol, "TRADES"), time.monotonic()
+            (msg.symbol, msg.bar_size, msg.duration),
+            (msg.symbol, "TRADES"),
+            time.monotonic(),
+            small_bars=bar_seconds(msg.bar_size) <= 30,
         )
         self.metrics.pacing_wait.observe(delay)
         self._spawn(self._history(msg, delay, stream))
 
-    async def _cancel_stream(self, bars: Any) -> None:
-        if self.ib.isConnected():
-            self.ib.cancelHistoricalData(bars)
+    # -- open historical requests (loop thread only) ------------------------------------------
+    # IB allows about broker.max_open_historical requests open at once, and a keepUpToDate
+    # stream holds its request open for good. Requests beyond the limit wait here for a slot
+    # (the wait is not part of their timeout) instead of queueing, or failing, at the Gateway.
+
+    async def _end_stream(self, key: tuple[str, str]) -> None:
+        bars = self.open_streams.pop(key, None)
+        if bars is not None:
+            if self.ib.isConnected():
+                self.ib.cancelHistoricalData(bars)
+            self.hist_slots.release()
+
+    async def _drop_streams(self) -> None:
+        """The socket closed: the Gateway forgot every stream, so their slots are free again."""
+        for _ in range(len(self.open_streams)):
+            self.hist_slots.release()
+        self.open_streams.clear()
 
     async def _history(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
-        if delay > 0:
+        key = (msg.symbol, msg.bar_size)
+        if stream:
+            # Requests for one stream can overlap (a resync and a stale resubscribe): only the
+            # newest may register; an older one that answers later is cancelled, not leaked.
+            generation = self.stream_generation[key] = self.stream_generation.get(key, 0) + 1
+            await self._end_stream(key)
+        queued = delay > 0 or self.hist_slots.locked()
+        if queued:
             self.metrics.pacing_queue_depth.inc()
+        if delay > 0:
             await asyncio.sleep(delay)
+        await self.hist_slots.acquire()
+        if queued:
             self.metrics.pacing_queue_depth.dec()
+        if not self.ib.isConnected():
+            self.hist_slots.release()
+            self._tell(
+                msg.reply_to,
+                m.StreamFailed(
+                    symbol=msg.symbol,
+                    bar_size=msg.bar_size,
+                    reason="not connected (lost while queued)",
+                ),
+            )
+            return
         try:
             contract = await self._stock(msg.symbol)
             bars = await self._timed(
@@ -557,6 +604,7 @@ class ConnectionActor(BaseActor):
                 ),
             )
         except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
+            self.hist_slots.release()
             reason = (
                 "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             )
@@ -565,6 +613,8 @@ class ConnectionActor(BaseActor):
                 m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=reason),
             )
             return
+        if not stream:
+            self.hist_slots.release()
         # The last bar of a keepUpToDate answer is still open: only closed bars are history.
         # (A plain answer may end with a forming bar too; DataActor drops it by its end time.)
         history = list(bars)[:-1] if stream else list(bars)
@@ -587,11 +637,14 @@ class ConnectionActor(BaseActor):
                     m.BarStreamed(symbol=symbol, bar_size=size, bar=bar_from_ib(bar_list[-2])),
                 )
 
+        if self.stream_generation.get(key) != generation:
+            if self.ib.isConnected():
+                self.ib.cancelHistoricalData(bars)
+            self.hist_slots.release()
+            return
+        await self._end_stream(key)
         bars.updateEvent += on_update
-        self._tell_self(_StreamStarted(key=(msg.symbol, msg.bar_size), bars=bars))
-
-    def on_StreamStarted(self, msg: _StreamStarted) -> None:
-        self.streams[msg.key] = msg.bars
+        self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
 
     def on_FetchChain(self, msg: m.FetchChain) -> None:
         refusal = self._refuse()
@@ -937,12 +990,6 @@ class ConnectionActor(BaseActor):
                 return
             for ref in self.listeners["account"]:
                 self._tell(ref, m.AccountValues(net_liquidation=nl))
-
-
-@dataclass(frozen=True, slots=True)
-class _StreamStarted(m.Msg):
-    key: tuple[str, str]
-    bars: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from actors.base import BaseActor
 from actors.hours import MarketHours
 from actors.metrics import Metrics
 from configs.settings import Settings
+from storage import BarRepo, open_db
 from strategies.aggregate import HourlyAggregator, hour_bucket
 from strategies.bars import Bar, bar_problem
 
@@ -47,9 +48,11 @@ class Feed:
     last: Bar | None = None
     ready: bool = False  # its history has been delivered at least once
     last_seen_mono: float = field(default_factory=time.monotonic)
-    held: list[tuple[Bar, bool]] = field(
-        default_factory=list
-    )  # hourly bars built before history came
+    # Hourly bars built before the hourly history came.
+    held: list[tuple[Bar, bool]] = field(default_factory=list)
+    # A gap fill is on its way: live minute bars wait here, to be delivered in order.
+    filling: bool = False
+    pending: list[tuple[Bar, float]] = field(default_factory=list)
 
     def accept(self, bar: Bar) -> str | None:
         """None when the bar is new and good (and becomes the last); else why it is dropped."""
@@ -83,10 +86,17 @@ class DataActor(BaseActor):
         self.feeds = {(s, size): Feed(s, size) for s in settings.symbols for size in (MINUTE, HOUR)}
         self.hourly = {s: HourlyAggregator() for s in settings.symbols}
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
+        self.recorder: BarRepo | None = None
         self.resubscribed_at: dict[str, datetime] = {}
 
     def on_start(self) -> None:
+        self.db = open_db(self.settings.storage.path) if self.settings.data.record_bars else None
+        self.recorder = BarRepo(self.db) if self.db is not None else None
         self.connection.tell(m.Subscribe(listener=self.actor_ref, topics=("connection",)))
+
+    def on_stop(self) -> None:
+        if self.db is not None:
+            self.db.close()
 
     def _default_duration(self, bar_size: str) -> str:
         return (
@@ -100,7 +110,11 @@ class DataActor(BaseActor):
             return
         # After every (re)connect: ask only for the gap since the last bar delivered.
         now = self.clock.now()
-        for feed in self.feeds.values():
+        # Hourly fetches before the streams: a stream holds its request open for good, and the
+        # Gateway allows about 50 open, so with many symbols the fetches must not queue behind them.
+        for feed in sorted(self.feeds.values(), key=lambda f: f.bar_size == MINUTE):
+            if feed.bar_size == HOUR and feed.ready:
+                continue  # after the first start, the minutes' gap fill rebuilds the hours
             last = feed.last.time if feed.last else None
             duration = gap_duration(last, now, feed.bar_size, self._default_duration(feed.bar_size))
             kind = m.StreamBars if feed.bar_size == MINUTE else m.FetchBars
@@ -120,7 +134,33 @@ class DataActor(BaseActor):
                 )
             )
 
+    def _expected_next(self, bar: Bar) -> datetime:
+        """The start of the minute bar after `bar`: the next minute, or the next session's open."""
+        nxt = bar.time + timedelta(minutes=1)
+        session = self.hours.session_at(bar.time)
+        if session is not None and nxt >= session.close:
+            return self.hours.next_open(bar.time) or nxt
+        return nxt
+
+    def _flush(self, feed: Feed) -> None:
+        """Deliver the live bars held during a gap fill, in order (a bar still missing is lost)."""
+        pending, feed.pending, feed.filling = feed.pending, [], False
+        for bar, received in pending:
+            if feed.last is not None and bar.time > self._expected_next(feed.last):
+                missing = int((bar.time - self._expected_next(feed.last)).total_seconds() // 60)
+                self.metrics.bars_skipped.labels(feed.symbol, "gap_unfilled").inc(max(1, missing))
+                log.warning(
+                    "%s: %d minute bars before %s could not be filled",
+                    feed.symbol,
+                    missing,
+                    bar.time.isoformat(),
+                )
+            self._deliver(feed, bar, live=True, received=received)
+
     def on_StreamFailed(self, msg: m.StreamFailed) -> None:
+        feed = self.feeds.get((msg.symbol, msg.bar_size))
+        if feed is not None and feed.filling:
+            self._flush(feed)
         log.warning(
             "%s %s bars failed: %s (asked again on the next reconnect)",
             msg.symbol,
@@ -153,6 +193,8 @@ class DataActor(BaseActor):
         for bar, live in feed.held:
             self._deliver(feed, bar, live=live)
         feed.held.clear()
+        if feed.filling:
+            self._flush(feed)
 
     def _hour_closed(self, bar: Bar, now: datetime) -> bool:
         session = self.hours.session_at(bar.time)
@@ -165,6 +207,30 @@ class DataActor(BaseActor):
         if feed is None:
             return
         feed.last_seen_mono = time.monotonic()
+        if feed.filling:
+            feed.pending.append((msg.bar, msg.mono))
+            return
+        if feed.last is not None and msg.bar.time > self._expected_next(feed.last):
+            # The stream skipped bars (IB drops updates; outages lose them): fetch exactly the
+            # gap and hold this bar until it is filled, so the strategy sees every bar in order.
+            feed.filling = True
+            feed.pending.append((msg.bar, msg.mono))
+            gap = (msg.bar.time - feed.last.time).total_seconds() + 120
+            log.warning(
+                "%s: stream skipped from %s to %s; filling the gap",
+                feed.symbol,
+                feed.last.time.isoformat(),
+                msg.bar.time.isoformat(),
+            )
+            self.connection.tell(
+                m.FetchBars(
+                    symbol=feed.symbol,
+                    bar_size=feed.bar_size,
+                    duration=f"{int(gap)} S",
+                    reply_to=self.actor_ref,
+                )
+            )
+            return
         self._deliver(feed, msg.bar, live=True, received=msg.mono)
 
     def _deliver(self, feed: Feed, bar: Bar, live: bool, received: float = 0.0) -> bool:
@@ -182,6 +248,12 @@ class DataActor(BaseActor):
             self.metrics.bars_skipped.labels(feed.symbol, problem).inc()
             return False
         self.metrics.bars.labels(feed.symbol, feed.bar_size).inc()
+        if self.recorder is not None and not self.recorder.record(
+            feed.symbol, feed.bar_size, bar, live
+        ):
+            log.error(
+                "%s %s bar %s delivered twice", feed.symbol, feed.bar_size, bar.time.isoformat()
+            )
         strategy = self.strategies.get(feed.symbol)
         if strategy is not None:
             strategy.tell(
@@ -240,6 +312,8 @@ class DataActor(BaseActor):
         once per stale window, so a real outage is not met with a request storm."""
         last = self.resubscribed_at.get(feed.symbol)
         if last is not None and now - last < every:
+            return
+        if time.monotonic() - feed.last_seen_mono < self.settings.data.resubscribe_after_s:
             return
         self.resubscribed_at[feed.symbol] = now
         duration = gap_duration(

@@ -49,17 +49,23 @@ class HistoricalPacer:
                 )
         return None
 
-    def reserve(self, key: tuple, contract_key: tuple, now: float) -> float:
-        """Book a slot for a request; returns how many seconds to wait before sending it."""
+    def reserve(
+        self, key: tuple, contract_key: tuple, now: float, small_bars: bool = True
+    ) -> float:
+        """Book a slot for a request; returns how many seconds to wait before sending it.
+
+        IB's 60-in-10-minutes rule covers bars of 30 s or less only; larger bars keep the
+        identical and per-contract spacing (cheap, and kind to the Gateway) but not the window.
+        """
         identical = self._identical.setdefault(key, [])
         by_contract = self._by_contract.setdefault(contract_key, [])
         t = now
         for _ in range(10_000):
-            bump = (
-                self._fits(identical, t, self.identical_s, 1)
-                or self._fits(by_contract, t, self.burst_s, self.burst_count - 1)
-                or self._fits(self._all, t, self.window_s, self.window_count)
-            )
+            bump = self._fits(identical, t, self.identical_s, 1)
+            if bump is None:
+                bump = self._fits(by_contract, t, self.burst_s, self.burst_count - 1)
+            if bump is None and small_bars:
+                bump = self._fits(self._all, t, self.window_s, self.window_count)
             if bump is None:
                 break
             t = max(t + 1e-6, bump)

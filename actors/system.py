@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,7 +124,19 @@ class System:
             start=start,
             skip_closed=s.sim.skip_closed,
             symbols=tuple(s.symbols),
+            bar_update_interval=s.sim.bar_update_s,
         )
+        if not s.sim.pacing:
+            from sim.config import PacingOptions
+
+            options = replace(options, pacing=PacingOptions.off())
+        if s.sim.scenario is not None:
+            from sim.faults import Scenario
+
+            # The service's own settings (start, speed, symbols) win over the scenario's.
+            options = Scenario.load(s.sim.scenario).apply(
+                options, start=start, time_scale=s.sim.time_scale, symbols=tuple(s.symbols)
+            )
         self.sim = EmbeddedSim(options, clock=clock)
         self.broker_port = self.sim.start(host="127.0.0.1", port=0)
         self.clock = self.sim.clock

@@ -61,6 +61,9 @@ class BrokerSettings(_Section):
     clock: Literal["gateway", "wall"] = "gateway"
     clock_scale: float = Field(1.0, gt=0)
     clock_sync_s: float = Field(60.0, gt=0)
+    # IB allows about 50 historical requests open at once (unconfirmed: a setting, not a fact);
+    # each symbol's 1-minute stream holds one for good.
+    max_open_historical: int = Field(50, ge=1)
     breaker_threshold: int = Field(3, ge=1)  # consecutive failures that open the breaker
     breaker_cooldown_s: float = Field(30.0, gt=0)
     market_data_type: Literal[1, 2, 3, 4] = 1
@@ -74,6 +77,23 @@ class SimSettings(_Section):
     time_scale: float = Field(60.0, gt=0, le=100_000)
     start: datetime | None = None  # None: resume the simulated clock stored in the database
     skip_closed: bool = True
+    # A fault scenario (sim/scenarios/*.yaml) for the embedded simulator: the Gateway's bad days.
+    scenario: Path | None = None
+    pacing: bool = True  # enforce IB's pacing rules in the simulator
+    bar_update_s: float = Field(5.0, gt=0)  # simulated seconds between keepUpToDate updates
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        from sim.faults import Scenario, ScenarioError
+
+        try:
+            Scenario.load(v)
+        except ScenarioError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("start")
     @classmethod
@@ -88,6 +108,10 @@ class DataSettings(_Section):
     backfill_1hour: str = "30 D"
     what_to_show: Literal["TRADES", "MIDPOINT"] = "TRADES"
     stale_after_minutes: float = Field(5.0, gt=0)
+    # A stale stream is asked for again only after this long without a bar in real time too:
+    # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
+    resubscribe_after_s: float = Field(30.0, gt=0)
+    record_bars: bool = False  # keep every delivered bar in SQLite (replay, audits)
 
 
 class ScalpSettings(_Section):
@@ -212,6 +236,15 @@ class Settings(BaseSettings):
         if len(set(out)) != len(out):
             raise ValueError("a symbol is listed twice")
         return tuple(out)
+
+    @model_validator(mode="after")
+    def _streams_fit(self) -> Settings:
+        if len(self.symbols) > self.broker.max_open_historical:
+            raise ValueError(
+                f"{len(self.symbols)} symbols need {len(self.symbols)} open 1-minute streams but "
+                f"broker.max_open_historical is {self.broker.max_open_historical}: list fewer symbols"
+            )
+        return self
 
     @model_validator(mode="after")
     def _live_needs_gateway(self) -> Settings:

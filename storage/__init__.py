@@ -2,6 +2,7 @@
 
 from storage.db import open_db
 from storage.repos import (
+    BarRepo,
     JournalRepo,
     KeyValueRepo,
     MachineStateRepo,
@@ -12,6 +13,7 @@ from storage.repos import (
 )
 
 __all__ = [
+    "BarRepo",
     "JournalRepo",
     "KeyValueRepo",
     "MachineStateRepo",

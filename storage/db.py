@@ -165,6 +165,26 @@ def write(db: Database) -> Iterator[Database]:
         db.conn.execute("COMMIT")
 
 
+@migrations()
+def m002_recorded_bars(db: Database) -> None:
+    # Every delivered bar, when data.record_bars is on: for replay, and to prove none is lost
+    # or delivered twice (the primary key refuses a second copy).
+    db["bars"].create(
+        {
+            "symbol": str,
+            "bar_size": str,
+            "time": str,
+            "open": float,
+            "high": float,
+            "low": float,
+            "close": float,
+            "volume": float,
+            "live": int,
+        },
+        pk=("symbol", "bar_size", "time"),
+    )
+
+
 def open_db(path: Path | str) -> Database:
     """Open (creating if needed) the service database in WAL mode, migrated to the latest schema.
 

@@ -333,3 +333,30 @@ class KeyValueRepo:
     def set(self, key: str, value: str) -> None:
         with write(self.db):
             self.db["kv"].upsert({"key": key, "value": value, "updated_at": iso()}, pk="key")
+
+
+class BarRepo:
+    """Delivered bars (data.record_bars): one row per (symbol, bar size, start)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def record(self, symbol: str, bar_size: str, bar: Any, live: bool) -> bool:
+        """False when this bar was recorded before: a duplicate delivery."""
+        with write(self.db):
+            cur = self.db.execute(
+                "insert or ignore into bars (symbol, bar_size, time, open, high, low, close, volume, live)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    symbol,
+                    bar_size,
+                    iso(bar.time),
+                    bar.open,
+                    bar.high,
+                    bar.low,
+                    bar.close,
+                    bar.volume,
+                    int(live),
+                ],
+            )
+            return cur.rowcount == 1

@@ -23,7 +23,7 @@ def bar(i: int, close: float = 680.0, start=SESSION_TIME - timedelta(minutes=60)
 
 @pytest.fixture
 def data(make_settings, metrics):
-    settings = make_settings(symbols=["SPY"])
+    settings = make_settings(symbols=["SPY"], data={"resubscribe_after_s": 1e-6})
     clock = ManualClock(SESSION_TIME)
     strategy, risk, conn = FakeRef("strategy"), FakeRef("risk"), FakeRef("connection")
     actor = DataActor(
@@ -48,16 +48,22 @@ def test_backfill_then_stream_exactly_once_in_order(data, metrics):
         m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(6, close=math.nan))
     )  # bad
     actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(7)))
-    got = [b for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
-    assert [b.bar.time for b in got] == [bar(i).time for i in (0, 1, 2, 3, 4, 5, 7)]
-    assert [b.live for b in got] == [False] * 5 + [True, True]
+    # 6 was bad, so 7 skips a minute: it waits while exactly the gap is fetched.
+    minutes = lambda: [b for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]  # noqa: E731
+    assert [b.bar.time for b in minutes()] == [bar(i).time for i in range(6)]
+    assert conn.last(m.FetchBars).bar_size == "1 min"
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(8)))  # held too
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(5), bar(6))))
+    got = minutes()
+    assert [b.bar.time for b in got] == [bar(i).time for i in range(9)]
+    assert [b.live for b in got] == [False] * 5 + [True, False, True, True]
     skipped = {
         r: metrics.registry.get_sample_value(
             "optionsbot_bars_skipped_total", {"symbol": "SPY", "reason": r}
         )
         for r in ("duplicate", "out_of_order", "nan_price")
     }
-    assert skipped == {"duplicate": 1, "out_of_order": 1, "nan_price": 1}
+    assert skipped == {"duplicate": 2, "out_of_order": 1, "nan_price": 1}  # the fill re-sent bar 5
 
 
 def test_a_reconnect_asks_only_for_the_gap_and_drops_the_overlap(data):
@@ -103,7 +109,9 @@ def test_stale_only_while_the_market_is_open(data, metrics):
     clock.advance(timedelta(minutes=4))
     actor.on_Tick(m.Tick(now=clock.now()))
     assert len(streams()) == 2
-    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(71)))  # closes now
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(60, 72)))
+    )  # the gap, up to now
     actor.on_Tick(m.Tick(now=clock.now()))
     assert not risk.last(m.SymbolStale).stale
     clock.set(SESSION_TIME.replace(hour=23))  # after the close: old bars are not stale
@@ -201,3 +209,18 @@ def test_whale_debounce_is_persisted_only_for_live_signals(strategy):
     assert signal.kind == "whale" and signal.direction.value == "call", signal.reasons
     assert WhaleRepo(actor.db).last_fired("SPY") == live.time
     assert risk.last(m.TradeIdea).signal.kind == "whale"
+
+
+def test_a_gap_that_cannot_be_filled_is_counted_and_the_stream_goes_on(data, metrics):
+    actor, strategy, _, conn, _ = data
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0), bar(1))))
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(5)))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 min", reason="timed out"))
+    got = [b.bar.time for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert got == [bar(0).time, bar(1).time, bar(5).time]
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_bars_skipped_total", {"symbol": "SPY", "reason": "gap_unfilled"}
+        )
+        == 3
+    )

@@ -49,3 +49,12 @@ def test_no_schedule_breaks_a_rule(requests):
         key, ck = (sym, size), (sym,)
         sends.append((now + p.reserve(key, ck, now), key, ck))
     assert violations(sorted(sends), p) == []
+
+
+def test_the_ten_minute_window_covers_only_small_bars():
+    p = HistoricalPacer()
+    delays = [p.reserve((f"S{i}", "1 min"), (f"S{i}",), 0.0, small_bars=False) for i in range(100)]
+    assert max(delays) == 0.0
+    assert (
+        p.reserve(("S0", "1 min"), ("S0",), 1.0, small_bars=False) >= 14.0
+    )  # identical: still spaced

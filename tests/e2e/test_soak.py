@@ -1,0 +1,26 @@
+"""A whole simulated bad day (bench/soak.py at test size): the service heals and loses no bar.
+
+The full issue-size run (50 symbols) is `python -m bench.soak`; its figures are in the README.
+"""
+
+import json
+
+from bench.soak import soak
+
+
+def test_a_bad_day_for_ten_symbols(tmp_path):
+    r = soak(symbols=10, scale=300, workdir=tmp_path)
+    print("\nsoak:", json.dumps(r, indent=2, default=str))
+    assert r["failed"] is None
+    assert r["final_connection_state"] == "connected"
+    for fault in ("gateway_restart", "connectivity_lost", "disconnect", "farm", "clock_jump"):
+        assert r["faults_applied"].get(fault), f"{fault} was not injected"
+    assert r["pacing_violations"] == {}
+    assert r["bars_lost"] == 0 and r["bars_unexpected"] == 0
+    assert r["bars_delivered_twice"] == 0
+    assert r["min_bars_per_symbol"] == r["max_bars_per_symbol"] == r["bars_expected"] // 10
+    breaker_opened = sum(
+        v for k, v in r["connection_transitions"].items() if k.endswith("->breaker_open")
+    )
+    assert r["breaker_trips"] == breaker_opened
+    assert r["reconnects"] >= 1 and r["signals"] > 0
