@@ -94,6 +94,14 @@ def backoff_delay(
     return step * (0.5 + 0.5 * (rng or random).random())
 
 
+def _log_reason(trade: Any) -> str:
+    """The last log entry of a trade, with IB's error code first ("201 Order rejected - ...")."""
+    if not trade.log:
+        return ""
+    entry = trade.log[-1]
+    return f"{entry.errorCode} {entry.message}".strip() if entry.errorCode else entry.message
+
+
 def bar_seconds(bar_size: str) -> int:
     """'1 min' -> 60, '5 secs' -> 5, '1 hour' -> 3600, '1 day' -> 86400."""
     n, unit = bar_size.split()
@@ -937,7 +945,7 @@ class ConnectionActor(BaseActor):
             avg_fill_price=float(s.avgFillPrice or 0),
             order_id=trade.order.orderId,
             perm_id=trade.order.permId,
-            reason=trade.log[-1].message if trade.log else "",
+            reason=_log_reason(trade),
         )
 
     def _exec_msg(self, fill: Any) -> m.BrokerExecution:
