@@ -919,6 +919,7 @@ class ConnectionActor(BaseActor):
             open_trades = await self._timed("broker_state", self.ib.reqAllOpenOrdersAsync())
             done = await self._timed("broker_state", self.ib.reqCompletedOrdersAsync(False))
             fills = await self._timed("broker_state", self.ib.reqExecutionsAsync())
+            held = await self._timed("broker_state", self.ib.reqPositionsAsync())
         except Exception as exc:  # noqa: BLE001 - stay unreconciled (no new orders) and retry
             log.warning("reconciliation request failed (%s); retrying in 5s", exc)
             await asyncio.sleep(5)
@@ -930,9 +931,18 @@ class ConnectionActor(BaseActor):
             if status.order_ref and status.order_ref not in seen:
                 seen[status.order_ref] = status
         execs = {f.execution.execId: self._exec_msg(f) for f in [*fills, *self.ib.fills()]}
+        positions = tuple(
+            (p.contract.conId, float(p.position))
+            for p in held
+            if p.contract.secType == "OPT" and p.position
+        )
         self._tell(
             msg.reply_to,
-            m.BrokerState(statuses=tuple(seen.values()), executions=tuple(execs.values())),
+            m.BrokerState(
+                statuses=tuple(seen.values()),
+                executions=tuple(execs.values()),
+                positions=positions,
+            ),
         )
 
     def _status_msg(self, trade: Trade) -> m.BrokerOrderStatus:

@@ -346,6 +346,7 @@ class FetchBrokerState(Msg):
 class BrokerState(Msg):
     statuses: tuple[BrokerOrderStatus, ...]
     executions: tuple[BrokerExecution, ...]
+    positions: tuple[tuple[int, float], ...] = ()  # (conId, quantity) for option positions
 
 
 @dataclass(frozen=True, slots=True)

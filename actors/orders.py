@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -118,6 +119,7 @@ class OrderActor(BaseActor):
         self.watched: dict[int, m.OptionContract] = {}
         self.reconciled = self.dry_run
         self.submitted_at: dict[str, float] = {}
+        self.sent_mono: dict[str, float] = {}  # submit -> first broker answer, for ack latency
         self.fill_seq = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -212,6 +214,10 @@ class OrderActor(BaseActor):
             **fields,
         )
         self.metrics.order_transitions.labels(model.state).inc()
+        if trigger == "submit":
+            self.sent_mono[order_ref] = time.monotonic()
+        elif source == OrderState.PENDING_SUBMIT and order_ref in self.sent_mono:
+            self.metrics.order_ack.observe(time.monotonic() - self.sent_mono.pop(order_ref))
         if model.is_terminal:
             self.machines.pop(order_ref, None)
         self._count_states()
@@ -953,6 +959,19 @@ class OrderActor(BaseActor):
             for s in msg.statuses
             if s.order_ref not in ours and not self.orders.get(s.order_ref or "")
         ]
+        # Positions: ours (from fills) against the broker's. A difference is flagged for a person,
+        # never "fixed" by trading: a guess here is how money gets lost.
+        ours_held = {p["con_id"]: p["quantity"] for p in self.positions.open()}
+        theirs = dict(msg.positions)
+        for con_id in sorted(set(ours_held) | set(theirs)):
+            if abs(ours_held.get(con_id, 0.0) - theirs.get(con_id, 0.0)) > 1e-9:
+                self.metrics.reconciliation_mismatches.inc()
+                log.error(
+                    "position mismatch for contract %d: ours %g, broker %g",
+                    con_id,
+                    ours_held.get(con_id, 0.0),
+                    theirs.get(con_id, 0.0),
+                )
         if strangers:
             self.metrics.reconciliation_mismatches.inc(len(strangers))
             log.warning(

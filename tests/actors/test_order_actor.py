@@ -227,6 +227,11 @@ def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metri
         )
         again.on_BrokerState(m.BrokerState(statuses=(status, stranger), executions=()))
         assert metrics.registry.get_sample_value("optionsbot_reconciliation_mismatches_total") == 1
+        # A position at the broker that our fills do not explain is flagged, not traded away.
+        again.on_BrokerState(
+            m.BrokerState(statuses=(status,), executions=(), positions=((424242, 2.0),))
+        )
+        assert metrics.registry.get_sample_value("optionsbot_reconciliation_mismatches_total") == 2
     finally:
         again.on_stop()
 

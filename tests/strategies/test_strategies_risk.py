@@ -102,3 +102,64 @@ def test_count_day_trades_counts_same_day_round_trips_once():
         (4, "SLD", date(2026, 11, 1)),  # before the window
     ]
     assert count_day_trades(fills, since=date(2026, 11, 16)) == 2
+
+
+# -- property-based: the guards -------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from strategies.risk import RiskLimits  # noqa: E402
+
+money = st.floats(min_value=1.0, max_value=1e7, allow_nan=False, allow_infinity=False)
+
+
+@given(money, st.floats(min_value=0, max_value=2e7), st.floats(min_value=0.001, max_value=1.0))
+def test_daily_loss_guard_is_exactly_the_threshold(start, equity, pct):
+    loss = start - equity
+    breached = daily_loss_breached(start, equity, pct)
+    if loss >= start * pct + 1e-6:
+        assert breached
+    if loss <= start * pct - 1e-6:
+        assert not breached
+
+
+@given(st.floats(allow_nan=True), st.floats(allow_nan=True))
+def test_daily_loss_guard_fails_closed_on_unknown_equity(start, equity):
+    import math
+
+    if not (math.isfinite(start) and start > 0 and math.isfinite(equity)):
+        assert daily_loss_breached(start, equity, 0.02)
+
+
+@given(
+    st.integers(0, 10),
+    st.floats(0, 1e5),
+    st.floats(0, 1e5),
+    money,
+    st.integers(0, 6),
+)
+def test_entry_caps_only_ever_tighten(open_positions, exposure, premium, equity, day_trades):
+    limits = RiskLimits()
+    kw = dict(
+        open_positions=open_positions,
+        symbol_exposure=exposure,
+        new_premium_total=premium,
+        equity=equity,
+        day_trades_5d=day_trades,
+    )
+    reason = check_entry(limits, **kw)
+    if open_positions >= limits.max_open_positions:
+        assert reason is not None
+    if premium > limits.max_premium_per_trade + 1e-6:
+        assert reason is not None
+    if reason is None:
+        # Allowed: anything smaller on every axis is allowed too.
+        smaller = dict(
+            kw,
+            open_positions=max(0, open_positions - 1),
+            symbol_exposure=exposure / 2,
+            new_premium_total=premium / 2,
+            day_trades_5d=max(0, day_trades - 1),
+        )
+        assert check_entry(limits, **smaller) is None
