@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from datetime import timedelta
 
 import pytest
 import yaml
-from test_prometheus_live import ALERTS, api, free_port
+from test_prometheus_live import api, start_prometheus
 
 from actors.metrics import Metrics, new_registry
 from actors.system import System
@@ -48,23 +47,7 @@ def test_order_rejected_fires_when_the_gateway_rejects_orders(tmp_path):
     )
     system = System(load_settings(tmp_path / "c.yaml", environ={}), metrics=Metrics(new_registry()))
     system.start()
-    port = free_port()
-    shutil.copy(ALERTS, tmp_path / "alerts.yml")
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [alerts.yml]\nscrape_configs:\n"
-        f"  - job_name: optionsbot\n    static_configs: [{{targets: ['127.0.0.1:{system.metrics_port}']}}]\n"
-    )
-    prom = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, prom = start_prometheus(binary, tmp_path, system.metrics_port)
     try:
         deadline = time.monotonic() + 90
         firing = []

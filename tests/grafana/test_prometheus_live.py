@@ -34,6 +34,30 @@ def api(port: int, path: str, **params: str) -> dict:
         return json.loads(r.read())
 
 
+def start_prometheus(binary: str, tmp: Path, target_port: int) -> tuple[int, subprocess.Popen]:
+    """Debian's Prometheus on a free port, scraping the service every second, with our rules."""
+    port = free_port()
+    shutil.copy(ALERTS, tmp / "alerts.yml")
+    (tmp / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "rule_files: [alerts.yml]\n"
+        "scrape_configs:\n"
+        f"  - job_name: optionsbot\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return port, proc
+
+
 @pytest.fixture(scope="module")
 def prometheus_and_service(tmp_path_factory):
     binary = shutil.which("prometheus")
@@ -49,25 +73,7 @@ def prometheus_and_service(tmp_path_factory):
 
     system = System(load_settings(tmp / "c.yaml", environ={}), metrics=Metrics(new_registry()))
     system.start()
-    prom_port = free_port()
-    shutil.copy(ALERTS, tmp / "alerts.yml")
-    (tmp / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "rule_files: [alerts.yml]\n"
-        "scrape_configs:\n"
-        f"  - job_name: optionsbot\n    static_configs: [{{targets: ['127.0.0.1:{system.metrics_port}']}}]\n"
-    )
-    prom = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    prom_port, prom = start_prometheus(binary, tmp, system.metrics_port)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
