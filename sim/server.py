@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import math
@@ -2260,22 +2261,7 @@ def _money(v: float) -> str:
 
 
 def _with_exchange(c: SimContract, exchange: str) -> SimContract:
-    if c.exchange == exchange:
-        return c
-    return SimContract(
-        con_id=c.con_id,
-        symbol=c.symbol,
-        sec_type=c.sec_type,
-        expiry=c.expiry,
-        strike=c.strike,
-        right=c.right,
-        multiplier=c.multiplier,
-        exchange=exchange,
-        primary_exchange=c.primary_exchange,
-        currency=c.currency,
-        local_symbol=c.local_symbol,
-        trading_class=c.trading_class,
-    )
+    return c if c.exchange == exchange else dataclasses.replace(c, exchange=exchange)
 
 
 def _position_contract(c: SimContract) -> SimContract:
