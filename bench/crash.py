@@ -86,7 +86,9 @@ def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
 def config(tmp: Path, port: int) -> Path:
     cfg = {
         "dry_run": False,
-        "symbols": ["SPY", "QQQ", "IWM"],
+        # Several symbols and tight brackets: positions must keep closing, or the one-position-per-
+        # symbol gate stops new brackets and the send-path crash points become unreachable.
+        "symbols": ["SPY", "QQQ", "IWM", "AAPL", "MSFT"],
         "broker": {
             "mode": "gateway",
             "port": port,
@@ -101,7 +103,7 @@ def config(tmp: Path, port: int) -> Path:
             "max_open_positions": 6,
             "kill_switch_file": str(tmp / "KILL"),
         },
-        "orders": {"entry_timeout_s": 600},
+        "orders": {"entry_timeout_s": 300, "take_profit_pct": 0.05, "stop_loss_pct": 0.05},
         "storage": {"path": str(tmp / "bot.sqlite")},
         "metrics": {"enabled": False},
         "log": {"level": "INFO", "json_file": None},
@@ -242,9 +244,10 @@ def lane(index: int, runs: int, workdir: Path, per_run_s: float, seed: int) -> L
         cfg = config(tmp, port)
         for i in range(runs):
             point = POINTS[(i + index) % len(POINTS)]
-            outcome = run_service(
-                cfg, f"{point}:{rng.randint(1, 3)}", rng.uniform(0.6, 1.0) * per_run_s, log
-            )
+            # Send-path points aim at a run's first bracket (reached in seconds), fills at one
+            # of the first two; reconciliation runs once per start.
+            nth = rng.randint(1, 2) if point == "after_fill_recorded" else 1
+            outcome = run_service(cfg, f"{point}:{nth}", rng.uniform(0.6, 1.0) * per_run_s, log)
             result.runs += 1
             if outcome == "crashed":
                 result.crashed_at[point] += 1

@@ -7,7 +7,7 @@ from bench.crash import crash_test
 
 
 def test_a_hundred_kills_lose_and_duplicate_nothing(tmp_path):
-    summary = crash_test(runs=100, lanes=4, per_run_s=5.0, seed=7, workdir=tmp_path)
+    summary = crash_test(runs=100, lanes=4, per_run_s=6.0, seed=7, workdir=tmp_path)
     print("\ncrash test:", json.dumps(summary, indent=2))
     assert summary["runs"] == 100
     assert set(summary["crashed_at_point"]) == set(POINTS), "every crash point was reached"
