@@ -119,6 +119,7 @@ class OrderActor(BaseActor):
         self.watched: dict[int, m.OptionContract] = {}
         self.reconciled = self.dry_run
         self.submitted_at: dict[str, float] = {}
+        self.stopping = False
         self.sent_mono: dict[str, float] = {}  # submit -> first broker answer, for ack latency
         self.fill_seq = 0
 
@@ -268,8 +269,21 @@ class OrderActor(BaseActor):
             log.info("%s entry skipped: %s", symbol, reason)
         self.risk.tell(m.EntryFinished(symbol=symbol, placed=placed, reason=reason))
 
+    def on_Shutdown(self, msg: m.Shutdown) -> None:
+        self.stopping = True
+
+    def in_flight(self) -> int:
+        """Orders sent but not yet acknowledged: a graceful stop waits for them."""
+        return sum(
+            1 for model in self.machines.values() if model.state == OrderState.PENDING_SUBMIT
+        )
+
     def on_EntryApproved(self, msg: m.EntryApproved) -> None:
         symbol = msg.idea.signal.symbol
+        if self.stopping:
+            self.entries[symbol] = Entry(msg.idea, msg.equity)
+            self._finish(symbol, False, "stopping: the service is shutting down")
+            return
         if not self.reconciled:
             self.entries[symbol] = Entry(msg.idea, msg.equity)
             self._finish(

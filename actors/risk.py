@@ -87,6 +87,7 @@ class RiskActor(BaseActor):
         self.start_equity = math.nan
         self.order_actor: Any = None
         self.flattened_on = None
+        self.stopping = False
 
     def on_start(self) -> None:
         self.db = open_db(self.settings.storage.path)
@@ -160,6 +161,9 @@ class RiskActor(BaseActor):
         log.info("%.0f minutes to the close: flattening scalp positions", left)
         self.order_actor.tell(m.Flatten(reason=f"{minutes} min before the close", strategy="scalp"))
 
+    def on_Shutdown(self, msg: m.Shutdown) -> None:
+        self.stopping = True
+
     def on_KillSwitch(self, msg: m.KillSwitch) -> None:
         self.kill = msg.engaged
         self.metrics.kill_switch.set(1 if msg.engaged else 0)
@@ -226,17 +230,21 @@ class RiskActor(BaseActor):
         sig = msg.signal
         now = self.clock.now()
         self._roll_day(now)
-        reason = entry_gate(
-            kill_switch=self.kill,
-            may_trade=self.may_trade,
-            connection_state=self.connection_state,
-            minutes_since_open=self.hours.minutes_since_open(now),
-            minutes_to_close=self.hours.minutes_to_close(now),
-            no_entry_first=self.settings.risk.no_entry_first_minutes,
-            no_entry_last=self.settings.risk.no_entry_last_minutes,
-            stale=sig.symbol in self.stale,
-            loss_reason=self._loss_reason(),
-            busy=sig.symbol in self.pending or self.exposure.get(sig.symbol, 0.0) > 0,
+        reason = (
+            "stopping: the service is shutting down"
+            if self.stopping
+            else entry_gate(
+                kill_switch=self.kill,
+                may_trade=self.may_trade,
+                connection_state=self.connection_state,
+                minutes_since_open=self.hours.minutes_since_open(now),
+                minutes_to_close=self.hours.minutes_to_close(now),
+                no_entry_first=self.settings.risk.no_entry_first_minutes,
+                no_entry_last=self.settings.risk.no_entry_last_minutes,
+                stale=sig.symbol in self.stale,
+                loss_reason=self._loss_reason(),
+                busy=sig.symbol in self.pending or self.exposure.get(sig.symbol, 0.0) > 0,
+            )
         )
         if (
             reason is None

@@ -208,7 +208,31 @@ class System:
         return self.failed.wait(timeout)
 
     # -- stop -----------------------------------------------------------------------------------
+    def _drain(self, timeout: float = 5.0) -> None:
+        """No new entries, then a few seconds for sent orders to be acknowledged, so a clean stop
+        leaves nothing pending_submit behind (a crash still does, and reconciliation settles it)."""
+        refs = getattr(self, "refs", {})
+        for name in ("risk", "orders"):
+            if name in refs:
+                try:
+                    refs[name].tell(m.Shutdown())
+                except pykka.ActorDeadError:
+                    pass
+        orders = refs.get("orders")
+        deadline = time.monotonic() + timeout
+        while orders is not None and time.monotonic() < deadline:
+            try:
+                if orders.proxy().in_flight().get(timeout=1) == 0:
+                    return
+            except (pykka.ActorDeadError, pykka.Timeout):
+                return
+            time.sleep(0.1)
+        log.warning(
+            "stopping with orders still awaiting the broker's acknowledgement; the next start reconciles them"
+        )
+
     def stop(self, timeout: float = 10.0) -> None:
+        self._drain()
         self._stop_ticker.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join(timeout)

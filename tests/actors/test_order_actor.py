@@ -347,3 +347,34 @@ def test_a_position_is_closed_at_the_open_of_its_expiry_day(env):
         e for e in OrderRepo(actor.db).events(exits[0]["order_ref"]) if e["event"] == "submit"
     ]
     assert json.loads(submit[0]["detail"]) == {"reason": "expiry day"}
+
+
+def test_after_shutdown_no_new_entry_starts_and_in_flight_orders_are_counted(
+    make_settings, metrics
+):
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    try:
+        place(actor, clock)
+        assert actor.in_flight() == 3  # sent, no acknowledgement yet
+        ref = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+        actor.on_BrokerOrderStatus(
+            m.BrokerOrderStatus(
+                order_ref=ref,
+                status="Submitted",
+                filled=0,
+                remaining=4,
+                avg_fill_price=0,
+                order_id=1,
+                perm_id=2,
+            )
+        )
+        assert actor.in_flight() == 2
+        actor.on_Shutdown(m.Shutdown())
+        actor.on_EntryApproved(approved())
+        assert actor.risk.last(m.EntryFinished).reason.startswith("stopping")
+        assert metrics.registry.get_sample_value("optionsbot_order_ack_seconds_count") == 1
+    finally:
+        actor.on_stop()
