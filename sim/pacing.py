@@ -132,8 +132,9 @@ class MessageRate:
         self._accepted: deque[float] = deque()
         self._last_violation: float | None = None
 
-    def check(self) -> RateVerdict:
-        now = self._monotonic()
+    def check(self, now: float | None = None) -> RateVerdict:
+        """One message, received at `now` (monotonic seconds; by default, this moment)."""
+        now = self._monotonic() if now is None else now
         while self._accepted and now - self._accepted[0] >= self.window:
             self._accepted.popleft()
         if len(self._accepted) < self.limit:

@@ -230,6 +230,7 @@ class ClientSession:
         self.positions_multi: set[int] = set()
         self.account_summary: dict[int, set[str] | None] = {}
         self.rate: MessageRate | None = None
+        self.arrived: float | None = None  # monotonic time the current chunk was read
         # reqMktData ids the entitlement gate let through as delayed data.
         self.delayed_reqs: set[int] = set()
         # Dropped by a Gateway restart, which forgets the client rather than remembering its close.
@@ -507,6 +508,9 @@ class SimServer:
                 data = await session.reader.read(65536)
                 if not data:
                     return
+            # The Gateway counts messages as they arrive, not as it gets round to them: a
+            # chunk is stamped when read, so a slow answer does not bunch up the ones after it.
+            session.arrived = self.monotonic()
             try:
                 messages = frames.feed(data)
             except ProtocolError as e:
@@ -625,7 +629,7 @@ class SimServer:
             return True
         if session.rate is None:
             session.rate = self.pacing.new_message_rate()
-        verdict = session.rate.check()
+        verdict = session.rate.check(session.arrived)
         if verdict is RateVerdict.OK:
             return True
         if verdict is RateVerdict.DROP:

@@ -151,6 +151,17 @@ def test_message_rate_table() -> None:
     assert rate.violations == 3
 
 
+def test_message_rate_counts_arrivals_not_processing() -> None:
+    # 80 messages that arrived 25 ms apart, handled late and all at once (a slow answer before
+    # them held up the loop): the Gateway counts them as they came, 40 a second at most.
+    mono = Mono()
+    mono.t = 10.0
+    rate = MessageRate(limit=50, window=1.0, monotonic=mono)
+    assert [rate.check(i * 0.025) for i in range(80)] == [RateVerdict.OK] * 80
+    late = MessageRate(limit=50, window=1.0, monotonic=mono)
+    assert RateVerdict.VIOLATION in [late.check() for _ in range(80)]  # stamped when handled
+
+
 def test_message_rate_sliding_window() -> None:
     mono = Mono()
     rate = MessageRate(limit=3, window=1.0, monotonic=mono)
