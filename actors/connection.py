@@ -8,9 +8,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
@@ -21,7 +21,14 @@ from actors import messages as m
 from actors.base import BaseActor
 from actors.crash import crashpoint
 from actors.metrics import Metrics, error_class
-from actors.pacing import HistoricalPacer
+from actors.pacing import (
+    CLASS_NAMES,
+    HistoricalPacer,
+    MessageGate,
+    bar_seconds,
+    gap_duration,
+    message_class,
+)
 from configs.settings import Settings
 from machines.connection import ConnectionModel, ConnState, connection_machine
 from storage import MachineStateRepo, open_db
@@ -35,8 +42,10 @@ FARM_OK = {2104: "farm:market_data", 2106: "farm:historical", 2158: "farm:secdef
 ENTITLEMENT = {354, 10089, 10091, 10168, 10186}
 ENTITLEMENT_ADVICE = (
     "the account has no API market data subscription for this contract: buy it in Client Portal, "
-    "or set broker.market_data_type: 3 for delayed data"
+    "or set broker.delayed_data_fallback: true (or broker.market_data_type: 3) for delayed data"
 )
+# Entitlement errors that delayed data cannot help: it is not enabled, or is already in use.
+NO_DELAYED = {10168, 10186}
 
 
 # -- internal messages from the loop thread and timers ----------------------------------
@@ -102,13 +111,6 @@ def _log_reason(trade: Any) -> str:
     return f"{entry.errorCode} {entry.message}".strip() if entry.errorCode else entry.message
 
 
-def bar_seconds(bar_size: str) -> int:
-    """'1 min' -> 60, '5 secs' -> 5, '1 hour' -> 3600, '1 day' -> 86400."""
-    n, unit = bar_size.split()
-    per = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 604800}
-    return int(n) * next(v for k, v in per.items() if unit.startswith(k))
-
-
 def bar_from_ib(b: Any) -> Bar:
     t = b.date
     if isinstance(t, datetime):
@@ -133,6 +135,50 @@ def _finite(x: Any) -> float:
     return f if math.isfinite(f) and f >= 0 else math.nan
 
 
+def install_gate(
+    client: Any,
+    gate: MessageGate,
+    loop: asyncio.AbstractEventLoop,
+    sent: Callable[[int], None] = lambda cls: None,
+    queued: Callable[[MessageGate], None] = lambda gate: None,
+) -> None:
+    """Send every request of an ib_async Client through `gate`: IB's message rate, orders first.
+
+    Replaces this one instance's sendMsg (ib_async's own throttle lets its whole quota out at
+    once) and reset (what was queued for a closed connection is dropped); both run on `loop`.
+    """
+    timer: list[asyncio.TimerHandle | None] = [None]
+    original_reset = client.reset
+
+    def send(msg: str | None) -> None:
+        now = loop.time()
+        for raw in gate.offer(msg, now) if msg else gate.take(now):
+            client.conn.sendMsg(client._prefix(raw.encode()))
+            sent(message_class(raw))
+        queued(gate)
+        wait = gate.wait()
+        if wait is not None and timer[0] is None:
+            timer[0] = loop.call_later(wait + 0.001, pump)
+
+    def pump() -> None:
+        timer[0] = None
+        send(None)
+
+    def reset() -> None:
+        if timer[0] is not None:
+            timer[0].cancel()
+            timer[0] = None
+        dropped = gate.clear()
+        if dropped:
+            log.warning("connection closed: %d queued messages dropped", dropped)
+        queued(gate)
+        original_reset()
+
+    client.MaxRequests = 0  # ib_async's throttle off: the gate paces
+    client.sendMsg = send
+    client.reset = reset
+
+
 class ConnectionActor(BaseActor):
     name = "connection"
 
@@ -155,11 +201,16 @@ class ConnectionActor(BaseActor):
         self.pacer = HistoricalPacer()
         self.open_streams: dict[tuple[str, str], Any] = {}  # loop thread only
         self.stream_generation: dict[tuple[str, str], int] = {}  # loop thread only
-        self.watches: dict[int, Any] = {}
+        # The session's last bar, delivered at the close (loop thread only): not again at the
+        # next session's first update.
+        self.closed_early: dict[tuple[str, str], datetime] = {}
+        self.quote_lines: dict[int, Any] = {}  # conId -> streaming Ticker; loop thread only
         self.stock_contracts: dict[str, Any] = {}
         self.timers: list[threading.Timer] = []
         self.cooldown_s = settings.broker.breaker_cooldown_s
         self.entitlement_reported: set[int] = set()
+        self.market_data_type = settings.broker.market_data_type
+        metrics.market_data_type.set(self.market_data_type)
         self.stale_symbols: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -200,10 +251,22 @@ class ConnectionActor(BaseActor):
         except Exception as exc:  # noqa: BLE001 - stopping must finish whatever the socket does
             log.warning("disconnect at stop failed: %s", exc)
         self._fire("stop", cause="service stopping")
+        try:
+            self._call(self._cancel_tasks(), timeout=5)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("cancelling the loop's tasks at stop: %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.loop_thread.join(timeout=5)
         self.loop.close()
         self.db.close()
+
+    @staticmethod
+    async def _cancel_tasks() -> None:
+        """Requests still waiting (for pacing, a slot, an answer) end with the loop, quietly."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- plumbing -----------------------------------------------------------------------
     def _call(self, coro: Awaitable[Any], timeout: float | None = 15) -> Any:
@@ -240,11 +303,10 @@ class ConnectionActor(BaseActor):
 
     async def _make_ib(self) -> IB:
         self.hist_slots = asyncio.Semaphore(self.settings.broker.max_open_historical)
+        self.lines = asyncio.Semaphore(self.settings.broker.max_market_data_lines)
         ib = IB()
         ib.RequestTimeout = 0  # our own per-kind timeouts decide
-        # ib_async paces itself at 45 messages/s against IB's 50; batches read late can still
-        # land 50 in a second at the Gateway, so leave a wider margin.
-        ib.client.MaxRequests = 35
+        self._install_gate(ib.client)
         ib.errorEvent += lambda req_id, code, text, *_: self._tell_self(
             _IbError(req_id=req_id, code=code, text=text)
         )
@@ -254,6 +316,19 @@ class ConnectionActor(BaseActor):
         ib.accountValueEvent += self._on_account_value
         ib.commissionReportEvent += self._on_commission
         return ib
+
+    def _install_gate(self, client: Any) -> None:
+        b = self.settings.broker
+        self.gate = MessageGate(b.max_messages_per_second, b.message_burst)
+
+        def sent(cls: int) -> None:
+            self.metrics.messages_sent.labels(CLASS_NAMES[cls]).inc()
+
+        def queued(gate: MessageGate) -> None:
+            for cls, name in enumerate(CLASS_NAMES):
+                self.metrics.send_queue_depth.labels(name).set(gate.depth(cls))
+
+        install_gate(client, self.gate, asyncio.get_running_loop(), sent, queued)
 
     async def _disconnect(self) -> None:
         if self.ib.isConnected():
@@ -376,8 +451,8 @@ class ConnectionActor(BaseActor):
                 readonly=b.readonly,
                 account=b.account.get_secret_value(),
             )
-            if b.market_data_type != 1:
-                self.ib.reqMarketDataType(b.market_data_type)
+            if self.market_data_type != 1:
+                self.ib.reqMarketDataType(self.market_data_type)
             self._tell_self(_ConnectResult(ok=True, probe=probe))
         except Exception as exc:  # noqa: BLE001 - every connect failure is a breaker failure
             self.ib.disconnect()
@@ -421,7 +496,6 @@ class ConnectionActor(BaseActor):
         if self.stopping:
             return
         self._spawn(self._drop_streams())
-        self.watches.clear()
         self._fire("connection_lost", cause=msg.cause)
 
     def on_SymbolStale(self, msg: m.SymbolStale) -> None:
@@ -468,10 +542,32 @@ class ConnectionActor(BaseActor):
             if code not in self.entitlement_reported:
                 self.entitlement_reported.add(code)
                 log.error("IB %d: %s; %s", code, msg.text, ENTITLEMENT_ADVICE)
+            self._fall_back_to_delayed(code)
         elif code in (2107, 2108, 2119, 366, 10167):
             log.debug("IB %d: %s", code, msg.text)
         else:
             log.info("IB %d (req %d): %s", code, msg.req_id, msg.text)
+
+    def _fall_back_to_delayed(self, code: int) -> None:
+        """Live quotes are not entitled: switch to delayed ones, once, when the settings allow."""
+        if (
+            not self.settings.broker.delayed_data_fallback
+            or self.market_data_type != 1
+            or code in NO_DELAYED
+        ):
+            return
+        self.market_data_type = 3
+        self.metrics.market_data_type.set(3)
+        log.warning(
+            "IB %d: switching to delayed market data (broker.delayed_data_fallback): quotes are"
+            " 15-20 minutes old from now on, until the service restarts",
+            code,
+        )
+        if self.ib.isConnected():
+            self._spawn(self._request_market_data_type(3))
+
+    async def _request_market_data_type(self, kind: int) -> None:
+        self.ib.reqMarketDataType(kind)
 
     def on_RequestDone(self, msg: _RequestDone) -> None:
         self.metrics.requests.labels(msg.kind).inc()
@@ -543,8 +639,10 @@ class ConnectionActor(BaseActor):
                 m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=refusal),
             )
             return
+        # The identical-request key leaves out the duration: it is only known at send time
+        # (`since`), so any two requests for one series are kept 15 s apart.
         delay = self.pacer.reserve(
-            (msg.symbol, msg.bar_size, msg.duration),
+            (msg.symbol, msg.bar_size, stream),
             (msg.symbol, "TRADES"),
             time.monotonic(),
             small_bars=bar_seconds(msg.bar_size) <= 30,
@@ -565,10 +663,14 @@ class ConnectionActor(BaseActor):
             self.hist_slots.release()
 
     async def _drop_streams(self) -> None:
-        """The socket closed: the Gateway forgot every stream, so their slots are free again."""
+        """The socket closed: the Gateway forgot every stream and quote line: all free again."""
         for _ in range(len(self.open_streams)):
             self.hist_slots.release()
         self.open_streams.clear()
+        for _ in range(len(self.quote_lines)):
+            self.lines.release()
+        self.quote_lines.clear()
+        self.metrics.market_data_lines.set(0)
 
     async def _history(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
         key = (msg.symbol, msg.bar_size)
@@ -598,18 +700,20 @@ class ConnectionActor(BaseActor):
             return
         try:
             contract = await self._stock(msg.symbol)
+            # Computed now, not when queued: the wait must not open a hole in the history.
+            # The Gateway answers up to the historical timeout later, its clock running at the
+            # clock's scale meanwhile (120x in a fast simulation): ask for that much more.
+            slack = self._timeout("historical") * getattr(self.clock, "scale", 1.0)
+            duration = (
+                msg.duration
+                if msg.since is None
+                else gap_duration(msg.since, self.clock.now(), msg.bar_size, msg.duration, slack)
+            )
+            timeout = self._timeout("historical")
             bars = await self._timed(
                 "historical",
-                self.ib.reqHistoricalDataAsync(
-                    contract,
-                    endDateTime="",
-                    durationStr=msg.duration,
-                    barSizeSetting=msg.bar_size,
-                    whatToShow=self.settings.data.what_to_show,
-                    useRTH=True,
-                    formatDate=2,
-                    keepUpToDate=stream,
-                ),
+                self._history_request(contract, duration, msg.bar_size, stream, timeout),
+                timeout + 5.0,  # a backstop: ib_async's own timeout comes first
             )
         except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
             self.hist_slots.release()
@@ -623,9 +727,12 @@ class ConnectionActor(BaseActor):
             return
         if not stream:
             self.hist_slots.release()
-        # The last bar of a keepUpToDate answer is still open: only closed bars are history.
-        # (A plain answer may end with a forming bar too; DataActor drops it by its end time.)
-        history = list(bars)[:-1] if stream else list(bars)
+        # The last bar of a keepUpToDate answer is still forming, unless the market has closed
+        # (no newer bar a minute after it ended). A plain answer may end with a forming bar
+        # too; DataActor drops that one by its end time.
+        history = list(bars)
+        if stream and history and not self._final(history[-1], msg.bar_size):
+            history.pop()
         self._tell(
             msg.reply_to,
             m.BarsBackfilled(
@@ -640,10 +747,10 @@ class ConnectionActor(BaseActor):
 
         def on_update(bar_list: Any, has_new_bar: bool) -> None:
             if has_new_bar and len(bar_list) >= 2:
-                self._tell(
-                    reply_to,
-                    m.BarStreamed(symbol=symbol, bar_size=size, bar=bar_from_ib(bar_list[-2])),
-                )
+                bar = bar_from_ib(bar_list[-2])
+                if self.closed_early.pop(key, None) == bar.time:
+                    return
+                self._tell(reply_to, m.BarStreamed(symbol=symbol, bar_size=size, bar=bar))
 
         if self.stream_generation.get(key) != generation:
             if self.ib.isConnected():
@@ -653,6 +760,59 @@ class ConnectionActor(BaseActor):
         await self._end_stream(key)
         bars.updateEvent += on_update
         self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
+
+    def _final(self, ib_bar: Any, bar_size: str) -> bool:
+        """A stream's last bar is final a minute after it ended: by then a newer one would have
+        started, had the market been open."""
+        end = bar_from_ib(ib_bar).time + timedelta(seconds=bar_seconds(bar_size) + 60)
+        return end <= self.clock.now()
+
+    async def _history_request(
+        self, contract: Any, duration: str, bar_size: str, stream: bool, timeout: float
+    ) -> Any:
+        """One historical request; raises TimeoutError when no answer came in `timeout` seconds.
+
+        The timeout is ib_async's own, because on a timeout it also cancels the request at the
+        Gateway. A request cancelled only here would stay open there, holding one of the ~50
+        open-request slots for good (a stalled HMDS would use them all up).
+        """
+        t0 = time.monotonic()
+        bars = await self.ib.reqHistoricalDataAsync(
+            contract,
+            endDateTime="",
+            durationStr=duration,
+            barSizeSetting=bar_size,
+            whatToShow=self.settings.data.what_to_show,
+            useRTH=True,
+            formatDate=2,
+            keepUpToDate=stream,
+            timeout=timeout,
+        )
+        if not bars and time.monotonic() - t0 >= timeout - 0.05:
+            # ib_async timed out: it cancelled at the Gateway and returned the list emptied.
+            if stream:
+                self.ib.wrapper.endSubscription(bars)
+            raise TimeoutError(f"no answer in {timeout:g}s")
+        return bars
+
+    def on_CloseLastBar(self, msg: m.CloseLastBar) -> None:
+        self._spawn(self._close_last_bar(msg))
+
+    async def _close_last_bar(self, msg: m.CloseLastBar) -> None:
+        key = (msg.symbol, msg.bar_size)
+        bars = self.open_streams.get(key)
+        bar = bar_from_ib(bars[-1]) if bars else None
+        if bar is None or bar.time != msg.bar_time:
+            # The next (re)subscription's history brings it.
+            log.info(
+                "%s: the session's last bar %s is not in the stream (its last: %s)",
+                msg.symbol,
+                msg.bar_time.isoformat(),
+                bar.time.isoformat() if bar else "no stream",
+            )
+            return
+        self.closed_early[key] = bar.time
+        self._tell(msg.reply_to, m.BarStreamed(symbol=msg.symbol, bar_size=msg.bar_size, bar=bar))
 
     def on_FetchChain(self, msg: m.FetchChain) -> None:
         refusal = self._refuse()
@@ -813,7 +973,21 @@ class ConnectionActor(BaseActor):
             if not q or q[0] is None:
                 return
             contract = q[0]
+        # A watch asked again (after a resync) replaces the old line instead of taking another.
+        await self._unwatch(contract.conId)
+        if self.lines.locked():
+            log.warning(
+                "%s waits for a market data line (all %d in use)",
+                c.symbol,
+                self.settings.broker.max_market_data_lines,
+            )
+        await self.lines.acquire()
+        if not self.ib.isConnected() or contract.conId in self.quote_lines:
+            self.lines.release()  # lost while waiting (resubscribed on resync), or raced
+            return
         ticker = self.ib.reqMktData(contract, "", False, False)
+        self.quote_lines[contract.conId] = ticker
+        self.metrics.market_data_lines.set(len(self.quote_lines))
         reply_to = msg.reply_to
         last: list[tuple[float, float]] = [(math.nan, math.nan)]
 
@@ -837,18 +1011,18 @@ class ConnectionActor(BaseActor):
             )
 
         ticker.updateEvent += on_tick
-        self._tell_self(_Watching(con_id=contract.conId, ticker=ticker))
-
-    def on_Watching(self, msg: _Watching) -> None:
-        self.watches[msg.con_id] = msg.ticker
 
     def on_UnwatchQuotes(self, msg: m.UnwatchQuotes) -> None:
-        ticker = self.watches.pop(msg.contract.con_id, None)
-        if ticker is not None and self.ib.isConnected():
-            self._spawn(self._cancel_mkt(ticker))
+        self._spawn(self._unwatch(msg.contract.con_id))
 
-    async def _cancel_mkt(self, ticker: Ticker) -> None:
-        self.ib.cancelMktData(ticker.contract)
+    async def _unwatch(self, con_id: int) -> None:
+        ticker = self.quote_lines.pop(con_id, None)
+        if ticker is None:
+            return
+        if self.ib.isConnected():
+            self.ib.cancelMktData(ticker.contract)
+        self.lines.release()
+        self.metrics.market_data_lines.set(len(self.quote_lines))
 
     # -- orders (live mode) -------------------------------------------------------------------
     def on_PlaceBracket(self, msg: m.PlaceBracket) -> None:
@@ -1008,9 +1182,3 @@ class ConnectionActor(BaseActor):
                 return
             for ref in self.listeners["account"]:
                 self._tell(ref, m.AccountValues(net_liquidation=nl))
-
-
-@dataclass(frozen=True, slots=True)
-class _Watching(m.Msg):
-    con_id: int
-    ticker: Any

@@ -17,6 +17,7 @@ from actors import messages as m
 from actors.base import BaseActor
 from actors.hours import MarketHours
 from actors.metrics import Metrics
+from actors.pacing import gap_duration
 from configs.settings import Settings
 from storage import BarRepo, open_db
 from strategies.aggregate import HourlyAggregator, hour_bucket
@@ -26,17 +27,6 @@ log = logging.getLogger("optionsbot.data")
 
 MINUTE, HOUR = "1 min", "1 hour"
 BAR_SECONDS = {MINUTE: 60, HOUR: 3600}
-
-
-def gap_duration(last: datetime | None, now: datetime, bar_size: str, default: str) -> str:
-    """How much history a (re)subscription asks for: the first time `default`, later only the gap."""
-    if last is None:
-        return default
-    gap = (now - last).total_seconds() + 2 * BAR_SECONDS[bar_size]
-    if gap > 86_400:
-        days = int(gap // 86_400) + 1
-        return f"{days} D"
-    return f"{max(60, int(gap))} S"
 
 
 @dataclass
@@ -88,6 +78,7 @@ class DataActor(BaseActor):
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
         self.recorder: BarRepo | None = None
         self.resubscribed_at: dict[str, datetime] = {}
+        self.last_bar_asked: dict[str, datetime] = {}  # symbol -> the session close asked for
 
     def on_start(self) -> None:
         self.db = open_db(self.settings.storage.path) if self.settings.data.record_bars else None
@@ -123,7 +114,7 @@ class DataActor(BaseActor):
                 "streaming" if kind is m.StreamBars else "fetching",
                 feed.symbol,
                 feed.bar_size,
-                duration,
+                duration if last is None else f"since {last.isoformat()}",
             )
             self.connection.tell(
                 kind(
@@ -131,6 +122,7 @@ class DataActor(BaseActor):
                     bar_size=feed.bar_size,
                     duration=duration,
                     reply_to=self.actor_ref,
+                    since=last,
                 )
             )
 
@@ -146,16 +138,21 @@ class DataActor(BaseActor):
         """Deliver the live bars held during a gap fill, in order (a bar still missing is lost)."""
         pending, feed.pending, feed.filling = feed.pending, [], False
         for bar, received in pending:
-            if feed.last is not None and bar.time > self._expected_next(feed.last):
-                missing = int((bar.time - self._expected_next(feed.last)).total_seconds() // 60)
-                self.metrics.bars_skipped.labels(feed.symbol, "gap_unfilled").inc(max(1, missing))
-                log.warning(
-                    "%s: %d minute bars before %s could not be filled",
-                    feed.symbol,
-                    missing,
-                    bar.time.isoformat(),
-                )
+            self._count_hole(feed, bar)
             self._deliver(feed, bar, live=True, received=received)
+
+    def _count_hole(self, feed: Feed, bar: Bar) -> None:
+        """A bar after a hole the history could not fill (the bars are lost): say so, and count."""
+        if feed.last is None or bar.time <= self._expected_next(feed.last):
+            return
+        missing = int((bar.time - self._expected_next(feed.last)).total_seconds() // 60)
+        self.metrics.bars_skipped.labels(feed.symbol, "gap_unfilled").inc(max(1, missing))
+        log.warning(
+            "%s: %d minute bars before %s could not be filled",
+            feed.symbol,
+            missing,
+            bar.time.isoformat(),
+        )
 
     def on_StreamFailed(self, msg: m.StreamFailed) -> None:
         feed = self.feeds.get((msg.symbol, msg.bar_size))
@@ -178,6 +175,10 @@ class DataActor(BaseActor):
             # A plain request includes the bar still forming: it is not history yet.
             if msg.bar_size == HOUR and not self._hour_closed(bar, now):
                 continue
+            if msg.bar_size == MINUTE and bar.time + timedelta(minutes=1) > now:
+                continue
+            if msg.bar_size == MINUTE:
+                self._count_hole(feed, bar)
             if self._deliver(feed, bar, live=False):
                 delivered += 1
         first = not feed.ready
@@ -228,6 +229,7 @@ class DataActor(BaseActor):
                     bar_size=feed.bar_size,
                     duration=f"{int(gap)} S",
                     reply_to=self.actor_ref,
+                    since=feed.last.time,
                 )
             )
             return
@@ -306,6 +308,24 @@ class DataActor(BaseActor):
                     ref.tell(m.SymbolStale(symbol=symbol, stale=stale, age_s=age.total_seconds()))
             if stale:
                 self._resubscribe_if_due(feed, msg.now, limit)
+            self._close_last_bar_if_due(feed, msg.now)
+
+    def _close_last_bar_if_due(self, feed: Feed, now: datetime) -> None:
+        """After the close, the stream's forming bar is the session's last, and final: ask for it
+        once (it would otherwise come only with the next session's first bar)."""
+        assert feed.last is not None
+        session = self.hours.session_at(feed.last.time)
+        if session is None or now < session.close + timedelta(minutes=1):
+            return
+        last_bar = session.close - timedelta(minutes=1)
+        if feed.last.time >= last_bar or self.last_bar_asked.get(feed.symbol) == session.close:
+            return
+        self.last_bar_asked[feed.symbol] = session.close
+        self.connection.tell(
+            m.CloseLastBar(
+                symbol=feed.symbol, bar_size=MINUTE, bar_time=last_bar, reply_to=self.actor_ref
+            )
+        )
 
     def _resubscribe_if_due(self, feed: Feed, now: datetime, every: timedelta) -> None:
         """A stream that went quiet may be dead at the Gateway: ask again for the gap, at most
@@ -322,6 +342,10 @@ class DataActor(BaseActor):
         log.warning("%s: resubscribing the 1 min stream (history: %s)", feed.symbol, duration)
         self.connection.tell(
             m.StreamBars(
-                symbol=feed.symbol, bar_size=MINUTE, duration=duration, reply_to=self.actor_ref
+                symbol=feed.symbol,
+                bar_size=MINUTE,
+                duration=duration,
+                reply_to=self.actor_ref,
+                since=feed.last.time if feed.last else None,
             )
         )

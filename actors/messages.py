@@ -101,21 +101,43 @@ class Subscribe(Msg):
 
 @dataclass(frozen=True, slots=True)
 class StreamBars(Msg):
-    """Backfill `duration` of bars, then stream closed bars (keepUpToDate)."""
+    """Backfill `duration` of bars, then stream closed bars (keepUpToDate).
+
+    With `since` (the last bar the requester has), the history asked for is computed when the
+    request is sent, not when it was queued: a request that waited its turn still reaches back
+    to `since`. `duration` is then only the fallback for a first request.
+    """
 
     symbol: str
     bar_size: str
     duration: str
     reply_to: Any
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FetchBars(Msg):
-    """One historical request (no stream): the hourly backfill and its gap fills."""
+    """One historical request (no stream): the hourly backfill and its gap fills (`since`: as
+    for StreamBars)."""
 
     symbol: str
     bar_size: str
     duration: str
+    reply_to: Any
+    since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseLastBar(Msg):
+    """The session is over: a stream's forming bar at `bar_time` is final, deliver it now.
+
+    keepUpToDate marks a bar closed only when a newer one starts, which for the session's
+    last bar is the next morning; after the close no trade can change it.
+    """
+
+    symbol: str
+    bar_size: str
+    bar_time: datetime
     reply_to: Any
 
 

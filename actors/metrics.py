@@ -140,6 +140,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.messages_sent = Counter(
+            f"{p}_messages_sent",
+            "Messages sent to the Gateway, by class (orders go before data)",
+            ["class"],
+            registry=r,
+        )
+        self.send_queue_depth = Gauge(
+            f"{p}_send_queue_depth",
+            "Messages waiting for the message-rate limit, by class",
+            ["class"],
+            registry=r,
+        )
+        self.market_data_type = Gauge(
+            f"{p}_market_data_type",
+            "Market data type in use: 1 live, 2 frozen, 3 delayed, 4 delayed frozen",
+            registry=r,
+        )
+        self.market_data_lines = Gauge(
+            f"{p}_market_data_lines", "Streaming quote lines in use", registry=r
+        )
         self.orders = Gauge(f"{p}_orders", "Orders by state", ["state"], registry=r)
         for s in OrderState:
             self.orders.labels(s.value).set(0)
@@ -204,6 +224,9 @@ def prime(metrics: Metrics, symbols: tuple[str, ...]) -> None:
         metrics.ib_errors.labels(cls)
     for state in OrderState:
         metrics.order_transitions.labels(state.value)
+    for cls in ("orders", "data"):
+        metrics.messages_sent.labels(cls)
+        metrics.send_queue_depth.labels(cls).set(0)
     for symbol in symbols:
         metrics.data_stale.labels(symbol).set(0)
         metrics.position_contracts.labels(symbol).set(0)

@@ -1,9 +1,35 @@
-"""Pure pacing arithmetic for IB's historical-data rules: how long a request must wait."""
+"""Pure pacing arithmetic for IB's rules: how long a historical request must wait, and which
+messages may go on the wire now."""
 
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
+
+
+def bar_seconds(bar_size: str) -> int:
+    """'1 min' -> 60, '5 secs' -> 5, '1 hour' -> 3600, '1 day' -> 86400."""
+    n, unit = bar_size.split()
+    per = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 604800}
+    return int(n) * next(v for k, v in per.items() if unit.startswith(k))
+
+
+def gap_duration(
+    last: datetime | None, now: datetime, bar_size: str, default: str, slack_s: float = 0.0
+) -> str:
+    """How much history a (re)subscription asks for: the first time `default`, later the gap
+    since `last` plus two bars, or plus `slack_s` (how far the Gateway's clock may be ahead of
+    `now` when it answers) when that is more. Overlap costs a few bars, dropped as duplicates;
+    too little would lose bars for good."""
+    if last is None:
+        return default
+    gap = (now - last).total_seconds() + max(2 * bar_seconds(bar_size), slack_s)
+    if gap > 86_400:
+        days = int(gap // 86_400) + 1
+        return f"{days} D"
+    return f"{max(60, int(gap))} S"
 
 
 def _in_window(times: list[float], t: float, span: float) -> list[float]:
@@ -82,3 +108,89 @@ class HistoricalPacer:
         for table in (self._identical, self._by_contract):
             for k in [k for k, v in table.items() if v and v[-1] < horizon]:
                 del table[k]
+
+
+# Message ids (the first field of every request) that belong to orders and the account's
+# sync, and the API's start: they go before market and historical data.
+ORDER_MESSAGES = frozenset(
+    {
+        3,  # placeOrder
+        4,  # cancelOrder
+        5,  # reqOpenOrders
+        7,  # reqExecutions
+        8,  # reqIds
+        15,  # reqAutoOpenOrders
+        16,  # reqAllOpenOrders
+        58,  # reqGlobalCancel
+        61,  # reqPositions
+        71,  # startApi
+        99,  # reqCompletedOrders
+    }
+)
+ORDERS, DATA = 0, 1
+CLASS_NAMES = ("orders", "data")
+
+
+def message_class(msg: str) -> int:
+    """ORDERS or DATA, from a serialized request's message id."""
+    head = msg.split("\0", 1)[0]
+    return ORDERS if head.isdigit() and int(head) in ORDER_MESSAGES else DATA
+
+
+@dataclass
+class MessageGate:
+    """IB's message-rate rule (50 messages a second), kept at the client with room to spare.
+
+    A token bucket: at most `burst` messages at once, then `rate` a second. Any one second
+    carries at most burst + rate messages, and the Gateway, which counts messages as it reads
+    them, still sees fewer than 50 in a second when a stall delivers a few hundred milliseconds
+    of them together. (ib_async's own throttle allows its whole per-second quota at once, twice
+    within a few milliseconds at a second's edge.) Orders wait in their own queue and always go
+    first; within a class, messages keep their order.
+    """
+
+    rate: float = 30.0
+    burst: int = 10
+    tokens: float = field(init=False)
+    stamp: float | None = field(default=None, init=False)
+    queues: tuple[deque[str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.burst)
+        self.queues = (deque(), deque())
+
+    def offer(self, msg: str, now: float) -> list[str]:
+        """Queue one message; returns the messages that may be sent now, in order."""
+        self.queues[message_class(msg)].append(msg)
+        return self.take(now)
+
+    def take(self, now: float) -> list[str]:
+        """The queued messages that may be sent now, orders first."""
+        if self.stamp is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        out: list[str] = []
+        while self.tokens >= 1.0:
+            queue = next((q for q in self.queues if q), None)
+            if queue is None:
+                break
+            out.append(queue.popleft())
+            self.tokens -= 1.0
+        return out
+
+    def wait(self) -> float | None:
+        """Seconds until the next queued message may go; None when nothing waits."""
+        if not any(self.queues):
+            return None
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    def depth(self, cls: int) -> int:
+        return len(self.queues[cls])
+
+    def clear(self) -> int:
+        """The connection is gone: what was queued for it is dropped (as ib_async does)."""
+        dropped = sum(len(q) for q in self.queues)
+        for q in self.queues:
+            q.clear()
+        self.tokens, self.stamp = float(self.burst), None
+        return dropped

@@ -65,6 +65,9 @@ def soak(
             "bar_update_s": 20,
         },
         "data": {"record_bars": True},
+        # Timeouts and the breaker's cooldown are real seconds; at 120x a 60 s timeout would be
+        # two simulated hours. These keep a stalled request's cost near a real Gateway's.
+        "broker": {"timeouts_s": {"historical": 15}, "breaker_cooldown_s": 10},
         "storage": {"path": str(workdir / "soak.sqlite")},
         "metrics": {"port": 0},
         "risk": {"kill_switch_file": str(workdir / "KILL")},
@@ -87,7 +90,7 @@ def soak(
             time.sleep(0.5)
         # After the close: give the service time to recover from the day's last faults and fill
         # its gaps (the simulator's restart downtime is in real seconds: long at this speed).
-        last_minute = (session.close - timedelta(minutes=2)).isoformat()
+        last_minute = (session.close - timedelta(minutes=1)).isoformat()
         db = open_db(settings.storage.path)
         recovery_deadline = time.monotonic() + 90
         while time.monotonic() < recovery_deadline and not system.failed.is_set():
@@ -105,15 +108,18 @@ def soak(
         violations = dict(system.sim.violations) if system.sim else {}
         faults = system.sim.stats.get("faults", {}) if system.sim else {}
         market = system.sim.market
-        final_state = system.refs["connection"].proxy().model.get(timeout=5).state
+        connection = system.refs["connection"].proxy()
+        final_state = connection.model.get(timeout=5).state
+        streams_open = len(connection.open_streams.get(timeout=5))
     finally:
         system.stop()
     elapsed = time.monotonic() - t0
 
     db = open_db(settings.storage.path)
-    lost, extra, per_symbol = 0, 0, {}
-    # The day's last minute closes only when the next session's first bar arrives: not checked.
-    last_checked = session.close - timedelta(minutes=1)
+    lost, extra, expected_total, per_symbol = 0, 0, 0, {}
+    lost_at: dict[str, int] = {}  # UTC minute -> symbols that lost it
+    # Every bar of the session, the last one too (delivered from the stream after the close).
+    last_checked = session.close
     for sym in settings.symbols:
         expected = {
             b.time
@@ -127,7 +133,10 @@ def soak(
                 [sym, session.open.isoformat(), last_checked.isoformat()],
             )
         }
+        expected_total += len(expected)
         lost += len(expected - got)
+        for t in sorted(expected - got):
+            lost_at[t.isoformat()[11:16]] = lost_at.get(t.isoformat()[11:16], 0) + 1
         extra += len(got - expected)
         per_symbol[sym] = len(got)
     delivered = sample(text, "optionsbot_bars_total", bar_size="1 min")
@@ -146,16 +155,16 @@ def soak(
         "real_seconds": round(elapsed, 1),
         "failed": system.failure or None,
         "final_connection_state": final_state,
+        "streams_open_at_end": streams_open,
         "pacing_violations": violations,
         "faults_applied": faults,
         "breaker_trips": sample(text, "optionsbot_breaker_trips_total"),
         "reconnects": sample(text, "optionsbot_reconnects_total"),
         "connection_transitions": {k: int(v) for k, v in sorted(transitions.items()) if v},
         "request_timeouts": sample(text, "optionsbot_request_timeouts_total"),
-        "bars_expected": sum(
-            len(market.bars(s, session.open, last_checked, 60)) for s in settings.symbols
-        ),
+        "bars_expected": expected_total,
         "bars_lost": lost,
+        "bars_lost_by_minute_utc": dict(sorted(lost_at.items())[:20]),
         "bars_unexpected": extra,
         "bars_delivered_twice": int(delivered - recorded),
         "min_bars_per_symbol": min(per_symbol.values()),

@@ -64,10 +64,30 @@ class BrokerSettings(_Section):
     # IB allows about 50 historical requests open at once (unconfirmed: a setting, not a fact);
     # each symbol's 1-minute stream holds one for good.
     max_open_historical: int = Field(50, ge=1)
+    # IB disconnects a client that sends more than 50 messages a second. Ours go out at most
+    # `message_burst` at once, then `max_messages_per_second`, orders before data.
+    max_messages_per_second: float = Field(30.0, gt=0)
+    message_burst: int = Field(10, ge=1)
+    # Streaming quotes a subscription allows at once (100 for most accounts; more with
+    # quote booster packs). A watch beyond it waits for a line instead of failing with 101.
+    max_market_data_lines: int = Field(100, ge=1)
     breaker_threshold: int = Field(3, ge=1)  # consecutive failures that open the breaker
     breaker_cooldown_s: float = Field(30.0, gt=0)
     market_data_type: Literal[1, 2, 3, 4] = 1
+    # On an entitlement error (354, 10089, ...) switch to delayed quotes (type 3), which are
+    # 15-20 minutes old: fine for dry-run and paper, not for orders with real money.
+    delayed_data_fallback: bool = False
     readonly: bool = False
+
+    @model_validator(mode="after")
+    def _message_rate(self) -> BrokerSettings:
+        if self.max_messages_per_second + self.message_burst >= 50:
+            raise ValueError(
+                "max_messages_per_second + message_burst must stay under IB's 50 messages a"
+                f" second, got {self.max_messages_per_second:g} + {self.message_burst}; lower"
+                " either (the defaults are 30 and 10)"
+            )
+        return self
 
 
 class SimSettings(_Section):

@@ -7,8 +7,9 @@ import pytest
 from conftest import SESSION_TIME, FakeRef
 
 from actors import messages as m
-from actors.data import DataActor, gap_duration
+from actors.data import DataActor
 from actors.hours import MarketHours
+from actors.pacing import gap_duration
 from actors.strategy import StrategyActor
 from sim.clock import ManualClock
 from storage import JournalRepo, WhaleRepo
@@ -77,6 +78,7 @@ def test_a_reconnect_asks_only_for_the_gap_and_drops_the_overlap(data):
     actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
     one_min = [a for a in conn.of(m.StreamBars) if a.bar_size == "1 min"][0]
     assert one_min.duration == "780 S"  # 11 minutes since the last bar's start, plus two bars
+    assert one_min.since == bar(59).time  # the connection recomputes it if the request waits
     n = len(strategy.of(m.BarClosed))
     actor.on_BarsBackfilled(
         m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(55, 70)))
@@ -224,3 +226,54 @@ def test_a_gap_that_cannot_be_filled_is_counted_and_the_stream_goes_on(data, met
         )
         == 3
     )
+
+
+def test_history_that_misses_bars_counts_them_as_lost(data, metrics):
+    actor, strategy, _, conn, _ = data
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0), bar(1))))
+    # A gap fill that came back short: bars 2..4 are not in it.
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(5), bar(6))))
+    got = [b.bar.time for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert got == [bar(i).time for i in (0, 1, 5, 6)]
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_bars_skipped_total", {"symbol": "SPY", "reason": "gap_unfilled"}
+        )
+        == 3
+    )
+
+
+def test_the_sessions_last_bar_is_asked_for_once_after_the_close(data):
+    actor, strategy, _, conn, clock = data
+    session = HOURS.session_at(SESSION_TIME)
+    close = session.close
+    before_last = close - timedelta(minutes=2)
+    clock.set(close - timedelta(seconds=30))
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 hour", bars=()))
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0, start=before_last),))
+    )
+    clock.set(close + timedelta(seconds=30))  # the closing prints may still change it
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert conn.of(m.CloseLastBar) == []
+    clock.set(close + timedelta(minutes=1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    asked = conn.of(m.CloseLastBar)
+    assert [(a.symbol, a.bar_time) for a in asked] == [("SPY", close - timedelta(minutes=1))]
+    # The connection answers with the stream's forming bar, which is the day's last: delivered,
+    # and it closes the day's last hourly bar too.
+    last = bar(1, start=before_last)
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=last))
+    got = strategy.of(m.BarClosed)
+    assert got[-2].bar.time == last.time and got[-2].live
+    assert got[-1].bar_size == "1 hour" and got[-1].bar.time == close - timedelta(hours=1)
+
+
+def test_a_plain_answer_ends_before_the_bar_still_forming(data):
+    actor, strategy, _, _, clock = data
+    forming = SESSION_TIME - timedelta(seconds=20)  # started 20 s ago: not closed yet
+    bars = (bar(58), bar(59), Bar(forming, 680, 681, 679, 680, 10))
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=bars))
+    got = [b.bar.time for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert got == [bar(58).time, bar(59).time]

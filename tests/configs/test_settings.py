@@ -47,6 +47,10 @@ def test_the_account_id_never_shows_in_reprs():
         ("scalp: {ema_fast: 30}", "ema_fast must be smaller than ema_slow"),
         ("risk: {risk_per_trade: 2}", "risk.risk_per_trade"),
         ("sim: {start: '2026-11-20T09:30:00'}", "needs a timezone"),
+        (
+            "broker: {max_messages_per_second: 45}",
+            "broker: max_messages_per_second + message_burst must stay under IB's 50",
+        ),
         ("dry_run: maybe", "dry_run"),
         ("- just\n- a list", "top level must be a mapping"),
         ("broker: {port: [", "not valid YAML at line 1"),

@@ -144,3 +144,22 @@ def test_live_mode_sends_brackets_through_the_wire_and_records_the_broker_fills(
         assert e["perm_id"], "the broker's permId is stored"
     # Commission reports arrive after executions and are recorded on the fill.
     assert all(f["commission"] > 0 for f in fills), [f["commission"] for f in fills]
+
+
+def test_no_entitlement_falls_back_to_delayed_quotes_when_allowed(service_settings):
+    """The predecessor's week of NaN quotes (sim/scenarios/entitlement_nan.yaml): with
+    broker.delayed_data_fallback the first 10089 switches to delayed data, and trading goes on."""
+    from pathlib import Path
+
+    scenario = Path(__file__).parents[2] / "sim" / "scenarios" / "entitlement_nan.yaml"
+    settings = service_settings(
+        sim={"seed": 11, "time_scale": 240, "start": START, "scenario": str(scenario)},
+        broker={"delayed_data_fallback": True},
+    )
+    out = run(settings, minutes=60)
+    text = out["metrics"]
+    assert sample(text, "optionsbot_market_data_type") == 3
+    assert sample(text, "optionsbot_ib_errors_total", **{"class": "entitlement"}) >= 1
+    db = open_db(settings.storage.path)
+    entries = list(db.query("select * from orders where role = 'entry'"))
+    assert entries, "no entry: the delayed quotes never came"

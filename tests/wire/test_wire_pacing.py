@@ -230,3 +230,30 @@ def test_extra_open_historical_requests_can_fail_instead(make_sim, connect) -> N
     assert code == 162 and "simultaneous" in text
     ib.cancelHistoricalData(stream)
     assert _bars(ib, Stock("QQQ", "SMART", "USD"))
+
+
+def test_the_service_gate_sends_orders_first_and_never_trips_the_message_rate(
+    make_sim, connect
+) -> None:
+    """ConnectionActor's gate on a real ib_async client: 150 requests at once, then an order
+    message; the Gateway counts no violation, gets all of them, and the order message first."""
+    from actors.connection import install_gate
+    from actors.pacing import DATA, ORDERS, MessageGate
+
+    sim = make_sim(real_time=True)
+    ib = connect(1, target=sim)
+    errors = Errors(ib)
+    gate = MessageGate(rate=30, burst=10)
+    install_gate(ib.client, gate, util.getLoop())
+    before = sim.stats["requests"][49]
+    for _ in range(150):
+        ib.client.reqCurrentTime()
+    ib.client.reqIds(1)
+    assert gate.depth(DATA) == 140 and gate.depth(ORDERS) == 1  # ten went at once
+    wait_until(ib, lambda: sim.stats["requests"][8] >= 1, timeout=2, what="the order message")
+    assert sim.stats["requests"][49] - before <= 12  # it did not wait behind the data
+    wait_until(
+        ib, lambda: sim.stats["requests"][49] - before >= 150, timeout=10, what="all 150 requests"
+    )
+    assert errors.codes() == [] and sim.violations == {}
+    assert gate.depth(DATA) == 0

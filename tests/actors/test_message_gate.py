@@ -1,0 +1,78 @@
+"""MessageGate: IB's message-rate rule at the client, orders before data, no time but the one given."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.pacing import DATA, ORDERS, MessageGate, message_class
+
+
+def req(msg_id: int, n: int = 0) -> str:
+    return f"{msg_id}\0{n}\0"
+
+
+def test_messages_are_classed_by_their_id():
+    assert message_class(req(3)) == ORDERS  # placeOrder
+    assert message_class(req(4)) == ORDERS  # cancelOrder
+    assert message_class(req(71)) == ORDERS  # startApi goes first
+    assert message_class(req(20)) == DATA  # reqHistoricalData
+    assert message_class(req(1)) == DATA  # reqMktData
+    assert message_class("") == DATA
+
+
+def test_a_burst_is_capped_and_the_rest_waits_its_turn():
+    gate = MessageGate(rate=30, burst=10)
+    sent = [m for i in range(25) for m in gate.offer(req(20, i), now=0.0)]
+    assert len(sent) == 10
+    assert gate.depth(DATA) == 15
+    assert abs(gate.wait() - 1 / 30) < 1e-9
+    # Idle time refills the bucket only up to the burst: never 15 at once.
+    assert gate.take(1.0) == [req(20, i) for i in range(10, 20)]
+    assert gate.take(1.0 + 5.5 / 30) == [req(20, i) for i in range(20, 25)]
+    assert gate.wait() is None
+
+
+def test_orders_jump_the_data_queue_and_keep_their_own_order():
+    gate = MessageGate(rate=10, burst=2)
+    gate.offer(req(20, 1), 0.0)
+    gate.offer(req(20, 2), 0.0)
+    assert gate.offer(req(20, 3), 0.0) == []  # the bucket is empty: data waits
+    assert gate.offer(req(3, 1), 0.0) == []
+    assert gate.offer(req(3, 2), 0.0) == []
+    assert gate.take(0.1) == [req(3, 1)]
+    assert gate.take(0.2) == [req(3, 2)]
+    assert gate.take(0.35) == [req(20, 3)]
+
+
+def test_clear_drops_what_was_queued_for_a_closed_connection():
+    gate = MessageGate(rate=10, burst=1)
+    gate.offer(req(20, 1), 0.0)
+    gate.offer(req(20, 2), 0.0)
+    gate.offer(req(3, 1), 0.0)
+    assert gate.clear() == 2
+    assert gate.offer(req(71), 0.0) == [req(71)]  # a new connection starts with a full bucket
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 0.2), st.integers(1, 30)),  # (gap before, messages offered)
+        min_size=1,
+        max_size=60,
+    ),
+    st.floats(0.5, 1.0),
+)
+def test_no_window_ever_carries_50_messages(arrivals, window):
+    """Whatever the callers do, any `window` seconds (the Gateway's count, with a read stall
+    of up to 1 - window seconds folded in) carry at most burst + rate * window messages."""
+    gate = MessageGate(rate=30, burst=10)
+    now, sent_at = 0.0, []
+    for gap, count in arrivals:
+        now += gap
+        for _ in range(count):
+            sent_at += [now] * len(gate.offer(req(20), now))
+    while gate.wait() is not None:  # drain on the gate's own schedule, as the loop does
+        now += gate.wait() + 1e-6
+        sent_at += [now] * len(gate.take(now))
+    for i, t in enumerate(sent_at):
+        in_window = sum(1 for u in sent_at[i:] if u - t < window + 0.2)
+        assert in_window <= 10 + 30 * (window + 0.2) + 1e-6 < 50
