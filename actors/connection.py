@@ -971,6 +971,7 @@ class ConnectionActor(BaseActor):
         if not c.con_id:
             q = await self.ib.qualifyContractsAsync(contract)
             if not q or q[0] is None:
+                log.warning("%s: cannot watch quotes, no such contract (200)", c.symbol)
                 return
             contract = q[0]
         # A watch asked again (after a resync) replaces the old line instead of taking another.
