@@ -1,9 +1,9 @@
 """ConnectionActor's decisions, with handlers called directly: no socket, no event loop."""
 
 import pytest
-from conftest import FakeRef
 from hypothesis import given
 from hypothesis import strategies as st
+from support import FakeRef
 
 from actors import messages as m
 from actors.connection import ConnectionActor, _ConnectResult, _IbError, backoff_delay
@@ -160,7 +160,7 @@ def test_a_gap_request_that_waited_its_turn_still_reaches_back_to_the_last_bar(c
     import asyncio
     from datetime import timedelta
 
-    from conftest import SESSION_TIME
+    from support import SESSION_TIME
 
     from sim.clock import ManualClock
 

@@ -4,7 +4,7 @@ import math
 from datetime import timedelta
 
 import pytest
-from conftest import SESSION_TIME, FakeRef
+from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
 from actors.data import DataActor

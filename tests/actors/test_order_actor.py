@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import SESSION_TIME, FakeRef
+from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
 from actors.orders import OrderActor

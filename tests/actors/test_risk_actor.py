@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from conftest import SESSION_TIME, FakeRef
+from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
 from actors.hours import MarketHours
