@@ -205,6 +205,9 @@ class ConnectionActor(BaseActor):
         # next session's first update.
         self.closed_early: dict[tuple[str, str], datetime] = {}
         self.quote_lines: dict[int, Any] = {}  # conId -> streaming Ticker; loop thread only
+        # conId -> the latest watch or unwatch asked (loop thread only): a watch still waiting
+        # for a line when a newer one, or an unwatch, comes is dropped when its line frees.
+        self.watch_seq: dict[int, int] = {}
         self.stock_contracts: dict[str, Any] = {}
         self.timers: list[threading.Timer] = []
         self.cooldown_s = settings.broker.breaker_cooldown_s
@@ -974,6 +977,7 @@ class ConnectionActor(BaseActor):
                 log.warning("%s: cannot watch quotes, no such contract (200)", c.symbol)
                 return
             contract = q[0]
+        seq = self._next_watch(contract.conId)
         # A watch asked again (after a resync) replaces the old line instead of taking another.
         await self._unwatch(contract.conId)
         if self.lines.locked():
@@ -983,8 +987,8 @@ class ConnectionActor(BaseActor):
                 self.settings.broker.max_market_data_lines,
             )
         await self.lines.acquire()
-        if not self.ib.isConnected() or contract.conId in self.quote_lines:
-            self.lines.release()  # lost while waiting (resubscribed on resync), or raced
+        if not self.ib.isConnected() or self.watch_seq.get(contract.conId) != seq:
+            self.lines.release()  # lost while waiting (resubscribed on resync), or superseded
             return
         ticker = self.ib.reqMktData(contract, "", False, False)
         self.quote_lines[contract.conId] = ticker
@@ -1014,7 +1018,15 @@ class ConnectionActor(BaseActor):
         ticker.updateEvent += on_tick
 
     def on_UnwatchQuotes(self, msg: m.UnwatchQuotes) -> None:
-        self._spawn(self._unwatch(msg.contract.con_id))
+        self._spawn(self._stop_watching(msg.contract.con_id))
+
+    def _next_watch(self, con_id: int) -> int:
+        seq = self.watch_seq[con_id] = self.watch_seq.get(con_id, 0) + 1
+        return seq
+
+    async def _stop_watching(self, con_id: int) -> None:
+        self._next_watch(con_id)  # a watch still waiting for a line gives it back unused
+        await self._unwatch(con_id)
 
     async def _unwatch(self, con_id: int) -> None:
         ticker = self.quote_lines.pop(con_id, None)

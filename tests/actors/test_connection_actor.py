@@ -280,3 +280,34 @@ def test_a_streams_last_bar_is_history_only_once_the_market_has_closed(
     asyncio.run(run())
     got = [b.time.strftime("%H:%M") for b in reply.last(m.BarsBackfilled).bars]
     assert got == delivered
+
+
+def test_a_watch_waiting_for_a_line_is_dropped_when_unwatched(conn):
+    """All quote lines are taken; a watch waits; its unwatch comes first: when a line frees,
+    the watch gives it back instead of subscribing quotes nobody wants."""
+    import asyncio
+
+    actor, _ = conn
+    contract = m.OptionContract("SPY", "20261123", 680, "C", con_id=4242)
+
+    class QuoteIB(FakeIB):
+        def __init__(self):
+            self.subscribed = []
+
+        def reqMktData(self, contract, *args):  # noqa: N802
+            self.subscribed.append(contract.conId)
+
+    actor.ib = QuoteIB()
+
+    async def run():
+        actor.lines = asyncio.Semaphore(1)
+        await actor.lines.acquire()  # every line in use
+        waiting = asyncio.create_task(actor._watch(m.WatchQuotes(contract=contract, reply_to=None)))
+        await asyncio.sleep(0.01)
+        await actor._stop_watching(contract.con_id)
+        actor.lines.release()  # a line frees
+        await waiting
+        return actor.lines.locked()
+
+    assert asyncio.run(run()) is False  # the line was given back
+    assert actor.ib.subscribed == [] and actor.quote_lines == {}
