@@ -23,6 +23,7 @@ from actors.crash import crashpoint
 from actors.metrics import Metrics, error_class
 from actors.pacing import (
     CLASS_NAMES,
+    ORDERS,
     HistoricalPacer,
     MessageGate,
     bar_seconds,
@@ -250,6 +251,10 @@ class ConnectionActor(BaseActor):
         for t in self.timers:
             t.cancel()
         try:
+            self._call(self._flush_orders(3.0), timeout=4)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("order messages still queued at stop: %s", exc)
+        try:
             self._call(self._disconnect(), timeout=5)
         except Exception as exc:  # noqa: BLE001 - stopping must finish whatever the socket does
             log.warning("disconnect at stop failed: %s", exc)
@@ -262,6 +267,15 @@ class ConnectionActor(BaseActor):
         self.loop_thread.join(timeout=5)
         self.loop.close()
         self.db.close()
+
+    async def _flush_orders(self, limit_s: float) -> None:
+        """Order messages still waiting for the rate limit go out before the socket closes: a
+        bracket must not reach the Gateway with a leg missing. (Queued data is dropped.)"""
+        deadline = time.monotonic() + limit_s
+        while self.gate.depth(ORDERS) and self.ib.isConnected() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.gate.depth(ORDERS):
+            log.warning("%d order messages not sent before the stop", self.gate.depth(ORDERS))
 
     @staticmethod
     async def _cancel_tasks() -> None:

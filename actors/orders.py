@@ -414,6 +414,11 @@ class OrderActor(BaseActor):
 
     def _place_bracket(self, entry: Entry, contract: m.OptionContract, qty: int) -> None:
         sig = entry.idea.signal
+        if self.stopping:
+            # An entry that was choosing its option when the stop began: nothing may be sent
+            # now that could still be waiting on the wire when the connection closes.
+            self._finish(sig.symbol, False, "stopping: the service is shutting down")
+            return
         o = self.settings.orders
         try:
             take_profit, stop = bracket_prices(

@@ -378,3 +378,30 @@ def test_after_shutdown_no_new_entry_starts_and_in_flight_orders_are_counted(
         assert metrics.registry.get_sample_value("optionsbot_order_ack_seconds_count") == 1
     finally:
         actor.on_stop()
+
+
+def test_an_entry_sized_after_the_stop_began_is_not_placed(env):
+    """The entry was choosing its option when Shutdown came (the crash test's clean stop):
+    it must not be placed, or its legs could still be queued when the socket closes."""
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    ask = actor.connection.last(m.FetchQuotes)
+    quotes = tuple(
+        quote(
+            m.OptionContract("SPY", "20261123", c.strike, "C", con_id=1000 + int(c.strike)),
+            2.40,
+            2.46,
+            clock,
+        )
+        for c in ask.contracts
+    )
+    actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
+    actor.on_Shutdown(m.Shutdown())
+    size = actor.risk.last(m.SizeRequest)
+    actor.on_SizeDecision(m.SizeDecision(request=size, contracts=4, reason="ok"))
+    assert actor.connection.of(m.PlaceBracket) == []
+    assert OrderRepo(actor.db).open_orders() == []
+    finished = actor.risk.last(m.EntryFinished)
+    assert not finished.placed and finished.reason.startswith("stopping")
+    assert actor.in_flight() == 0
