@@ -37,6 +37,9 @@ from strategies.ticks import bracket_prices, entry_limit, tick_size
 
 log = logging.getLogger("optionsbot.orders")
 
+# IB errors that refuse a cancel: the order is filled or otherwise not cancellable, and stays so.
+CANCEL_REFUSED = frozenset({"161", "10148"})
+
 # IB status -> order machine trigger (None: nothing to do).
 STATUS_TRIGGER = {
     "PendingSubmit": None,
@@ -49,6 +52,12 @@ STATUS_TRIGGER = {
     "Inactive": "deactivate",
     "Filled": "fill",
 }
+
+
+def error_code(reason: str) -> str:
+    """IB's error code at the head of a status reason ("201 Order rejected - ..."), or ""."""
+    head = (reason or "").split(" ", 1)[0]
+    return head if head.isdigit() else ""
 
 
 def option_params(settings: Settings) -> OptionParams:
@@ -526,6 +535,7 @@ class OrderActor(BaseActor):
                 m.PlaceBracket(contract=contract, legs=legs, reply_to=self.actor_ref)
             )
         self.submitted_at[f"{ref}-E"] = now.timestamp()
+        self._publish()  # the working entry's exposure reaches RiskActor before its EntryFinished
         self._finish(sig.symbol, True)
 
     def _watch(self, contract: m.OptionContract) -> None:
@@ -731,14 +741,14 @@ class OrderActor(BaseActor):
         exposure: dict[str, float] = {}
         for p in open_pos:
             exposure[p["symbol"]] = exposure.get(p["symbol"], 0.0) + p["avg_cost"] * p["quantity"]
-        # Working entries count as exposure too: their premium is committed.
-        for o in self.paper.orders.values():
-            if not o.parent_ref and o.action == "BUY":
-                row = self.orders.get(o.order_ref)
-                if row:
-                    exposure[row["symbol"]] = (
-                        exposure.get(row["symbol"], 0.0) + o.limit_price * 100 * o.quantity
-                    )
+        # Working entries count as exposure too, paper or live: their premium is committed, and
+        # a symbol with an entry still working is busy (no second bracket on top of it).
+        for row in self.orders.open_orders():
+            if row["role"] == "entry":
+                left = row["quantity"] - (row["filled"] or 0.0)
+                exposure[row["symbol"]] = (
+                    exposure.get(row["symbol"], 0.0) + (row["limit_price"] or 0.0) * 100 * left
+                )
         day = self.days.get(MarketHours.trading_date(self.clock.now()))
         realized_today = (day or {}).get("realized_pnl", 0.0) or 0.0
         unrealized = self._unrealized()
@@ -795,6 +805,13 @@ class OrderActor(BaseActor):
                 self._place_exit(pos, "expiry day")
 
     def _cancel_bracket(self, bracket_ref: str, reason: str) -> None:
+        """Cancel a bracket whose entry has not filled.
+
+        Live, only the entry is cancelled: IB takes the children down with their parent, and
+        if the entry filled in the meantime the cancel is refused and the take-profit and stop
+        stay to protect the position. Cancelling the children too would race that fill and could
+        leave a position with no exits at all.
+        """
         for row in self.orders.by_bracket(bracket_ref):
             ref = row["order_ref"]
             if ref not in self.machines:
@@ -803,7 +820,7 @@ class OrderActor(BaseActor):
                 self.paper.remove(ref)
                 self._fire(ref, "cancel", reason=reason)
                 self._fire(ref, "cancelled", reason=reason)
-            else:
+            elif row["role"] == "entry":
                 if self._fire(ref, "cancel", reason=reason):
                     self.connection.tell(m.CancelOrder(order_ref=ref))
         log.info("bracket %s cancelled: %s", bracket_ref, reason)
@@ -905,10 +922,17 @@ class OrderActor(BaseActor):
         model = self.machines[msg.order_ref]
         if trigger == "fill":
             return  # fills are counted from executions, which carry the quantities
-        if trigger == "cancelled" and msg.reason and "201" in msg.reason:
+        code = error_code(msg.reason)
+        if trigger == "cancelled" and code == "201":
             trigger = "reject"
+        elif trigger == "cancelled" and code in CANCEL_REFUSED:
+            # ib_async reports any order error as Cancelled, a refused cancel too: the order is
+            # still working (or already filled) at the broker.
+            log.warning("order %s: cancel refused (%s)", msg.order_ref, msg.reason)
+            trigger = "cancel_failed"
         if trigger and not (trigger == "accept" and model.state == OrderState.SUBMITTED):
-            self._fire(msg.order_ref, trigger, reason=msg.reason)
+            if self._fire(msg.order_ref, trigger, reason=msg.reason) and model.is_terminal:
+                self._publish()  # a cancelled or rejected entry no longer holds its symbol
 
     def on_BrokerExecution(self, msg: m.BrokerExecution) -> None:
         self._apply_execution(msg)
@@ -935,7 +959,9 @@ class OrderActor(BaseActor):
             self._fire(ref, "fill", reason=f"reconciled: {s}", filled=max(recorded, status.filled))
         elif s in ("Cancelled", "ApiCancelled"):
             self._fire(
-                ref, "reject" if "201" in status.reason else "cancelled", reason=f"reconciled: {s}"
+                ref,
+                "reject" if error_code(status.reason) == "201" else "cancelled",
+                reason=f"reconciled: {s}",
             )
         elif s == "Inactive":
             self._fire(ref, "deactivate", reason=f"reconciled: {s}")
@@ -945,6 +971,19 @@ class OrderActor(BaseActor):
                 self._fire(
                     ref, "partial_fill", reason="reconciled: fills recorded", filled=recorded
                 )
+
+    def _chase_cancels(self, statuses: dict[str, m.BrokerOrderStatus]) -> None:
+        """A cancel sent before a disconnect may never have reached the broker: settle it from the
+        broker's word, or send it again while the order is still working there."""
+        for ref, model in list(self.machines.items()):
+            status = statuses.get(ref)
+            if model.state != OrderState.PENDING_CANCEL or status is None:
+                continue
+            if status.status in ("Cancelled", "ApiCancelled"):
+                self._fire(ref, "cancelled", reason=f"reconciled: {status.status}")
+            elif status.status in ("PreSubmitted", "Submitted", "PendingSubmit"):
+                log.info("order %s still working at the broker: cancelling it again", ref)
+                self.connection.tell(m.CancelOrder(order_ref=ref))
 
     def on_BrokerCommission(self, msg: m.BrokerCommission) -> None:
         delta = self.orders.set_commission(msg.exec_id, msg.commission)
@@ -972,6 +1011,7 @@ class OrderActor(BaseActor):
                 continue
             settled += 1
             self._settle(ref, model, statuses.get(ref))
+        self._chase_cancels(statuses)
         ours = {r["order_ref"] for r in self.orders.open_orders()}
         strangers = [
             s.order_ref or str(s.order_id)

@@ -157,6 +157,93 @@ def test_unfilled_entry_is_cancelled_after_its_timeout(env):
     assert OrderRepo(actor.db).count_by_state() == {"cancelled": 3}
 
 
+@pytest.fixture
+def live(make_settings, metrics):
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    yield settings, clock, actor
+    actor.on_stop()
+
+
+def status(ref, state, reason="", filled=0.0):
+    return m.BrokerOrderStatus(
+        order_ref=ref,
+        status=state,
+        filled=filled,
+        remaining=4 - filled,
+        avg_fill_price=0,
+        order_id=1,
+        perm_id=2,
+        reason=reason,
+    )
+
+
+def test_live_entry_timeout_cancels_only_the_entry_and_ib_takes_the_children(live):
+    settings, clock, actor = live
+    place(actor, clock)
+    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Submitted" if ref == entry else "PreSubmitted"))
+    clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry]
+    states = {r["order_ref"]: r["state"] for r in OrderRepo(actor.db).open_orders()}
+    assert states == {entry: "pending_cancel", tp: "submitted", sl: "submitted"}
+    for ref in (entry, tp, sl):  # the broker cancels the parent and, with it, the children
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    assert OrderRepo(actor.db).count_by_state() == {"cancelled": 3}
+
+
+def test_an_entry_that_filled_before_its_cancel_keeps_its_exits(live):
+    """The timeout races the fill: IB refuses the cancel (10148), which ib_async reports as
+    Cancelled. The entry is not cancelled in our book, and its take-profit and stop stay."""
+    settings, clock, actor = live
+    place(actor, clock)
+    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Submitted" if ref == entry else "PreSubmitted"))
+    clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    refused = "10148 OrderId 7 that needs to be cancelled cannot be cancelled, state: Filled."
+    actor.on_BrokerOrderStatus(status(entry, "Cancelled", reason=refused))
+    assert OrderRepo(actor.db).get(entry)["state"] == "submitted"
+    actor.on_BrokerExecution(
+        m.BrokerExecution(
+            order_ref=entry, exec_id="e.1", side="BOT", quantity=4, price=2.43, time=clock.now()
+        )
+    )
+    for ref in (tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Submitted"))
+    states = {r["order_ref"]: r["state"] for r in OrderRepo(actor.db).by_bracket(entry[:-2])}
+    assert states == {entry: "filled", tp: "submitted", sl: "submitted"}
+    assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry]
+    assert PositionRepo(actor.db).open()[0]["quantity"] == 4
+
+
+def test_a_working_live_entry_makes_its_symbol_busy_for_risk(live):
+    settings, clock, actor = live
+    place(actor, clock)
+    exposure = dict(actor.risk.last(m.PositionsChanged).exposure_by_symbol)
+    assert exposure["SPY"] == pytest.approx(2.43 * 100 * 4)
+
+
+def test_a_cancel_lost_in_a_disconnect_is_sent_again_at_reconciliation(live):
+    settings, clock, actor = live
+    place(actor, clock)
+    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
+    clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.CancelOrder)) == 1
+    working = tuple(status(ref, "Submitted") for ref in (entry, tp, sl))
+    actor.on_BrokerState(m.BrokerState(statuses=working, executions=()))
+    assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry, entry]
+    done = tuple(status(ref, "Cancelled") for ref in (entry, tp, sl))
+    actor.on_BrokerState(m.BrokerState(statuses=done, executions=()))
+    assert OrderRepo(actor.db).get(entry)["state"] == "cancelled"
+
+
 def test_restart_resumes_the_paper_book_without_sending_anything_twice(env, metrics):
     settings, _, clock, actor = env
     contract = place(actor, clock)
