@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -33,6 +34,11 @@ from actors.crash import POINTS
 ROOT = Path(__file__).resolve().parents[1]
 START = "2026-11-20T10:05:00"  # New York; a Friday session
 SCALE = 30
+SYMBOLS = ("SPY", "QQQ", "IWM", "AAPL", "MSFT")
+# A run's clock starts once the service has reconciled: on a loaded machine the start-up alone
+# can take longer than a run, and a kill before the first bracket would test nothing.
+READY_LINE = "reconciliation done"
+READY_CAP_S = 30.0
 
 
 @dataclass
@@ -48,6 +54,7 @@ class LaneResult:
     positions: int = 0
     unprotected_positions: int = 0
     foreign_orders: int = 0
+    stacked_entries: int = 0
     unsettled_orders: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -67,6 +74,8 @@ def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
             START,
             "--seed",
             str(seed),
+            "--symbols",
+            *SYMBOLS,
             "--log-level",
             "WARNING",
         ],
@@ -88,7 +97,7 @@ def config(tmp: Path, port: int) -> Path:
         "dry_run": False,
         # Several symbols and tight brackets: positions must keep closing, or the one-position-per-
         # symbol gate stops new brackets and the send-path crash points become unreachable.
-        "symbols": ["SPY", "QQQ", "IWM", "AAPL", "MSFT"],
+        "symbols": list(SYMBOLS),
         "broker": {
             "mode": "gateway",
             "port": port,
@@ -114,12 +123,16 @@ def config(tmp: Path, port: int) -> Path:
 
 
 def run_service(cfg: Path, crash_at: str | None, timeout: float, log: Path) -> str:
-    """'crashed' (our crash point), 'killed' (random kill at the timeout) or 'stopped' (clean)."""
-    env = {**os.environ}
+    """'crashed' (our crash point), 'killed' (random kill `timeout` seconds after the service
+    reconciled) or 'stopped' (clean stop, likewise)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("OPTIONSBOT_CRASH_AT", None)
     if crash_at:
         env["OPTIONSBOT_CRASH_AT"] = crash_at
-    with log.open("a") as out:
+    log.touch()
+    with log.open("a") as out, log.open("rb") as tail:
+        tail.seek(0, os.SEEK_END)
+        seen = b""
         proc = subprocess.Popen(
             [sys.executable, "-m", "actors.cli", "run", "--config", str(cfg)],
             cwd=ROOT,
@@ -127,17 +140,23 @@ def run_service(cfg: Path, crash_at: str | None, timeout: float, log: Path) -> s
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-        try:
-            proc.wait(timeout)
+        deadline = time.monotonic() + READY_CAP_S
+        ready = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            if not ready:
+                seen = seen[-200:] + tail.read()
+                if READY_LINE.encode() in seen:
+                    ready, deadline = True, time.monotonic() + timeout
+            time.sleep(0.05)
+        if proc.returncode is not None:
             return "crashed" if proc.returncode == -signal.SIGKILL else f"exited {proc.returncode}"
-        except subprocess.TimeoutExpired:
-            if crash_at:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-                return "killed"
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
-            return "stopped" if proc.returncode == 0 else f"exited {proc.returncode}"
+        if crash_at:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            return "killed"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        return "stopped" if proc.returncode == 0 else f"exited {proc.returncode}"
 
 
 def broker_state(port: int) -> dict:
@@ -227,6 +246,20 @@ def check(port: int, db_path: Path, result: LaneResult) -> None:
         if covered < qty:
             result.unprotected_positions += 1
             result.problems.append(f"position {con_id} x{qty} covered by {covered}: {protective}")
+    # One bracket per symbol at a time: an entry placed while another on the same symbol was still
+    # working (not yet filled, cancelled or rejected) would stack two positions. Event ids give the
+    # order in which things happened (timestamps written before the clock's first sync at a
+    # restart read the wall clock, not the simulator's).
+    entries = db.execute(
+        "select o.symbol, o.order_ref, (select min(e.id) from order_events e where"
+        " e.order_ref = o.order_ref and e.event = 'created'), (select min(e.id) from order_events e"
+        " where e.order_ref = o.order_ref and e.dest in ('filled', 'cancelled', 'rejected',"
+        " 'inactive')) from orders o where o.role = 'entry' order by o.symbol, 3"
+    ).fetchall()
+    for a, b in zip(entries, entries[1:], strict=False):
+        if a[0] == b[0] and (a[3] is None or a[3] > b[2]):
+            result.stacked_entries += 1
+            result.problems.append(f"{b[1]} placed while {a[1]} was still working")
     if result.lost_fills:
         result.problems.append(
             f"lost fills: {[e for e, _ in ours_at_broker if e not in fills][:5]}"
@@ -236,7 +269,9 @@ def check(port: int, db_path: Path, result: LaneResult) -> None:
 def lane(index: int, runs: int, workdir: Path, per_run_s: float, seed: int) -> LaneResult:
     rng = random.Random(seed * 1000 + index)
     tmp = workdir / f"lane{index}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():  # a database from an earlier run would meet a fresh simulator
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     sim, port = start_sim(seed + index)
     result = LaneResult()
     log = tmp / "service.log"
@@ -299,6 +334,7 @@ def crash_test(
             "unprotected_positions",
             "foreign_orders",
             "unsettled_orders",
+            "stacked_entries",
         ):
             setattr(total, name, getattr(total, name) + getattr(r, name))
         total.crashed_at.update(r.crashed_at)
@@ -317,6 +353,7 @@ def crash_test(
         "unprotected_positions": total.unprotected_positions,
         "foreign_orders": total.foreign_orders,
         "unsettled_orders": total.unsettled_orders,
+        "stacked_entries": total.stacked_entries,
         "problems": total.problems[:20],
         "workdir": str(workdir),
     }

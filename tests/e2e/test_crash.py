@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from actors.crash import POINTS
 from bench.crash import crash_test
 
 
+@pytest.mark.timeout(420)  # 100 service starts on a shared 2-core machine
 def test_a_hundred_kills_lose_and_duplicate_nothing(tmp_path):
     summary = crash_test(runs=100, lanes=4, per_run_s=6.0, seed=7, workdir=tmp_path)
     print("\ncrash test:", json.dumps(summary, indent=2))
@@ -20,4 +23,5 @@ def test_a_hundred_kills_lose_and_duplicate_nothing(tmp_path):
     assert summary["unprotected_positions"] == 0
     assert summary["unsettled_orders"] == 0
     assert summary["foreign_orders"] == 0
+    assert summary["stacked_entries"] == 0
     assert summary["problems"] == []
