@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import bisect
+import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import exchange_calendars as xcals
-
 NY = ZoneInfo("America/New_York")
+log = logging.getLogger("optionsbot.hours")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,14 +25,25 @@ class Session:
 class MarketHours:
     """Regular sessions (holidays and half days included), looked up by bisect, not per call to the library."""
 
-    def __init__(self, start: date | None = None, end: date | None = None, name: str = "XNYS"):
-        cal = xcals.get_calendar(
-            name, start=start or date(2020, 1, 2), end=end or date(2030, 12, 31)
-        )
-        self.sessions = [
-            Session(d.date(), o.to_pydatetime().astimezone(UTC), c.to_pydatetime().astimezone(UTC))
-            for d, o, c in zip(cal.sessions, cal.opens, cal.closes, strict=True)
-        ]
+    def __init__(
+        self,
+        start: date | None = None,
+        end: date | None = None,
+        name: str = "XNYS",
+        cache: Path | None = None,
+    ):
+        """`cache`: a JSON file keeping the calendar's sessions between starts. Building the
+        calendar (and importing pandas for it) is most of a start-up's CPU on a Raspberry Pi;
+        the file is keyed by the exchange-calendars version, so an upgrade rebuilds it."""
+        start, end = start or date(2020, 1, 2), end or date(2030, 12, 31)
+        key = {"calendar": name, "start": start.isoformat(), "end": end.isoformat()}
+        key["exchange_calendars"] = version("exchange-calendars")
+        cache = Path(cache) if cache else None
+        self.sessions = _read_cache(cache, key) if cache else None
+        if self.sessions is None:
+            self.sessions = _build(name, start, end)
+            if cache:
+                _write_cache(cache, key, self.sessions)
         self._opens = [s.open for s in self.sessions]
 
     def session_at(self, t: datetime) -> Session | None:
@@ -63,3 +77,40 @@ class MarketHours:
     def trading_date(t: datetime) -> date:
         """The New York calendar date: the key of the daily loss guard."""
         return t.astimezone(NY).date()
+
+
+def _build(name: str, start: date, end: date) -> list[Session]:
+    import exchange_calendars as xcals
+
+    cal = xcals.get_calendar(name, start=start, end=end)
+    return [
+        Session(d.date(), o.to_pydatetime().astimezone(UTC), c.to_pydatetime().astimezone(UTC))
+        for d, o, c in zip(cal.sessions, cal.opens, cal.closes, strict=True)
+    ]
+
+
+def _read_cache(path: Path, key: dict[str, str]) -> list[Session] | None:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") != key:
+            return None
+        return [
+            Session(date.fromisoformat(d), datetime.fromisoformat(o), datetime.fromisoformat(c))
+            for d, o, c in data["sessions"]
+        ]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("market-hours cache %s unreadable (%s); rebuilding it", path, exc)
+        return None
+
+
+def _write_cache(path: Path, key: dict[str, str], sessions: list[Session]) -> None:
+    rows = [[s.date.isoformat(), s.open.isoformat(), s.close.isoformat()] for s in sessions]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "sessions": rows}))
+        tmp.replace(path)  # atomic: a crash never leaves half a file
+    except OSError as exc:
+        log.warning("market-hours cache %s not written (%s)", path, exc)

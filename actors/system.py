@@ -59,7 +59,7 @@ class System:
 
     def __post_init__(self) -> None:
         self.metrics = self.metrics or Metrics(new_registry())
-        self.hours = MarketHours()
+        self.hours = MarketHours(cache=self.settings.storage.path.parent / "market-hours.json")
         self.sim = None
         self.exporter = None
         self._stop_ticker = threading.Event()
