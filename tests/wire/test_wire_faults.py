@@ -450,8 +450,8 @@ def test_partial_fills_arrive_step_by_step(make_sim, connect) -> None:
     statuses = [e.status for e in trade.log]
     assert "Submitted" in statuses and statuses[-1] == "Filled"
     assert all(f.commissionReport.execId for f in trade.fills)
-    [pos] = ib.positions()
-    assert pos.position == 100
+    # The position message follows the last execution: it may still be on its way.
+    wait_until(ib, lambda: [p.position for p in ib.positions()] == [100], what="the position")
 
 
 def test_partial_fill_fractions_are_seeded(make_sim, connect) -> None:
