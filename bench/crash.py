@@ -307,7 +307,7 @@ def lane(index: int, runs: int, workdir: Path, per_run_s: float, seed: int) -> L
 def crash_test(
     runs: int = 100,
     lanes: int = 4,
-    per_run_s: float = 5.0,
+    per_run_s: float = 6.0,
     seed: int = 1,
     workdir: Path | None = None,
 ) -> dict:
@@ -365,7 +365,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument(
-        "--per-run", type=float, default=5.0, help="real seconds before a random kill"
+        "--per-run", type=float, default=6.0, help="real seconds before a random kill"
     )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
