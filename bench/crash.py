@@ -365,7 +365,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument(
-        "--per-run", type=float, default=6.0, help="real seconds before a random kill"
+        "--per-run",
+        type=float,
+        default=6.0,
+        help="real seconds after the service has reconciled before a random kill",
     )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
