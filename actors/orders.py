@@ -742,9 +742,11 @@ class OrderActor(BaseActor):
         for p in open_pos:
             exposure[p["symbol"]] = exposure.get(p["symbol"], 0.0) + p["avg_cost"] * p["quantity"]
         # Working entries count as exposure too, paper or live: their premium is committed, and
-        # a symbol with an entry still working is busy (no second bracket on top of it).
-        for row in self.orders.open_orders():
-            if row["role"] == "entry":
+        # a symbol with an entry still working is busy (no second bracket on top of it). The
+        # machines are the non-terminal orders, so no scan of the orders table per quote.
+        for ref in self.machines:
+            row = self.orders.get(ref) if ref.endswith("-E") else None
+            if row is not None:
                 left = row["quantity"] - (row["filled"] or 0.0)
                 exposure[row["symbol"]] = (
                     exposure.get(row["symbol"], 0.0) + (row["limit_price"] or 0.0) * 100 * left

@@ -180,14 +180,20 @@ def status(ref, state, reason="", filled=0.0):
     )
 
 
-def test_live_entry_timeout_cancels_only_the_entry_and_ib_takes_the_children(live):
-    settings, clock, actor = live
+def timed_out_bracket(settings, clock, actor):
+    """A live bracket acknowledged by the broker whose entry then reaches its timeout."""
     place(actor, clock)
     entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
     for ref in (entry, tp, sl):
         actor.on_BrokerOrderStatus(status(ref, "Submitted" if ref == entry else "PreSubmitted"))
     clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
     actor.on_Tick(m.Tick(now=clock.now()))
+    return entry, tp, sl
+
+
+def test_live_entry_timeout_cancels_only_the_entry_and_ib_takes_the_children(live):
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
     assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry]
     states = {r["order_ref"]: r["state"] for r in OrderRepo(actor.db).open_orders()}
     assert states == {entry: "pending_cancel", tp: "submitted", sl: "submitted"}
@@ -200,12 +206,7 @@ def test_an_entry_that_filled_before_its_cancel_keeps_its_exits(live):
     """The timeout races the fill: IB refuses the cancel (10148), which ib_async reports as
     Cancelled. The entry is not cancelled in our book, and its take-profit and stop stay."""
     settings, clock, actor = live
-    place(actor, clock)
-    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
-    for ref in (entry, tp, sl):
-        actor.on_BrokerOrderStatus(status(ref, "Submitted" if ref == entry else "PreSubmitted"))
-    clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
-    actor.on_Tick(m.Tick(now=clock.now()))
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
     refused = "10148 OrderId 7 that needs to be cancelled cannot be cancelled, state: Filled."
     actor.on_BrokerOrderStatus(status(entry, "Cancelled", reason=refused))
     assert OrderRepo(actor.db).get(entry)["state"] == "submitted"
