@@ -33,11 +33,15 @@ class MarketHours:
         cache: Path | None = None,
     ):
         """`cache`: a JSON file keeping the calendar's sessions between starts. Building the
-        calendar (and importing pandas for it) is most of a start-up's CPU on a Raspberry Pi;
+        calendar (and importing exchange-calendars) is about a quarter of a start-up's CPU;
         the file is keyed by the exchange-calendars version, so an upgrade rebuilds it."""
         start, end = start or date(2020, 1, 2), end or date(2030, 12, 31)
-        key = {"calendar": name, "start": start.isoformat(), "end": end.isoformat()}
-        key["exchange_calendars"] = version("exchange-calendars")
+        key = {
+            "calendar": name,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "exchange_calendars": version("exchange-calendars"),
+        }
         cache = Path(cache) if cache else None
         self.sessions = _read_cache(cache, key) if cache else None
         if self.sessions is None:
