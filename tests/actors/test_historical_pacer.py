@@ -1,6 +1,6 @@
 """The historical pacer never books a schedule that breaks one of IB's three rules."""
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from actors.pacing import HistoricalPacer
@@ -35,6 +35,10 @@ def test_sixty_one_requests_spread_over_ten_minutes():
 
 
 @settings(max_examples=60, deadline=None)
+# Found by CI: 15 s after a start of 2.2e-07 s, added back as a delay, came out one ulp short.
+@example(
+    [(1.0, 0, "1 min"), (1.9859607583953522, 0, "1 min"), (2.2282594315627908e-07, 0, "1 min")]
+)
 @given(
     st.lists(
         st.tuples(st.floats(0, 900), st.integers(0, 3), st.sampled_from(["1 min", "1 hour"])),
@@ -43,7 +47,9 @@ def test_sixty_one_requests_spread_over_ten_minutes():
     )
 )
 def test_no_schedule_breaks_a_rule(requests):
-    p = HistoricalPacer(margin_s=0.0)
+    # A micro-margin: the schedule sits on the rules' boundaries, and the caller adds the delay
+    # back to its own `now`, which can round one ulp below the booked time.
+    p = HistoricalPacer(margin_s=1e-6)
     sends = []
     for now, sym, size in sorted(requests):
         key, ck = (sym, size), (sym,)
