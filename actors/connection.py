@@ -1132,18 +1132,98 @@ class ConnectionActor(BaseActor):
             if status.order_ref and status.order_ref not in seen:
                 seen[status.order_ref] = status
         execs = {f.execution.execId: self._exec_msg(f) for f in [*fills, *self.ib.fills()]}
-        positions = tuple(
-            (p.contract.conId, float(p.position))
-            for p in held
-            if p.contract.secType == "OPT" and p.position
+        options = [p for p in held if p.contract.secType == "OPT" and p.position]
+        positions = tuple((p.contract.conId, float(p.position)) for p in options)
+        account = self.settings.broker.account.get_secret_value() or next(
+            iter(self.ib.managedAccounts()), ""
         )
+        pnl = await self._account_pnl(account)
+        net_liq = math.nan
+        for value in self.ib.accountValues():
+            if value.tag == "NetLiquidation" and value.currency in ("USD", "BASE"):
+                try:
+                    net_liq = float(value.value)
+                except ValueError:
+                    pass
         self._tell(
             msg.reply_to,
             m.BrokerState(
                 statuses=tuple(seen.values()),
                 executions=tuple(execs.values()),
                 positions=positions,
+                holdings=tuple(
+                    m.BrokerPosition(
+                        con_id=p.contract.conId,
+                        symbol=p.contract.symbol,
+                        local_symbol=p.contract.localSymbol,
+                        expiry=p.contract.lastTradeDateOrContractMonth,
+                        strike=float(p.contract.strike),
+                        right=p.contract.right,
+                        quantity=float(p.position),
+                        avg_cost=float(p.avgCost),
+                    )
+                    for p in options
+                ),
+                working=tuple(self._working_msg(t) for t in open_trades),
+                pnl=pnl,
+                net_liquidation=net_liq,
+                account=account,
             ),
+        )
+
+    async def _account_pnl(self, account: str) -> m.BrokerPnL | None:
+        """Today's P&L of the account (reqPnL), or None when the broker does not answer in time.
+
+        ib_async's IB.reqPnL returns a PnL object that its wrapper fills from each PNL message
+        (decoder.py: msg 94 = reqId, dailyPnL, unrealizedPnL, realizedPnL) and keeps live: the
+        subscription stays open and later reconciliations read the current figures."""
+        if not account:
+            return None
+        found = self.ib.pnl(account)
+        pnl = found[0] if found else self.ib.reqPnL(account)
+        if math.isnan(pnl.dailyPnL):
+            answered = asyncio.get_running_loop().create_future()
+
+            def on_pnl(p: Any) -> None:
+                if p is pnl and not answered.done():
+                    answered.set_result(True)
+
+            self.ib.pnlEvent += on_pnl
+            try:
+                await asyncio.wait_for(answered, self._timeout("broker_state"))
+            except TimeoutError:
+                log.warning("the broker sent no P&L (reqPnL) in time; the loss guard keeps its own")
+                return None
+            finally:
+                self.ib.pnlEvent -= on_pnl
+        return m.BrokerPnL(
+            daily=float(pnl.dailyPnL),
+            unrealized=float(pnl.unrealizedPnL),
+            realized=float(pnl.realizedPnL),
+        )
+
+    @staticmethod
+    def _working_msg(trade: Trade) -> m.BrokerWorkingOrder:
+        o, c = trade.order, trade.contract
+        return m.BrokerWorkingOrder(
+            order_ref=o.orderRef or "",
+            perm_id=int(o.permId or 0),
+            order_id=int(o.orderId or 0),
+            status=trade.orderStatus.status,
+            con_id=c.conId,
+            symbol=c.symbol,
+            local_symbol=c.localSymbol,
+            expiry=c.lastTradeDateOrContractMonth,
+            strike=float(c.strike or 0.0),
+            right=c.right,
+            sec_type=c.secType,
+            action=o.action,
+            order_type=o.orderType,
+            quantity=float(o.totalQuantity),
+            limit_price=float(o.lmtPrice) if o.lmtPrice < 1e300 else 0.0,
+            aux_price=float(o.auxPrice) if o.auxPrice < 1e300 else 0.0,
+            oca_group=o.ocaGroup or "",
+            parent_id=int(o.parentId or 0),
         )
 
     def _status_msg(self, trade: Trade) -> m.BrokerOrderStatus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -369,6 +370,72 @@ class BrokerState(Msg):
     statuses: tuple[BrokerOrderStatus, ...]
     executions: tuple[BrokerExecution, ...]
     positions: tuple[tuple[int, float], ...] = ()  # (conId, quantity) for option positions
+    # What adoption needs (`optionsbot adopt`): the held contracts, the working orders' terms,
+    # the account's P&L today (reqPnL) and equity, and which account answered.
+    holdings: tuple[BrokerPosition, ...] = ()
+    working: tuple[BrokerWorkingOrder, ...] = ()
+    pnl: BrokerPnL | None = None
+    net_liquidation: float = math.nan
+    account: str = field(default="", repr=False)  # a secret: never logged, never stored
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition(Msg):
+    """An option position as the broker reports it (reqPositions)."""
+
+    con_id: int
+    symbol: str
+    local_symbol: str
+    expiry: str
+    strike: float
+    right: str
+    quantity: float
+    avg_cost: float  # IB's avgCost: per contract, multiplier included
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerWorkingOrder(Msg):
+    """A working order's terms as the broker reports them (reqAllOpenOrders)."""
+
+    order_ref: str
+    perm_id: int
+    order_id: int
+    status: str
+    con_id: int
+    symbol: str
+    local_symbol: str
+    expiry: str
+    strike: float
+    right: str
+    sec_type: str
+    action: str
+    order_type: str
+    quantity: float
+    limit_price: float
+    aux_price: float
+    oca_group: str
+    parent_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPnL(Msg):
+    """The account's P&L (reqPnL): today's total, open positions' unrealized, today's realized."""
+
+    daily: float
+    unrealized: float
+    realized: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerVouch(Msg):
+    """OrderActor to RiskActor after each reconciliation: may entries trust this database?
+
+    `reason` is empty when the database accounts for everything the broker holds; otherwise
+    entries stay refused until `optionsbot adopt`. `start_equity` is today's start-of-day equity
+    as now stored (raised from the broker's P&L when the database knew less), or NaN."""
+
+    reason: str = ""
+    start_equity: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from sim import protocol as P
 from sim.clock import ScaledClock
 from sim.config import PacingOptions, SimOptions
 from sim.faults import FARM_RECOVERY, FARM_TEXTS, REQUEST_KINDS, Fault, FaultInjector
-from sim.market import BAR_SIZES, MarketModel, SimBar, default_spec
+from sim.market import BAR_SIZES, NEW_YORK, MarketModel, SimBar, default_spec
 from sim.orders import (
     PENDING_CANCEL,
     OrderBook,
@@ -229,6 +229,7 @@ class ClientSession:
         self.positions_sub = False
         self.positions_multi: set[int] = set()
         self.account_summary: dict[int, set[str] | None] = {}
+        self.pnl_subs: set[int] = set()
         self.rate: MessageRate | None = None
         self.arrived: float | None = None  # monotonic time the current chunk was read
         # reqMktData ids the entitlement gate let through as delayed data.
@@ -349,6 +350,9 @@ class SimServer:
         self._prev_close_cache: dict[tuple[int, date], float] = {}
         self._account_dirty = False
         self._last_account_push: datetime | None = None
+        # reqPnL: the day's baseline (New York date, net liquidation and realized P&L at its
+        # start). The simulator starts flat, so its first day starts from the starting cash.
+        self._pnl_day: tuple[Any, float, float] | None = None
         self._session_bounds: tuple[datetime, datetime] | None = None
         self._held: list[HeldRequest] = []
         self._refuse_until = -math.inf
@@ -398,6 +402,8 @@ class SimServer:
             In.REQ_SEC_DEF_OPT_PARAMS: self._h_req_sec_def_opt_params,
             In.REQ_MARKET_RULE: self._h_req_market_rule,
             In.REQ_COMPLETED_ORDERS: self._h_req_completed_orders,
+            In.REQ_PNL: self._h_req_pnl,
+            In.CANCEL_PNL: self._h_cancel_pnl,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -2053,9 +2059,45 @@ class SimServer:
             )
         return msgs
 
+    def _pnl(self, now: datetime) -> tuple[float, float, float]:
+        """(daily, unrealized, realized) as IB's reqPnL reports them: dailyPnL is today's change
+        in the account's value, unrealizedPnL the open positions' since they were opened and
+        realizedPnL today's (IB's tws-api pnl.html; ib_async decoder.py msg 94)."""
+        values = self.book.account_values(now)
+        day = now.astimezone(NEW_YORK).date()
+        if self._pnl_day is None:
+            self._pnl_day = (day, self.options.starting_cash, 0.0)
+        elif self._pnl_day[0] != day:
+            self._pnl_day = (day, values["NetLiquidation"], self.book.realized_pnl)
+        _, base_liq, base_realized = self._pnl_day
+        return (
+            values["NetLiquidation"] - base_liq,
+            values["UnrealizedPnL"],
+            self.book.realized_pnl - base_realized,
+        )
+
+    def _h_req_pnl(self, s: ClientSession, fields: list[str]) -> None:
+        # EClient.reqPnL sends: 92, reqId, account, modelCode (no version field).
+        r = P.Reader(fields, 1)
+        req_id = r.int()
+        account = r.str()
+        if account and account != self.options.account:
+            s.send_error(req_id, 321, "Error validating request.-'bM' : cause - Invalid account")
+            return
+        s.pnl_subs.add(req_id)
+        s.send(P.msg_pnl(req_id, *self._pnl(self.clock.now())))
+
+    def _h_cancel_pnl(self, s: ClientSession, fields: list[str]) -> None:
+        s.pnl_subs.discard(P.Reader(fields, 1).int())
+
     def _push_account(self, now: datetime) -> None:
         self._account_dirty = False
         self._last_account_push = now
+        pnl_targets = [s for s in self.sessions if not s.closed and s.pnl_subs]
+        if pnl_targets:
+            figures = self._pnl(now)
+            for s in pnl_targets:
+                s.send_many([P.msg_pnl(rid, *figures) for rid in sorted(s.pnl_subs)])
         targets = [
             s for s in self.sessions if not s.closed and (s.account_updates or s.account_multi)
         ]

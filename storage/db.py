@@ -185,6 +185,53 @@ def m002_recorded_bars(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_identity(db: Database) -> None:
+    # Which account and which history this file belongs to (storage.identity), and the orders
+    # at the broker that an operator adopted as known but not ours (`optionsbot adopt`).
+    db["meta"].create({"key": str, "value": str, "updated_at": str}, pk="key")
+    db["foreign_orders"].create(
+        {
+            "perm_id": int,  # IB's permanent id: the one key a foreign order is sure to have
+            "order_ref": str,
+            "order_id": int,
+            "status": str,
+            "adopted_at": str,
+        },
+        pk="perm_id",
+    )
+
+
+def _reference_schema() -> dict[str, list[str]]:
+    """Every table's CREATE statement (and its indexes') as the migrations build them."""
+    ref = Database(memory=True)
+    migrations.apply(ref)
+    out: dict[str, list[str]] = {}
+    for kind, name, table, sql in ref.execute(
+        "select type, name, tbl_name, sql from sqlite_master where sql is not null"
+        " and name not like '_sqlite_%' order by type desc"
+    ).fetchall():
+        out.setdefault(table, []).append(sql)
+    ref.close()
+    return out
+
+
+def repair_schema(db: Database) -> list[str]:
+    """Recreate tables a migrated database has lost (a dropped `positions`, say); returns their
+    names. The migrations are recorded as applied, so they would never run again on their own;
+    the rows are gone for good, and storage.identity marks the file as damaged."""
+    have = set(db.table_names())
+    missing = [t for t in _reference_schema() if t not in have and not t.startswith("_")]
+    if not missing:
+        return []
+    schema = _reference_schema()
+    with write(db):
+        for table in missing:
+            for sql in schema[table]:
+                db.execute(sql)
+    return missing
+
+
 def open_db(path: Path | str) -> Database:
     """Open (creating if needed) the service database in WAL mode, migrated to the latest schema.
 
@@ -200,4 +247,9 @@ def open_db(path: Path | str) -> Database:
     db.conn.execute("PRAGMA synchronous = NORMAL")
     db.conn.execute("PRAGMA foreign_keys = ON")
     migrations.apply(db)
+    missing = repair_schema(db)
+    if missing:
+        from storage.identity import mark_damaged
+
+        mark_damaged(db, f"tables recreated empty: {', '.join(missing)}")
     return db

@@ -211,6 +211,19 @@ class TradingDayRepo:
         assert row is not None
         return row
 
+    def seed(self, day: date, start_equity: float, realized: float | None = None) -> dict[str, Any]:
+        """Set the day's start equity (and realized P&L) from the broker's figures, when the
+        database did not know the day's beginning: see strategies.broker_state."""
+        self.start_day(day, start_equity)
+        fields: dict[str, Any] = {"start_equity": start_equity, "updated_at": iso()}
+        if realized is not None:
+            fields["realized_pnl"] = realized
+        with write(self.db):
+            self.db["trading_days"].update(day.isoformat(), fields)
+        row = self.get(day)
+        assert row is not None
+        return row
+
     def add_realized(self, day: date, pnl: float) -> None:
         with write(self.db):
             self.db.execute(
