@@ -209,6 +209,12 @@ class Metrics:
             "Orders at the broker the service did not place, or executions for unknown orders",
             registry=r,
         )
+        self.unvouched = Gauge(
+            f"{p}_unvouched_broker_state",
+            "Positions and working orders at the broker that the database does not know; "
+            "entries are refused while above 0 (`optionsbot adopt`)",
+            registry=r,
+        )
         self.actor_restarts = Counter(
             f"{p}_actor_failures_total", "Actors that failed", ["actor"], registry=r
         )
@@ -224,6 +230,7 @@ def prime(metrics: Metrics, symbols: tuple[str, ...]) -> None:
         metrics.ib_errors.labels(cls)
     for state in OrderState:
         metrics.order_transitions.labels(state.value)
+    metrics.unvouched.set(0)
     for cls in ("orders", "data"):
         metrics.messages_sent.labels(cls)
         metrics.send_queue_depth.labels(cls).set(0)

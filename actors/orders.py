@@ -13,6 +13,7 @@ from typing import Any
 from transitions import MachineError
 
 from actors import messages as m
+from actors.adoption import Adoption
 from actors.base import BaseActor
 from actors.crash import crashpoint
 from actors.hours import MarketHours
@@ -99,7 +100,7 @@ class Book:
     last_mid: dict[int, float] = field(default_factory=dict)
 
 
-class OrderActor(BaseActor):
+class OrderActor(Adoption, BaseActor):
     name = "orders"
 
     def __init__(
@@ -298,6 +299,10 @@ class OrderActor(BaseActor):
             self._finish(
                 symbol, False, "reconciling: no new order until the broker's state is matched"
             )
+            return
+        if self.unvouched:  # RiskActor's gate refuses too; this closes the race with its view
+            self.entries[symbol] = Entry(msg.idea, msg.equity)
+            self._finish(symbol, False, self.unvouched)
             return
         entry = Entry(msg.idea, msg.equity)
         self.entries[symbol] = entry
@@ -777,6 +782,7 @@ class OrderActor(BaseActor):
     # -- timers ----------------------------------------------------------------------------------
     def on_Tick(self, msg: m.Tick) -> None:
         self.kv.set("clock", msg.now.isoformat())
+        self._adoption_tick()
         self._exit_expiring(msg.now)
         limit = timedelta(seconds=self.settings.orders.entry_timeout_s)
         for ref, model in list(self.machines.items()):
@@ -1039,6 +1045,7 @@ class OrderActor(BaseActor):
                 "orders at the broker that this service did not place: %s",
                 ", ".join(strangers[:10]),
             )
+        self._vouch(msg)
         self.reconciled = True
         log.info(
             "reconciliation done: %d unknown orders settled, %d foreign orders",

@@ -37,10 +37,15 @@ def entry_gate(
     stale: bool,
     loss_reason: str | None,
     busy: bool,
+    unvouched: str = "",
 ) -> str | None:
-    """The pre-trade checks that need no option price, in order; None means go on."""
+    """The pre-trade checks that need no option price, in order; None means go on.
+
+    `unvouched`: why the database cannot vouch for the broker's state (actors.adoption)."""
     if kill_switch:
         return "kill_switch: entries paused (remove the kill file or run `optionsbot resume`)"
+    if unvouched:
+        return unvouched
     if not may_trade:
         return f"connection: {connection_state}, no new entries"
     if minutes_since_open is None or minutes_to_close is None:
@@ -88,6 +93,7 @@ class RiskActor(BaseActor):
         self.order_actor: Any = None
         self.flattened_on = None
         self.stopping = False
+        self.unvouched = ""
 
     def on_start(self) -> None:
         self.db = open_db(self.settings.storage.path)
@@ -179,6 +185,15 @@ class RiskActor(BaseActor):
         self.may_trade = msg.may_trade
         self.connection_state = msg.state
 
+    def on_BrokerVouch(self, msg: m.BrokerVouch) -> None:
+        self.unvouched = msg.reason
+        if math.isfinite(msg.start_equity):
+            # OrderActor stored it (raised from the broker's P&L when the database knew less).
+            day = MarketHours.trading_date(self.clock.now())
+            if self.day in (None, day):
+                self.day, self.start_equity = day, msg.start_equity
+                self.metrics.start_equity.set(self.start_equity)
+
     def on_SymbolStale(self, msg: m.SymbolStale) -> None:
         (self.stale.add if msg.stale else self.stale.discard)(msg.symbol)
 
@@ -244,6 +259,7 @@ class RiskActor(BaseActor):
                 stale=sig.symbol in self.stale,
                 loss_reason=self._loss_reason(),
                 busy=sig.symbol in self.pending or self.exposure.get(sig.symbol, 0.0) > 0,
+                unvouched=self.unvouched,
             )
         )
         if (

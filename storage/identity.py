@@ -78,9 +78,7 @@ def pending_adoption(db: Database) -> dict[str, Any] | None:
 def finish_adoption(db: Database, result: str) -> None:
     with write(db):
         db.execute("delete from meta where key = 'adopt_request'")
-        db["meta"].upsert(
-            {"key": "adopt_result", "value": result, "updated_at": _iso()}, pk="key"
-        )
+        db["meta"].upsert({"key": "adopt_result", "value": result, "updated_at": _iso()}, pk="key")
 
 
 def adoption_result(db: Database) -> str | None:

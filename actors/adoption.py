@@ -1,0 +1,282 @@
+"""The lost-database defence, as a part of OrderActor: vouching for the broker's state at each
+reconciliation, refusing entries when the database cannot, and `optionsbot adopt`.
+
+A database that was deleted, emptied, lost a table or rolled back (its -wal removed after a
+SIGKILL) does not know what the broker holds. Trading on it would stack new entries on
+positions already held, leave them without exits, and start the daily loss guard afresh from an
+equity already down. The broker outlives the file, so it is the witness: at each reconciliation
+the positions and working orders it reports are held against the database, and anything the
+database does not account for blocks new entries until the operator adopts the broker's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from typing import Any
+
+from actors import messages as m
+from actors.hours import MarketHours
+from machines.order import OrderModel, OrderState, order_machine
+from storage import identity
+from storage.repos import iso
+from strategies.broker_state import (
+    WORKING,
+    Unknown,
+    broker_start_equity,
+    sane,
+    seeded_start_equity,
+    unknown_broker_state,
+)
+
+log = logging.getLogger("optionsbot.orders")
+
+FOREIGN_DATABASE = (
+    "foreign_database: this database belongs to another IB account; point storage.path at "
+    "this account's database (or move this one away to start afresh)"
+)
+# Our orderRef suffixes (OrderActor._place_bracket, _place_exit) -> role.
+ROLES = {"E": "entry", "TP": "take_profit", "SL": "stop_loss"}
+
+
+class Adoption:
+    """Mixed into OrderActor; uses its db, repos, machines, metrics, clock, risk and connection."""
+
+    unvouched: str = ""
+    adopt_asked: bool = False
+
+    # -- at each reconciliation ----------------------------------------------------------------
+    def _vouch(self: Any, msg: m.BrokerState) -> None:
+        whose = identity.ensure(self.db, msg.account)
+        known = identity.meta(self.db)
+        if whose == identity.NEW:
+            log.warning("database %s is new: bound to this IB account", known["db_id"][:8])
+        if known.get("damaged"):
+            log.error("database %s was damaged: %s", known["db_id"][:8], known["damaged"])
+        request = identity.pending_adoption(self.db)
+        unknown = Unknown()
+        if whose == identity.OTHER:
+            reason = FOREIGN_DATABASE
+            if request is not None:
+                identity.finish_adoption(self.db, f"refused: {reason}")
+        else:
+            unknown = self._unknown(msg)
+            if request is not None:
+                identity.finish_adoption(self.db, self._adopt(msg, unknown))
+                unknown = self._unknown(msg)
+            reason = unknown.reason() if unknown else ""
+        self.adopt_asked = False
+        start = self._seed_day(msg, adopted=request is not None and whose != identity.OTHER)
+        self._set_vouch(reason, unknown)
+        self.risk.tell(m.BrokerVouch(reason=reason, start_equity=start))
+
+    def _unknown(self: Any, msg: m.BrokerState) -> Unknown:
+        return unknown_broker_state(
+            {p["con_id"]: p["quantity"] for p in self.positions.open()},
+            msg.positions,
+            [(w.order_ref, w.perm_id, w.status) for w in msg.working],
+            lambda ref: self.orders.get(ref) is not None,
+            identity.foreign_perm_ids(self.db),
+        )
+
+    def _set_vouch(self: Any, reason: str, unknown: Unknown) -> None:
+        self.metrics.unvouched.set(len(unknown.positions) + len(unknown.orders))
+        if reason == self.unvouched:
+            return
+        was, self.unvouched = self.unvouched, reason
+        now = self.clock.now()
+        if reason and not was:  # journaled once per incident, not per refused entry
+            log.error("no new entries: %s", reason)
+            self.journal.decision(
+                symbol="*",
+                stage="reconcile",
+                outcome="blocked",
+                reason=reason,
+                detail={
+                    "positions": [list(p) for p in unknown.positions],
+                    "orders": list(unknown.orders),
+                },
+                at=now,
+            )
+        elif not reason:
+            log.warning("the database accounts for the broker's state again: entries allowed")
+            self.journal.decision(
+                symbol="*",
+                stage="reconcile",
+                outcome="cleared",
+                reason=f"vouched again (was {was.split(':', 1)[0]})",
+                at=now,
+            )
+        else:
+            log.error("no new entries: %s", reason)
+
+    def _seed_day(self: Any, msg: m.BrokerState, adopted: bool) -> float:
+        """Today's start equity, raised to the broker's (net liquidation less today's P&L) when
+        the database began the day later or afresh; today's realized P&L taken from the broker
+        when the database has no row for the day or the operator adopted."""
+        day = MarketHours.trading_date(self.clock.now())
+        row = self.days.get(day)
+        stored = float(row["start_equity"]) if row else None
+        if msg.pnl is None:
+            return stored if stored is not None else math.nan
+        start = seeded_start_equity(stored, broker_start_equity(msg.net_liquidation, msg.pnl.daily))
+        if start is None:
+            return math.nan
+        realized = msg.pnl.realized if (adopted or row is None) and sane(msg.pnl.realized) else None
+        if row is None or start > (stored or 0.0) + 0.005 or realized is not None:
+            row = self.days.seed(day, start, realized)
+            log.warning(
+                "trading day %s: start-of-day equity $%.2f and realized P&L %+.2f from the broker "
+                "(reqPnL: today's P&L %+.2f)",
+                day,
+                row["start_equity"],
+                row["realized_pnl"],
+                msg.pnl.daily,
+            )
+        return float(row["start_equity"])
+
+    # -- the operator's consent ------------------------------------------------------------------
+    def _adoption_tick(self: Any) -> None:
+        if self.adopt_asked:
+            return
+        if identity.pending_adoption(self.db) is None:
+            return
+        if self.dry_run:
+            identity.finish_adoption(
+                self.db, "nothing to adopt: dry-run trades a paper book, no broker holds it"
+            )
+            return
+        if self.reconciled:
+            # A fresh look at the broker; the answer (on_BrokerState) adopts.
+            self.adopt_asked = True
+            self.connection.tell(m.FetchBrokerState(reply_to=self.actor_ref))
+
+    def _adopt(self: Any, msg: m.BrokerState, unknown: Unknown) -> str:
+        now = self.clock.now()
+        day = MarketHours.trading_date(now)
+        foreign_ids = identity.foreign_perm_ids(self.db)
+        adopted_orders, foreign = 0, []
+        for w in msg.working:
+            if w.status not in WORKING or w.perm_id in foreign_ids:
+                continue
+            if w.order_ref and self.orders.get(w.order_ref) is not None:
+                continue
+            if w.order_ref and w.sec_type == "OPT":
+                self._adopt_order(w, now, day)
+                adopted_orders += 1
+            else:
+                foreign.append(
+                    {
+                        "perm_id": w.perm_id,
+                        "order_ref": w.order_ref or None,
+                        "order_id": w.order_id,
+                        "status": w.status,
+                    }
+                )
+        identity.record_foreign(self.db, foreign)
+        holdings = {h.con_id: h for h in msg.holdings}
+        adopted_positions = []
+        for con_id, qty, _ours in unknown.positions:
+            h = holdings.get(con_id)
+            if h is None:
+                continue
+            self._adopt_position(h, day)
+            adopted_positions.append(h.local_symbol or str(con_id))
+        summary = (
+            f"adopted {len(adopted_positions)} positions ({', '.join(adopted_positions) or '-'}), "
+            f"{adopted_orders} working orders as ours, {len(foreign)} as foreign"
+        )
+        log.warning("optionsbot adopt: %s", summary)
+        self.journal.decision(
+            symbol="*",
+            stage="reconcile",
+            outcome="adopted",
+            reason=summary,
+            detail={"positions": adopted_positions, "foreign": [f["perm_id"] for f in foreign]},
+            at=now,
+        )
+        enforce = getattr(self, "_enforce_protection", None)
+        if enforce is not None:  # the protection invariant: exits for what lacks them
+            enforce("adopted")
+        self._publish()
+        return summary
+
+    def _adopt_order(self: Any, w: m.BrokerWorkingOrder, now: Any, day: Any) -> None:
+        """A working option order with an orderRef the database lost (ours, from before a
+        rollback): recorded as working, so its fills are counted and its exits protect."""
+        stem, _, suffix = w.order_ref.rpartition("-")
+        role = ROLES.get(suffix) or ("exit" if w.action == "SELL" else "entry")
+        bracket = stem if suffix in ROLES and stem else w.order_ref
+        self.orders.insert(
+            {
+                "order_ref": w.order_ref,
+                "bracket_ref": bracket,
+                "role": role,
+                "symbol": w.symbol,
+                "strategy": "adopted",
+                "con_id": w.con_id,
+                "local_symbol": w.local_symbol,
+                "expiry": w.expiry,
+                "strike": w.strike,
+                "right": w.right,
+                "action": w.action,
+                "order_type": w.order_type,
+                "quantity": w.quantity,
+                "limit_price": w.limit_price or None,
+                "aux_price": w.aux_price or None,
+                "oca_group": w.oca_group or None,
+                "state": OrderState.SUBMITTED.value,
+                "order_id": w.order_id,
+                "perm_id": w.perm_id,
+                "dry_run": 0,
+                "reason": "adopted",
+                "trading_date": day.isoformat(),
+                "created_at": iso(now),
+            },
+            at=now,
+        )
+        model = OrderModel(order_ref=w.order_ref, quantity=w.quantity)
+        order_machine(model, OrderState.SUBMITTED)
+        self.machines[w.order_ref] = model
+        self._count_states()
+
+    def _adopt_position(self: Any, h: m.BrokerPosition, day: Any) -> None:
+        existing = self.positions.get(h.con_id) or {}
+        # Exits already working at the broker for this contract name its bracket.
+        exits = [
+            r["bracket_ref"]
+            for r in self.orders.open_orders()
+            if r["con_id"] == h.con_id and r["action"] == "SELL" and r["bracket_ref"]
+        ]
+        bracket = (
+            existing.get("bracket_ref")
+            or (exits[0] if exits else None)
+            or f"ADOPT-{day:%Y%m%d}-{secrets.token_hex(3)}"
+        )
+        self.positions.upsert(
+            {
+                "con_id": h.con_id,
+                "symbol": h.symbol,
+                "local_symbol": h.local_symbol,
+                "expiry": h.expiry,
+                "strike": h.strike,
+                "right": h.right,
+                "quantity": h.quantity,
+                "avg_cost": h.avg_cost,
+                "realized_pnl": existing.get("realized_pnl") or 0.0,
+                "bracket_ref": bracket,
+                "strategy": existing.get("strategy") or "adopted",
+            }
+        )
+        self._watch(
+            m.OptionContract(
+                symbol=h.symbol,
+                expiry=h.expiry,
+                strike=h.strike,
+                right=h.right,
+                con_id=h.con_id,
+                local_symbol=h.local_symbol,
+                trading_class=h.symbol,
+            )
+        )
