@@ -177,7 +177,7 @@ class Adoption:
         identity.record_foreign(self.db, foreign)
         holdings = {h.con_id: h for h in msg.holdings}
         adopted_positions = []
-        for con_id, qty, _ours in unknown.positions:
+        for con_id, _broker_qty, _ours in unknown.positions:
             h = holdings.get(con_id)
             if h is None:
                 continue

@@ -207,9 +207,8 @@ def _reference_schema() -> dict[str, list[str]]:
     ref = Database(memory=True)
     migrations.apply(ref)
     out: dict[str, list[str]] = {}
-    for kind, name, table, sql in ref.execute(
-        "select type, name, tbl_name, sql from sqlite_master where sql is not null"
-        " and name not like '_sqlite_%' order by type desc"
+    for table, sql in ref.execute(
+        "select tbl_name, sql from sqlite_master where sql is not null order by type desc"
     ).fetchall():
         out.setdefault(table, []).append(sql)
     ref.close()
@@ -221,10 +220,10 @@ def repair_schema(db: Database) -> list[str]:
     names. The migrations are recorded as applied, so they would never run again on their own;
     the rows are gone for good, and storage.identity marks the file as damaged."""
     have = set(db.table_names())
-    missing = [t for t in _reference_schema() if t not in have and not t.startswith("_")]
+    schema = _reference_schema()
+    missing = [t for t in schema if t not in have and not t.startswith("_")]
     if not missing:
         return []
-    schema = _reference_schema()
     with write(db):
         for table in missing:
             for sql in schema[table]:

@@ -6,13 +6,13 @@ import sqlite3
 
 import pytest
 from support import SESSION_TIME, FakeRef
+from test_order_actor import approved
 
 from actors import messages as m
 from actors.orders import OrderActor
 from actors.risk import entry_gate
 from sim.clock import ManualClock
 from storage import JournalRepo, OrderRepo, PositionRepo, TradingDayRepo, identity, open_db
-from test_order_actor import approved
 
 ACCOUNT = "DU7654321"
 
