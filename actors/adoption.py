@@ -67,7 +67,10 @@ class Adoption:
                 unknown = self._unknown(msg)
             reason = unknown.reason() if unknown else ""
         self.adopt_asked = False
-        start = self._seed_day(msg, adopted=request is not None and whose != identity.OTHER)
+        # A database that is new, cannot vouch for the broker or was just adopted knows nothing
+        # of the day's beginning (a row it holds was written at this start): the broker decides.
+        trust_broker = whose == identity.NEW or bool(unknown) or request is not None
+        start = self._seed_day(msg, trust_broker=trust_broker and whose != identity.OTHER)
         self._set_vouch(reason, unknown)
         self.risk.tell(m.BrokerVouch(reason=reason, start_equity=start))
 
@@ -111,20 +114,23 @@ class Adoption:
         else:
             log.error("no new entries: %s", reason)
 
-    def _seed_day(self: Any, msg: m.BrokerState, adopted: bool) -> float:
-        """Today's start equity, raised to the broker's (net liquidation less today's P&L) when
-        the database began the day later or afresh; today's realized P&L taken from the broker
-        when the database has no row for the day or the operator adopted."""
+    def _seed_day(self: Any, msg: m.BrokerState, trust_broker: bool) -> float:
+        """Today's start equity and realized P&L from the broker (net liquidation less today's
+        P&L; today's realized) when the database cannot know them (`trust_broker`) or has no row
+        for the day; otherwise the stored start, raised to the broker's when that is higher (the
+        database began the day late): a loss already made is never hidden from the guard."""
         day = MarketHours.trading_date(self.clock.now())
         row = self.days.get(day)
         stored = float(row["start_equity"]) if row else None
         if msg.pnl is None:
             return stored if stored is not None else math.nan
-        start = seeded_start_equity(stored, broker_start_equity(msg.net_liquidation, msg.pnl.daily))
+        from_broker = broker_start_equity(msg.net_liquidation, msg.pnl.daily)
+        start = from_broker if trust_broker else seeded_start_equity(stored, from_broker)
         if start is None:
-            return math.nan
-        realized = msg.pnl.realized if (adopted or row is None) and sane(msg.pnl.realized) else None
-        if row is None or start > (stored or 0.0) + 0.005 or realized is not None:
+            return stored if stored is not None else math.nan
+        fresh = trust_broker or row is None
+        realized = msg.pnl.realized if fresh and sane(msg.pnl.realized) else None
+        if row is None or abs(start - (stored or 0.0)) > 0.005 or realized is not None:
             row = self.days.seed(day, start, realized)
             log.warning(
                 "trading day %s: start-of-day equity $%.2f and realized P&L %+.2f from the broker "

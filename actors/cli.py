@@ -112,6 +112,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """The operator's consent to trade on from the broker's state (see README, "A lost database")."""
+    import time
+
+    settings = _load(args.config)
+    if settings.dry_run:
+        print("dry-run: the paper book has no broker behind it, nothing to adopt")
+        return 0
+    from storage import identity, open_db
+
+    db = open_db(settings.storage.path)
+    identity.request_adoption(db)
+    print(
+        f"adoption requested in {settings.storage.path}; waiting up to {args.wait:g}s for the service"
+    )
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        result = identity.adoption_result(db)
+        if result:
+            print(result)
+            return 1 if result.startswith("refused") else 0
+        time.sleep(0.25)
+    print(
+        "no running service answered: the request stays recorded, and the service adopts the "
+        "broker's state at its next reconciliation (start it with `optionsbot run`)"
+    )
+    return 0
+
+
 def cmd_sim(argv: list[str]) -> int:
     from sim.runner import main as sim_main
 
@@ -139,11 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         ("kill", cmd_kill, "pause new entries (kill switch)"),
         ("resume", cmd_resume, "release the kill switch"),
         ("status", cmd_status, "orders, positions and P&L from the database"),
+        ("adopt", cmd_adopt, "trade on from the broker's positions and orders (lost database)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", "-c", help="YAML settings file (default: configs/default.yaml)")
         if name == "kill":
             p.add_argument("--flatten", action="store_true", help="also cancel working entries")
+        if name == "adopt":
+            p.add_argument(
+                "--wait", type=float, default=30.0, help="seconds to wait for the service"
+            )
         p.set_defaults(fn=fn)
     sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
     sub.add_parser("diagram", help="print the state machines as Mermaid")

@@ -360,6 +360,207 @@ def crash_test(
     return summary
 
 
+# -- the "database lost" lane ---------------------------------------------------------------------
+# Each way a database is lost while the broker keeps the positions: deleted, truncated to 0 bytes,
+# its positions table dropped (after a clean stop), or its -wal removed after a SIGKILL. The
+# restarted service must place no entry until `optionsbot adopt`, and adoption must record the
+# broker's positions and seed the day's loss guard from the broker's P&L.
+DAMAGES = ("deleted", "truncated", "positions_dropped", "wal_removed")
+BLOCK_REASON = "unknown_broker_state"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(cfg: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPTIONSBOT_CRASH_AT", None)
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _until(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the service exited ({proc.returncode}) waiting for {what}")
+        found = cond()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise TimeoutError(f"no {what} within {timeout:.0f}s")
+
+
+def _protected_positions(port: int) -> list[tuple[int, float]]:
+    """Option positions at the broker covered by working take-profit and stop orders."""
+    broker = broker_state(port)
+    out = []
+    for con_id, qty in broker["positions"]:
+        kinds = {
+            otype
+            for _, action, _, _, cid, otype, status in broker["open"]
+            if cid == con_id and action == "SELL" and status in ("Submitted", "PreSubmitted")
+        }
+        if {"LMT", "STP"} <= kinds:
+            out.append((con_id, qty))
+    return out
+
+
+def _query(db_path: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+
+
+def damage_database(path: Path, how: str) -> None:
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if how == "deleted":
+        for f in (path, wal, shm):
+            f.unlink(missing_ok=True)
+    elif how == "truncated":
+        path.write_bytes(b"")
+        for f in (wal, shm):
+            f.unlink(missing_ok=True)
+    elif how == "positions_dropped":
+        db = sqlite3.connect(path)
+        db.execute("drop table positions")
+        db.commit()
+        db.close()
+    elif how == "wal_removed":
+        for f in (wal, shm):
+            f.unlink(missing_ok=True)
+    else:
+        raise ValueError(f"unknown damage {how!r}: one of {', '.join(DAMAGES)}")
+
+
+def _gauge(port: int, name: str) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def lost_database_lane(damage: str, workdir: Path, seed: int = 5, cap_s: float = 120.0) -> dict:
+    """Trade to a protected position, lose the database one way, restart, then adopt."""
+    tmp = workdir / f"lost-{damage}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    sim, port = start_sim(seed)
+    metrics_port = _free_port()
+    cfg_path = config(tmp, port)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    # Wide exits: the positions must still be open when the service comes back.
+    cfg["orders"].update(take_profit_pct=1.0, stop_loss_pct=0.6)
+    cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": metrics_port}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    db_path, log = tmp / "bot.sqlite", tmp / "service.log"
+    out: dict = {"damage": damage}
+    proc = _spawn(cfg_path, log)
+    try:
+        held = _until(lambda: _protected_positions(port), cap_s, "protected position", proc)
+        out["positions_before"] = len(held)
+        if damage == "wal_removed":
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        else:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+        damage_database(db_path, damage)
+        before = {ref for ref, *_ in broker_state(port)["orders"] if ref}
+        proc = _spawn(cfg_path, log)
+        # A signal that reached the risk gate after the restart, and was refused: on a database
+        # that cannot vouch for the broker, that is where an entry would have been placed.
+        refused = _until(
+            lambda: _query(
+                db_path,
+                "select reason from decisions where stage = 'risk_gate' and reason like ?",
+                (f"{BLOCK_REASON}%",),
+            ),
+            cap_s,
+            "entry refused for the unknown broker state",
+            proc,
+        )
+        out["entries_refused"] = len(refused)
+        out["blocked_journaled"] = [
+            r[0]
+            for r in _query(
+                db_path,
+                "select reason from decisions where stage = 'reconcile' and outcome = 'blocked'",
+            )
+        ]
+        out["unvouched_gauge"] = _gauge(metrics_port, "optionsbot_unvouched_broker_state")
+        after = broker_state(port)
+        out["new_entries"] = sorted(
+            ref for ref, *_ in after["orders"] if ref and ref not in before and ref.endswith("-E")
+        )
+        adopt = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "actors.cli",
+                "adopt",
+                "--config",
+                str(cfg_path),
+                "--wait",
+                "60",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        out["adopt_rc"], out["adopt_output"] = adopt.returncode, adopt.stdout.strip()
+        broker = broker_state(port)
+        ours = dict(_query(db_path, "select con_id, quantity from positions where quantity != 0"))
+        out["broker_positions"] = len(broker["positions"])
+        out["positions_unrecorded"] = sorted(
+            c for c, q in broker["positions"] if abs(ours.get(c, 0.0) - q) > 1e-9
+        )
+        out["cleared_journaled"] = len(
+            _query(
+                db_path,
+                "select id from decisions where stage = 'reconcile' and outcome = 'cleared'",
+            )
+        )
+        out["unvouched_gauge_after"] = _gauge(metrics_port, "optionsbot_unvouched_broker_state")
+        days = _query(db_path, "select start_equity, realized_pnl from trading_days")
+        out["start_equity"] = days[-1][0] if days else None
+        out["realized_today"] = days[-1][1] if days else None
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        out["exit_code"] = proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sim.send_signal(signal.SIGINT)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=100)
@@ -371,7 +572,20 @@ def main() -> None:
         help="real seconds after the service has reconciled before a random kill",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--lost-database",
+        choices=(*DAMAGES, "all"),
+        help="instead: the database-lost lane (lose the database that way, restart, adopt)",
+    )
     args = parser.parse_args()
+    if args.lost_database:
+        import tempfile
+
+        workdir = Path(tempfile.mkdtemp(prefix="lost-db-"))
+        kinds = DAMAGES if args.lost_database == "all" else (args.lost_database,)
+        for kind in kinds:
+            print(json.dumps(lost_database_lane(kind, workdir, args.seed), indent=2))
+        return
     print(json.dumps(crash_test(args.runs, args.lanes, args.per_run, args.seed), indent=2))
 
 

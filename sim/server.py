@@ -2084,8 +2084,11 @@ class SimServer:
         if account and account != self.options.account:
             s.send_error(req_id, 321, "Error validating request.-'bM' : cause - Invalid account")
             return
+        # Answered with the next account push, which carries the account values first: the
+        # figures a client holds then are of one moment (IB's P&L and account values refresh on
+        # schedules of their own; a client that mixes them is off by what moved in between).
         s.pnl_subs.add(req_id)
-        s.send(P.msg_pnl(req_id, *self._pnl(self.clock.now())))
+        self._account_dirty = True
 
     def _h_cancel_pnl(self, s: ClientSession, fields: list[str]) -> None:
         s.pnl_subs.discard(P.Reader(fields, 1).int())
@@ -2094,13 +2097,13 @@ class SimServer:
         self._account_dirty = False
         self._last_account_push = now
         pnl_targets = [s for s in self.sessions if not s.closed and s.pnl_subs]
-        if pnl_targets:
-            figures = self._pnl(now)
-            for s in pnl_targets:
-                s.send_many([P.msg_pnl(rid, *figures) for rid in sorted(s.pnl_subs)])
+        figures = self._pnl(now) if pnl_targets else None
         targets = [
             s for s in self.sessions if not s.closed and (s.account_updates or s.account_multi)
         ]
+        for s in pnl_targets:
+            if s not in targets:
+                s.send_many([P.msg_pnl(rid, *figures) for rid in sorted(s.pnl_subs)])
         if not targets:
             return
         rows = self._account_rows(now)
@@ -2114,6 +2117,8 @@ class SimServer:
                 msgs.append(P.msg_account_update_time(now))
             for rid in s.account_multi:
                 msgs += [P.msg_account_update_multi(rid, account, k, v, cur) for k, v, cur in rows]
+            if figures is not None:
+                msgs += [P.msg_pnl(rid, *figures) for rid in sorted(s.pnl_subs)]
             s.send_many(msgs)
 
     def _h_req_account_updates(self, s: ClientSession, fields: list[str]) -> None:

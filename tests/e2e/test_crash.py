@@ -5,7 +5,7 @@ import json
 import pytest
 
 from actors.crash import POINTS
-from bench.crash import crash_test
+from bench.crash import DAMAGES, crash_test, lost_database_lane
 
 
 @pytest.mark.timeout(420)  # 100 service starts on a shared 2-core machine
@@ -25,3 +25,29 @@ def test_a_hundred_kills_lose_and_duplicate_nothing(tmp_path):
     assert summary["foreign_orders"] == 0
     assert summary["stacked_entries"] == 0
     assert summary["problems"] == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_database_lost_lane(tmp_path, damage):
+    """The broker keeps a protected position; the database is lost one way; the service restarts
+    against the same broker: no entry until `optionsbot adopt`, which records what it holds."""
+    out = lost_database_lane(damage, tmp_path)
+    print(f"\ndatabase lost ({damage}):", json.dumps(out, indent=2))
+    assert out["positions_before"] >= 1
+    # Refused, not placed: signals reached the risk gate after the restart and met the block.
+    assert out["entries_refused"] >= 1
+    assert out["new_entries"] == []
+    [reason] = out["blocked_journaled"]
+    assert (
+        reason.startswith("unknown_broker_state: the broker holds") and "optionsbot adopt" in reason
+    )
+    assert out["unvouched_gauge"] >= 1
+    # Adopted: every position the broker holds is in the positions table; the block is gone.
+    assert out["adopt_rc"] == 0 and "adopted" in out["adopt_output"], out["adopt_output"]
+    assert out["broker_positions"] >= 1 and out["positions_unrecorded"] == []
+    assert out["cleared_journaled"] == 1 and out["unvouched_gauge_after"] == 0
+    # The loss guard starts from the broker's start of day (the simulator's starting cash: its
+    # reqPnL counts from there), not from the equity the restart found.
+    assert out["start_equity"] == pytest.approx(100_000.0, abs=0.01)
+    assert out["exit_code"] == 0
