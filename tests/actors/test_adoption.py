@@ -207,3 +207,44 @@ def test_the_risk_gate_refuses_an_unvouched_state_first_after_the_kill_switch():
     assert entry_gate(kill_switch=False, unvouched=why, **common) == why
     assert entry_gate(kill_switch=True, unvouched=why, **common).startswith("kill_switch")
     assert math.isnan(m.BrokerVouch().start_equity)
+
+
+def test_risk_refuses_while_unvouched_and_takes_the_brokers_start_equity(make_settings, metrics):
+    from test_risk_actor import idea
+
+    from actors.hours import MarketHours
+    from actors.risk import RiskActor
+
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    risk = RiskActor(settings, metrics, ManualClock(SESSION_TIME), MarketHours())
+    risk.on_start()
+    try:
+        risk.order_actor = FakeRef("orders")
+        risk.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        risk.on_AccountValues(m.AccountValues(net_liquidation=97_000.0))
+        assert risk.start_equity == 97_000.0  # what a lost database would start the day from
+        why = "unknown_broker_state: the broker holds 1 position this database does not know"
+        risk.on_BrokerVouch(m.BrokerVouch(reason=why, start_equity=100_000.0))
+        assert risk.start_equity == 100_000.0
+        risk.on_TradeIdea(idea())
+        assert risk.order_actor.of(m.EntryApproved) == []
+        [d] = JournalRepo(risk.db).decisions("SPY")
+        assert d["reason"] == why
+        # Adopted: entries flow again, and the guard measures from the broker's start: down 3%.
+        risk.on_BrokerVouch(m.BrokerVouch(reason="", start_equity=100_000.0))
+        risk.on_PositionsChanged(
+            m.PositionsChanged(
+                open_positions=1,
+                exposure_by_symbol=(("QQQ", 486.0),),
+                realized_today=-2_500.0,
+                unrealized=-500.0,
+                equity=97_000.0,
+            )
+        )
+        risk.on_TradeIdea(idea())
+        assert risk.order_actor.of(m.EntryApproved) == []
+        assert JournalRepo(risk.db).decisions("SPY")[-1]["reason"].startswith("daily_loss")
+    finally:
+        risk.on_stop()
