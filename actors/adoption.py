@@ -45,6 +45,8 @@ class Adoption:
 
     unvouched: str = ""
     adopt_asked: bool = False
+    history_ok: bool = False  # vouched for: its history mark may move on
+    marked: dict[str, Any] | None = None
 
     # -- at each reconciliation ----------------------------------------------------------------
     def _vouch(self: Any, msg: m.BrokerState) -> None:
@@ -55,6 +57,17 @@ class Adoption:
         if known.get("damaged"):
             log.error("database %s was damaged: %s", known["db_id"][:8], known["damaged"])
         request = identity.pending_adoption(self.db)
+        path = self.settings.storage.path
+        mark, now_history = identity.read_mark(path), identity.history(self.db)
+        if mark and mark.get("db_id") not in (None, now_history["db_id"]):
+            log.error(
+                "database %s replaces database %s, whose history reached %s fills: the old one "
+                "was deleted or emptied",
+                now_history["db_id"][:8],
+                str(mark["db_id"])[:8],
+                mark.get("fills"),
+            )
+        rollback = identity.rolled_back(mark, now_history)
         unknown = Unknown()
         if whose == identity.OTHER:
             reason = FOREIGN_DATABASE
@@ -65,11 +78,17 @@ class Adoption:
             if request is not None:
                 identity.finish_adoption(self.db, self._adopt(msg, unknown))
                 unknown = self._unknown(msg)
-            reason = unknown.reason() if unknown else ""
+                rollback = ""  # the operator accepts the history as it now stands
+            reason = unknown.reason() if unknown else rollback
         self.adopt_asked = False
-        # A database that is new, cannot vouch for the broker or was just adopted knows nothing
-        # of the day's beginning (a row it holds was written at this start): the broker decides.
-        trust_broker = whose == identity.NEW or bool(unknown) or request is not None
+        self.history_ok = not reason
+        if self.history_ok:
+            self._mark_history()
+        # A database that is new, cannot vouch for the broker, lost part of its history or was
+        # just adopted knows nothing sure of the day's beginning: the broker decides.
+        trust_broker = (
+            whose == identity.NEW or bool(unknown) or bool(rollback) or request is not None
+        )
         start = self._seed_day(msg, trust_broker=trust_broker and whose != identity.OTHER)
         self._set_vouch(reason, unknown)
         self.risk.tell(m.BrokerVouch(reason=reason, start_equity=start))
@@ -142,8 +161,17 @@ class Adoption:
             )
         return float(row["start_equity"])
 
+    def _mark_history(self: Any) -> None:
+        """Move the history mark on (never while unvouched: it is the evidence of a rollback)."""
+        now = identity.history(self.db)
+        if now != self.marked and now["db_id"]:
+            identity.write_mark(self.settings.storage.path, now)
+            self.marked = now
+
     # -- the operator's consent ------------------------------------------------------------------
     def _adoption_tick(self: Any) -> None:
+        if self.history_ok and self.reconciled and not self.dry_run:
+            self._mark_history()
         if self.adopt_asked:
             return
         if identity.pending_adoption(self.db) is None:

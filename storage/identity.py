@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -94,3 +96,48 @@ def record_foreign(db: Database, rows: list[dict[str, Any]]) -> None:
     with write(db):
         for row in rows:
             db["foreign_orders"].upsert({**row, "adopted_at": _iso()}, pk="perm_id")
+
+
+# -- the history mark: a sidecar file that outlives a rollback of the database ---------------------
+# A database whose -wal was removed after a SIGKILL is older than its history, and every marker
+# written inside it is rolled back with the rows it counts. The mark lives beside the file
+# instead: the database's id and how far its history went (the last order event's id, the fills).
+
+
+def mark_path(db_path: Path | str) -> Path:
+    return Path(f"{db_path}.history")
+
+
+def history(db: Database) -> dict[str, Any]:
+    (last_event,) = db.execute("select coalesce(max(id), 0) from order_events").fetchone()
+    (fills,) = db.execute("select count(*) from fills").fetchone()
+    return {"db_id": meta(db).get("db_id", ""), "last_event_id": last_event, "fills": fills}
+
+
+def write_mark(db_path: Path | str, mark: dict[str, Any]) -> None:
+    path = mark_path(db_path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(mark, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_mark(db_path: Path | str) -> dict[str, Any] | None:
+    try:
+        return json.loads(mark_path(db_path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def rolled_back(mark: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """Why this database is older than its own history, or "" (pure)."""
+    if not mark or mark.get("db_id") != now["db_id"]:
+        return ""
+    lost_events = int(mark.get("last_event_id", 0)) - int(now["last_event_id"])
+    lost_fills = int(mark.get("fills", 0)) - int(now["fills"])
+    if lost_events <= 0 and lost_fills <= 0:
+        return ""
+    return (
+        f"rolled_back: the database lost {max(lost_events, 0)} order events and "
+        f"{max(lost_fills, 0)} fills it had recorded (a -wal removed after a crash?); "
+        "run `optionsbot adopt`"
+    )

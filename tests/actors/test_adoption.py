@@ -248,3 +248,49 @@ def test_risk_refuses_while_unvouched_and_takes_the_brokers_start_equity(make_se
         assert JournalRepo(risk.db).decisions("SPY")[-1]["reason"].startswith("daily_loss")
     finally:
         risk.on_stop()
+
+
+def test_a_rolled_back_database_is_caught_by_its_history_mark(live):
+    """The -wal removed after a SIGKILL, with nothing left at the broker: the file is older
+    than the mark beside it, which it cannot roll back with itself."""
+    settings, metrics, clock, actor = live
+    actor.on_BrokerState(state(daily=0.0, realized=0.0, net_liq=100_000.0))
+    orders = OrderRepo(actor.db)
+    for i in range(3):
+        orders.insert(
+            {
+                "order_ref": f"SPY-x-{i}",
+                "symbol": "SPY",
+                "action": "BUY",
+                "quantity": 1.0,
+                "state": "cancelled",
+            }
+        )
+    actor.on_Tick(m.Tick(now=clock.now()))
+    mark = identity.read_mark(settings.storage.path)
+    assert mark["last_event_id"] == 3 and mark["fills"] == 0
+    # What a lost -wal does: the last transactions vanish from the file.
+    actor.db.execute("delete from order_events where id > 1")
+    actor.db.conn.commit()
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    actor.on_BrokerState(state(daily=-3_000.0, realized=-3_000.0, net_liq=97_000.0))
+    vouch = actor.risk.last(m.BrokerVouch)
+    assert vouch.reason.startswith("rolled_back: the database lost 2 order events and 0 fills")
+    assert vouch.start_equity == 100_000.0
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert identity.read_mark(settings.storage.path) == mark, "the evidence is kept"
+    identity.request_adoption(actor.db)
+    actor.on_Tick(m.Tick(now=clock.now()))
+    actor.on_BrokerState(state(daily=-3_000.0, realized=-3_000.0, net_liq=97_000.0))
+    assert actor.risk.last(m.BrokerVouch).reason == ""
+    assert identity.read_mark(settings.storage.path)["last_event_id"] == 1
+
+
+def test_rolled_back_is_pure_and_ignores_another_databases_mark():
+    now = {"db_id": "a", "last_event_id": 10, "fills": 4}
+    assert identity.rolled_back(None, now) == ""
+    assert identity.rolled_back({**now, "db_id": "b", "last_event_id": 99}, now) == ""
+    assert identity.rolled_back(now, now) == ""
+    assert identity.rolled_back({**now, "fills": 5}, now).startswith(
+        "rolled_back: the database lost 0 order events and 1 fills"
+    )
