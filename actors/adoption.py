@@ -49,7 +49,22 @@ class Adoption:
     marked: dict[str, Any] | None = None
 
     # -- at each reconciliation ----------------------------------------------------------------
+    def _foreign(self: Any, msg: m.BrokerState) -> bool:
+        """Another account's database: refuse before reconciliation touches a row of it.
+
+        Nothing may act on its rows (settle its orders, exit positions this account does not
+        hold): OrderActor stays unreconciled, entries are refused and so is `optionsbot adopt`."""
+        if identity.ensure(self.db, msg.account) != identity.OTHER:
+            return False
+        if identity.pending_adoption(self.db) is not None:
+            identity.finish_adoption(self.db, f"refused: {FOREIGN_DATABASE}")
+        self.adopt_asked = self.history_ok = self.reconciled = False
+        self._set_vouch(FOREIGN_DATABASE, Unknown())
+        self.risk.tell(m.BrokerVouch(reason=FOREIGN_DATABASE))
+        return True
+
     def _vouch(self: Any, msg: m.BrokerState) -> None:
+        """Hold the broker's state against the database, after reconciliation settled it."""
         whose = identity.ensure(self.db, msg.account)
         known = identity.meta(self.db)
         if whose == identity.NEW:
@@ -68,18 +83,12 @@ class Adoption:
                 mark.get("fills"),
             )
         rollback = identity.rolled_back(mark, now_history)
-        unknown = Unknown()
-        if whose == identity.OTHER:
-            reason = FOREIGN_DATABASE
-            if request is not None:
-                identity.finish_adoption(self.db, f"refused: {reason}")
-        else:
+        unknown = self._unknown(msg)
+        if request is not None:
+            identity.finish_adoption(self.db, self._adopt(msg, unknown))
             unknown = self._unknown(msg)
-            if request is not None:
-                identity.finish_adoption(self.db, self._adopt(msg, unknown))
-                unknown = self._unknown(msg)
-                rollback = ""  # the operator accepts the history as it now stands
-            reason = unknown.reason() if unknown else rollback
+            rollback = ""  # the operator accepts the history as it now stands
+        reason = unknown.reason() if unknown else rollback
         self.adopt_asked = False
         self.history_ok = not reason
         if self.history_ok:
@@ -89,7 +98,7 @@ class Adoption:
         trust_broker = (
             whose == identity.NEW or bool(unknown) or bool(rollback) or request is not None
         )
-        start = self._seed_day(msg, trust_broker=trust_broker and whose != identity.OTHER)
+        start = self._seed_day(msg, trust_broker=trust_broker)
         self._set_vouch(reason, unknown)
         self.risk.tell(m.BrokerVouch(reason=reason, start_equity=start))
 

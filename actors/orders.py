@@ -1009,6 +1009,8 @@ class OrderActor(Adoption, BaseActor):
 
     def on_BrokerState(self, msg: m.BrokerState) -> None:
         """Reconciliation: settle every unknown order from what the broker reports."""
+        if self._foreign(msg):
+            return
         statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
         for e in msg.executions:
             self._apply_execution(e)

@@ -170,6 +170,8 @@ def test_another_accounts_database_refuses_entries_and_adoption(live):
     identity.request_adoption(actor.db)
     actor.on_BrokerState(state(held(), account="DU0000001", daily=0.0))
     assert actor.risk.last(m.BrokerVouch).reason.startswith("foreign_database")
+    # Nothing acts on another account's rows: no exits for positions this account does not hold.
+    assert not actor.reconciled
     assert identity.adoption_result(actor.db).startswith("refused: foreign_database")
     assert PositionRepo(actor.db).open() == []
     # The account id itself is never stored: only its salted hash.
