@@ -86,6 +86,7 @@ class Adoption:
         unknown = self._unknown(msg)
         if request is not None:
             identity.finish_adoption(self.db, self._adopt(msg, unknown))
+            identity.clear_damaged(self.db)
             unknown = self._unknown(msg)
             rollback = ""  # the operator accepts the history as it now stands
         reason = unknown.reason() if unknown else rollback
@@ -112,7 +113,9 @@ class Adoption:
         )
 
     def _set_vouch(self: Any, reason: str, unknown: Unknown) -> None:
-        self.metrics.unvouched.set(len(unknown.positions) + len(unknown.orders))
+        # At least 1 while blocked: a rolled-back or another account's database counts no item.
+        count = len(unknown.positions) + len(unknown.orders)
+        self.metrics.unvouched.set(max(count, 1) if reason else 0)
         if reason == self.unvouched:
             return
         was, self.unvouched = self.unvouched, reason

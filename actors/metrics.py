@@ -211,8 +211,9 @@ class Metrics:
         )
         self.unvouched = Gauge(
             f"{p}_unvouched_broker_state",
-            "Positions and working orders at the broker that the database does not know; "
-            "entries are refused while above 0 (`optionsbot adopt`)",
+            "Positions and working orders at the broker that the database does not know (1 for "
+            "a rolled-back or another account's database); entries are refused while above 0 "
+            "(`optionsbot adopt`)",
             registry=r,
         )
         self.actor_restarts = Counter(

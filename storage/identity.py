@@ -66,6 +66,11 @@ def mark_damaged(db: Database, why: str) -> None:
     _set(db, damaged=why)
 
 
+def clear_damaged(db: Database) -> None:
+    with write(db):
+        db.execute("delete from meta where key = 'damaged'")
+
+
 def request_adoption(db: Database, cancel_foreign: bool = False) -> None:
     _set(db, adopt_request=json.dumps({"at": _iso(), "cancel_foreign": cancel_foreign}))
     with write(db):

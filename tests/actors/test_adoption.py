@@ -189,6 +189,8 @@ def test_a_dropped_table_is_recreated_and_the_database_marked_damaged(tmp_path):
     db = open_db(path)
     assert "positions" in db.table_names()
     assert identity.meta(db)["damaged"] == "tables recreated empty: positions"
+    identity.clear_damaged(db)
+    assert "damaged" not in identity.meta(db)
     PositionRepo(db).upsert({"con_id": 1, "symbol": "SPY", "quantity": 1.0, "avg_cost": 1.0})
 
 
@@ -278,6 +280,7 @@ def test_a_rolled_back_database_is_caught_by_its_history_mark(live):
     actor.on_BrokerState(state(daily=-3_000.0, realized=-3_000.0, net_liq=97_000.0))
     vouch = actor.risk.last(m.BrokerVouch)
     assert vouch.reason.startswith("rolled_back: the database lost 2 order events and 0 fills")
+    assert metrics.registry.get_sample_value("optionsbot_unvouched_broker_state") == 1
     assert vouch.start_equity == 100_000.0
     actor.on_Tick(m.Tick(now=clock.now()))
     assert identity.read_mark(settings.storage.path) == mark, "the evidence is kept"
