@@ -71,8 +71,8 @@ def clear_damaged(db: Database) -> None:
         db.execute("delete from meta where key = 'damaged'")
 
 
-def request_adoption(db: Database, cancel_foreign: bool = False) -> None:
-    _set(db, adopt_request=json.dumps({"at": _iso(), "cancel_foreign": cancel_foreign}))
+def request_adoption(db: Database) -> None:
+    _set(db, adopt_request=json.dumps({"at": _iso()}))
     with write(db):
         db.execute("delete from meta where key = 'adopt_result'")
 

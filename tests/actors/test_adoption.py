@@ -299,3 +299,17 @@ def test_rolled_back_is_pure_and_ignores_another_databases_mark():
     assert identity.rolled_back({**now, "fills": 5}, now).startswith(
         "rolled_back: the database lost 0 order events and 1 fills"
     )
+
+
+def test_the_adopt_command_records_the_request_for_the_service(make_settings, tmp_path, capsys):
+    from actors.cli import main
+
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    config = str(tmp_path / "settings.yaml")
+    assert main(["adopt", "--config", config, "--wait", "0"]) == 0
+    assert "no running service answered" in capsys.readouterr().out
+    db = open_db(settings.storage.path)
+    assert set(identity.pending_adoption(db)) == {"at"}
+    make_settings()  # dry-run: nothing at a broker to adopt
+    assert main(["adopt", "--config", config]) == 0
+    assert "nothing to adopt" in capsys.readouterr().out
