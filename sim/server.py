@@ -2082,7 +2082,9 @@ class SimServer:
         req_id = r.int()
         account = r.str()
         if account and account != self.options.account:
-            s.send_error(req_id, 321, "Error validating request.-'bM' : cause - Invalid account")
+            # What IB answers for an account this login does not manage is not documented (the
+            # tws-api pnl page is silent on it): the simulator stays silent, and a client must
+            # not wait for ever.
             return
         # Answered with the next account push, which carries the account values first: the
         # figures a client holds then are of one moment (IB's P&L and account values refresh on
