@@ -536,6 +536,18 @@ def lost_database_lane(damage: str, workdir: Path, seed: int = 5, cap_s: float =
         out["positions_unrecorded"] = sorted(
             c for c, q in broker["positions"] if abs(ours.get(c, 0.0) - q) > 1e-9
         )
+        # The exits working at the broker were adopted with the positions they protect.
+        exits = {
+            c
+            for (c,) in _query(
+                db_path,
+                "select con_id from orders where action = 'SELL' and state in"
+                " ('submitted', 'partially_filled', 'pending_submit')",
+            )
+        }
+        out["positions_without_exits_in_db"] = sorted(
+            c for c, _ in broker["positions"] if c not in exits
+        )
         out["cleared_journaled"] = len(
             _query(
                 db_path,
