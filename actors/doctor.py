@@ -311,6 +311,9 @@ class _Session:
         self.gateway_now: datetime | None = None
         self.stocks: dict[str, Any] = {}
         self.spots: dict[str, float] = {}
+        # A simulated Gateway's clock runs time_scale times faster, so one real second of
+        # latency between its answer and our reading is time_scale simulated seconds.
+        self.drift_scale = 1.0
 
     def put(self, c: Check) -> None:
         self.out[c.check] = c
@@ -500,7 +503,7 @@ class _Session:
         detail = (
             f"Gateway {gw.isoformat(timespec='seconds')}, drift {drift:+.1f} s, Gateway zone {zone}"
         )
-        if abs(drift) > DRIFT_FAIL_S:
+        if abs(drift) > DRIFT_FAIL_S * self.drift_scale:
             self.put(
                 Check(
                     "clock",
@@ -510,7 +513,7 @@ class _Session:
                     " Gateway host's; bars, expiries and market hours all follow the clock",
                 )
             )
-        elif abs(drift) > DRIFT_WARN_S:
+        elif abs(drift) > DRIFT_WARN_S * self.drift_scale:
             self.put(Check("clock", WARN, detail, "enable NTP on this machine and the Gateway's"))
         else:
             self.put(Check("clock", OK, detail))
@@ -919,6 +922,8 @@ def diagnose(
         wall = wall or sim.clock.now  # the service's clock in embedded mode is the simulator's
     wall = wall or (lambda: datetime.now(UTC))
     session = _Session(s, syms, t, wall)
+    if sim is not None:
+        session.drift_scale = max(1.0, s.sim.time_scale)
     try:
         sock = check_socket(host, port, t.socket)
         session.put(sock)
