@@ -265,12 +265,14 @@ def check_limits(s: Settings, symbols: tuple[str, ...]) -> Check:
     return Check("limits", status, notes[0], "; ".join(fixes))
 
 
-def check_socket(host: str, port: int, timeout: float) -> Check:
+def check_socket(
+    host: str, port: int, timeout: float, ports: dict[int, str] = GATEWAY_PORTS
+) -> Check:
     if _answers(host, port, timeout):
         return Check("socket", OK, f"{host}:{port} answers")
     others = [
         f"{p} ({name})"
-        for p, name in GATEWAY_PORTS.items()
+        for p, name in ports.items()
         if p != port and _answers(host, p, min(timeout, 0.5))
     ]
     seen = f"; {', '.join(others)} answer{'s' if len(others) == 1 else ''}" if others else ""
@@ -354,7 +356,7 @@ class _Session:
                 if any(code == 326 for _, code, _, _ in self.errors):
                     in_use.append(cid)
                     continue
-                text = str(exc) or type(exc).__name__
+                text = str(exc)
                 if "version" in text.lower():
                     self.put(
                         Check(
@@ -372,7 +374,9 @@ class _Session:
                             f"the socket answers but the API handshake failed as client {cid}:"
                             f" {type(exc).__name__} {text}".rstrip(),
                             f"{API_SETTINGS}; a dialog waiting in the Gateway (login, 2FA,"
-                            " 'accept incoming connection') blocks the API too",
+                            " 'accept incoming connection') blocks the API too; a Gateway older"
+                            " than API server version 157 (what ib_async needs) closes the"
+                            " handshake: update it",
                         )
                     )
                 self._client_id_check(in_use, None)
@@ -417,7 +421,7 @@ class _Session:
         first = self.s.broker.client_id
         if first not in in_use:
             if used is None:
-                self.put(Check("client_id", FAIL, NO_CONNECTION))
+                self.put(Check("client_id", FAIL, NO_CONNECTION, "see socket and handshake"))
             else:
                 self.put(Check("client_id", OK, f"client id {first} is free"))
             return
@@ -535,7 +539,12 @@ class _Session:
 
         if not self.stocks:
             self.put(
-                Check("read_only", WARN, "skipped: no contract to ask about", "see market_data")
+                Check(
+                    "read_only",
+                    WARN,
+                    "skipped: no contract to place a what-if order for",
+                    "see market_data and farms",
+                )
             )
             return
         stock = next(iter(self.stocks.values()))
@@ -649,12 +658,17 @@ class _Session:
     async def check_symbol(self, sym: str, market_open: bool | None) -> None:
         stock = self.stocks.get(sym)
         if stock is None:
-            text = f"IB does not know {sym} as a US stock on SMART"
+            text = (
+                f"no contract details for {sym} as a US stock on SMART within {self.t.request:g} s"
+            )
+            fix = (
+                "check the symbol in settings.symbols; if every symbol misses, see farms (sec-def)"
+            )
             for kind in ("market_data", "history", "options"):
-                self.put(Check(f"{kind}:{sym}", FAIL, text, "check the symbol in settings.symbols"))
+                self.put(Check(f"{kind}:{sym}", FAIL, text, fix))
             return
         await self._market_data(sym, stock, market_open)
-        await asyncio.gather(self._history(sym, stock), return_exceptions=True)
+        await self._history(sym, stock, market_open)
         await self._options(sym, stock, market_open)
 
     async def _market_data(self, sym: str, stock: Any, market_open: bool | None) -> None:
@@ -710,11 +724,14 @@ class _Session:
             )
         )
 
-    async def _history(self, sym: str, stock: Any) -> None:
+    async def _history(self, sym: str, stock: Any, market_open: bool | None) -> None:
         name = f"history:{sym}"
         what = self.s.data.what_to_show
 
+        silent: list[str] = []
+
         async def bars(duration: str, size: str) -> list[Any]:
+            started = time.monotonic()
             try:
                 got = await asyncio.wait_for(
                     self.ib.reqHistoricalDataAsync(
@@ -722,11 +739,16 @@ class _Session:
                     ),
                     self.t.history + 1,
                 )
-                return list(got or [])
             except Exception:  # noqa: BLE001 - no bars is the finding
-                return []
+                got = None
+            if not got and time.monotonic() - started >= self.t.history * 0.9:
+                silent.append(size)  # ib_async gives up with an empty list: no answer at all
+            return list(got or [])
 
-        minute, hour = await asyncio.gather(bars("1800 S", "1 min"), bars("5 D", "1 hour"))
+        # What the service asks for at start-up: its 1-minute backfill, and 1-hour bars.
+        minute, hour = await asyncio.gather(
+            bars(self.s.data.backfill_1min, "1 min"), bars("5 D", "1 hour")
+        )
         if minute and hour:
             if not self.spots.get(sym):
                 self.spots[sym] = float(minute[-1].close)
@@ -734,7 +756,22 @@ class _Session:
             return
         missing = " and ".join(k for k, v in (("1-minute", minute), ("1-hour", hour)) if not v)
         errs = [(c, t) for c, t in self.errors_for(stock.conId) if c not in (10167, 2104, 2106)]
-        said = f"; IB {errs[-1][0]}: {errs[-1][1]}" if errs else "; the Gateway did not answer"
+        if silent:
+            said = f"; the Gateway did not answer ({', '.join(silent)})"
+        elif errs:
+            said = f"; IB {errs[-1][0]}: {errs[-1][1]}"
+        else:
+            said = "; the Gateway answered with none"
+        if not silent and market_open is False:
+            self.put(
+                Check(
+                    name,
+                    WARN,
+                    f"no {missing} bars{said}; the market is closed",
+                    "run the doctor again during market hours",
+                )
+            )
+            return
         self.put(
             Check(
                 name,

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from actors.doctor import (
     Timeouts,
     check_config,
     check_limits,
+    check_socket,
     check_storage,
     diagnose,
     order_names,
@@ -134,6 +136,46 @@ def test_no_listener_names_the_ports_and_the_api_settings(sim, var):
     # The checks that need no Gateway still run.
     for name in ("limits", "storage", "config"):
         assert got[name].status == OK
+
+
+def test_socket_names_the_gateway_port_that_does_answer():
+    with socket.socket() as listener, socket.socket() as closed:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        closed.bind(("127.0.0.1", 0))
+        other, wrong = listener.getsockname()[1], closed.getsockname()[1]
+        c = check_socket("127.0.0.1", wrong, 1.0, {other: "IB Gateway paper", wrong: "TWS"})
+    assert c.status == FAIL
+    assert f"{other} (IB Gateway paper) answers" in c.detail
+    assert f"set broker.port to the one you mean ({other}?)" in c.fix
+
+
+def test_gateway_too_old_for_ib_async(var):
+    old = SimOptions(seed=7, symbols=SYMBOLS, server_version=150)
+    with EmbeddedSim(old, clock=ManualClock(SESSION_TIME)) as own:
+        got = run(own, var).by_name()
+    assert got["socket"].status == OK
+    assert got["handshake"].status == FAIL and "version 157" in got["handshake"].fix
+    assert got["clock"].detail.startswith("skipped") and got["storage"].status == OK
+
+
+def test_configured_account_not_managed_by_the_gateway(sim, var):
+    got = assert_only(run(sim, var, broker={"account": "U7654321"}), {"account": FAIL})
+    assert "configured account is not among them" in got["account"].detail
+    assert "OPTIONSBOT_BROKER__ACCOUNT" in got["account"].fix
+    assert "U7654321" not in json.dumps([c.line() for c in got.values()])
+
+
+def test_market_closed_softens_missing_bars_to_a_warning(var):
+    saturday = SESSION_TIME + timedelta(days=1)
+    closed = SimOptions(seed=7, symbols=SYMBOLS, skip_closed=False)
+    with EmbeddedSim(closed, clock=ManualClock(saturday)) as own:
+        s = settings_for(var, own.port, data={"backfill_1min": "1800 S"})
+        report = diagnose(s, timeouts=FAST, wall=lambda: saturday)
+    got = report.by_name()
+    assert got["history:SPY"].status == WARN, report.text()
+    assert "the market is closed" in got["history:SPY"].detail
+    assert not report.failed, report.text()
 
 
 def test_client_id_in_use_names_the_next_free_id(sim, var, fault):
