@@ -169,7 +169,8 @@ def check_config(s: Settings) -> Check:
     mode = "LIVE" if live else "dry-run"
     where = "embedded simulator" if s.broker.mode == "embedded" else "gateway"
     if not problems:
-        return Check("config", OK, f"{mode}, {where}, {len(s.symbols)} symbols")
+        n = len(s.symbols)
+        return Check("config", OK, f"{mode}, {where}, {n} symbol{'s' if n != 1 else ''}")
     status = FAIL if any(p[0] == FAIL for p in problems) else WARN
     return Check(
         "config",
@@ -243,7 +244,8 @@ def check_limits(s: Settings, symbols: tuple[str, ...]) -> Check:
     streams, peak = n, 3 * n
     lines = n * (1 + s.options.strike_count)  # a stock quote and the strikes quoted per idea
     notes = [
-        f"{n} symbols: {streams} open historical streams ({peak} at start-up) of"
+        f"{n} symbol{'s' if n != 1 else ''}: {streams} open historical stream{'s' if n != 1 else ''}"
+        f" ({peak} at start-up) of"
         f" {b.max_open_historical}; up to {lines} market data lines of {b.max_market_data_lines}"
     ]
     status, fixes = OK, []
@@ -389,7 +391,7 @@ class _Session:
                     "handshake",
                     OK,
                     f"server version {version} (ib_async needs {ib.client.MinClientVersion}"
-                    f"-{ib.client.MaxClientVersion}), connected in {took:.2f} s",
+                    f"-{ib.client.MaxClientVersion}), connected in {took * 1000:.0f} ms",
                 )
             )
             self._client_id_check(in_use, cid)
