@@ -50,6 +50,11 @@ API_SETTINGS = (
     " this machine's address in 'Trusted IPs'"
 )
 NO_CONNECTION = "skipped: no connection to the Gateway"
+COMPETING_SESSION = 10197  # "No market data during competing live session"
+COMPETING_FIX = (
+    "the same IB username is logged in elsewhere (TWS, mobile, web) and holds the market data:"
+    " log that session out, or give the Gateway a second username of the account"
+)
 # Entitlement errors, what each means, and the subscription to buy (IB error code list).
 ENTITLEMENT_TEXT = {
     354: "not subscribed to this market data",
@@ -98,7 +103,7 @@ class Timeouts:
     request: float = 6.0
     quote: float = 6.0
     history: float = 8.0
-    budget: float = 45.0  # the whole connected part
+    budget: float = 40.0  # the whole connected part
 
     @classmethod
     def from_settings(cls, s: Settings) -> Timeouts:
@@ -109,7 +114,7 @@ class Timeouts:
             request=min(6.0, b.timeouts_s.get("contract_details", b.request_timeout_s)),
             quote=min(6.0, b.timeouts_s.get("snapshot", b.request_timeout_s)),
             history=min(8.0, b.timeouts_s.get("historical", b.request_timeout_s)),
-            budget=min(45.0, 4 * b.connect_timeout_s + 3 * b.request_timeout_s),
+            budget=min(40.0, 4 * b.connect_timeout_s + 3 * b.request_timeout_s),
         )
 
 
@@ -180,7 +185,11 @@ def check_config(s: Settings) -> Check:
     )
 
 
-def check_storage(path: Path, disk_usage: Callable[[str], Any] = shutil.disk_usage) -> Check:
+def check_storage(
+    path: Path,
+    disk_usage: Callable[[str], Any] = shutil.disk_usage,
+    check_seconds: float = 10.0,
+) -> Check:
     """Opens the database read-only (never creates it) and checks its integrity, modes and disk."""
     notes: list[str] = []
     fixes: list[str] = []
@@ -211,11 +220,26 @@ def check_storage(path: Path, disk_usage: Callable[[str], Any] = shutil.disk_usa
         )
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        deadline = time.monotonic() + check_seconds
+        # A large database on a Pi's SD card could take minutes: give up rather than hang.
+        db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             rows = db.execute("PRAGMA integrity_check").fetchall()
         finally:
             db.close()
         verdict = "; ".join(str(r[0]) for r in rows[:3])
+    except sqlite3.OperationalError as exc:
+        if "interrupted" not in str(exc):
+            verdict = str(exc)
+        else:
+            size = path.stat().st_size / 2**20
+            return Check(
+                "storage",
+                WARN,
+                f"database {path} opens; its integrity check did not finish in {check_seconds:g} s"
+                f" ({size:.0f} MB); " + ", ".join(notes),
+                f"run sqlite3 {path} 'PRAGMA integrity_check' with the service stopped",
+            )
     except sqlite3.Error as exc:
         verdict = str(exc)
     if verdict != "ok":
@@ -489,8 +513,8 @@ class _Session:
                 )
             )
             return
-        if not self.s.dry_run and kind != "paper" and self.s.broker.port in (4002, 7497):
-            detail += " (on a paper port?)"
+        if not self.s.dry_run and kind != "paper":
+            detail += " (real money)"
         self.put(
             Check("account", OK, detail + ("; configured account found" if configured else ""))
         )
@@ -552,9 +576,13 @@ class _Session:
         stock = next(iter(self.stocks.values()))
         refused = asyncio.Event()
 
-        def watch(req_id: int, code: int, *_: Any) -> None:
+        other: list[tuple[int, str]] = []
+
+        def watch(req_id: int, code: int, text: str, *_: Any) -> None:
             if code == 321:
                 refused.set()
+            elif req_id > 0:
+                other.append((code, text))
 
         self.ib.errorEvent += watch
         order = LimitOrder("BUY", 1, 0.01, tif="DAY", outsideRth=False)
@@ -583,6 +611,16 @@ class _Session:
         elif answer.done() and answer.result() is not None:
             self.put(
                 Check("read_only", OK, "orders accepted (a what-if margin check was answered)")
+            )
+        elif other:
+            # Refused for another reason (price, permissions): the API itself is not read-only.
+            code, text = other[0]
+            self.put(
+                Check(
+                    "read_only",
+                    OK,
+                    f"not read-only: the what-if was answered with IB {code} ({text[:80]})",
+                )
             )
         else:
             answer.cancel()
@@ -631,7 +669,7 @@ class _Session:
     async def _quote(self, contract: Any) -> tuple[Any, list[tuple[int, str]]]:
         """A streaming quote until bid and ask are finite, an error arrives, or the timeout."""
         ticker = self.ib.reqMktData(contract, "", False, False)
-        hard = set(ENTITLEMENT_TEXT) | {200, 300}
+        hard = set(ENTITLEMENT_TEXT) | {200, 300, COMPETING_SESSION}
         deadline = time.monotonic() + self.t.quote
         try:
             while time.monotonic() < deadline:
@@ -702,6 +740,11 @@ class _Session:
                     f"no quote: IB {code}: {ENTITLEMENT_TEXT[code]} ({text.split('.')[0]})",
                     STOCK_SUBSCRIPTION + "; or " + DELAYED_MEANING,
                 )
+            )
+            return
+        if any(c == COMPETING_SESSION for c, _ in errs):
+            self.put(
+                Check(name, FAIL, "no quote: IB 10197: a competing live session", COMPETING_FIX)
             )
             return
         seen = f"bid {ticker.bid} ask {ticker.ask}"
@@ -897,10 +940,15 @@ class _Session:
             await self.qualify()
             await self.check_read_only()
             market_open = self._market_open()
-            await asyncio.gather(
-                *(self.check_symbol(sym, market_open) for sym in self.symbols),
-                return_exceptions=True,
-            )
+            # A few symbols at a time: each has two historical requests open, and IB allows
+            # about 50 open at once (the service's own streams may be holding some).
+            lanes = asyncio.Semaphore(6)
+
+            async def one(sym: str) -> None:
+                async with lanes:
+                    await self.check_symbol(sym, market_open)
+
+            await asyncio.gather(*(one(sym) for sym in self.symbols), return_exceptions=True)
             self.check_farms()
         finally:
             self.ib.disconnect()
@@ -1001,8 +1049,16 @@ def _run_loop(session: _Session, host: str, port: int, budget: float) -> None:
     finally:
         if session.ib is not None:
             session.ib.disconnect()
-        loop.run_until_complete(asyncio.sleep(0))
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(_drain(pending))
         loop.close()
+
+
+async def _drain(tasks: list[asyncio.Task[Any]]) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _start_embedded(s: Settings, syms: tuple[str, ...]) -> Any:

@@ -341,6 +341,13 @@ def test_storage_modes_and_disk(tmp_path):
             self.free = free
 
     os.chmod(path, 0o600)
+    # An integrity check that cannot finish in time is abandoned, not waited for.
+    db = sqlite3.connect(path)
+    db.executemany("insert into t values (?)", [(i,) for i in range(20_000)])
+    db.commit()
+    db.close()
+    c = check_storage(path, check_seconds=-1)
+    assert c.status == WARN and "did not finish" in c.detail
     assert check_storage(path, lambda _: Usage(100 * 2**20)).status == WARN
     assert check_storage(path, lambda _: Usage(10 * 2**20)).status == FAIL
 
