@@ -415,7 +415,8 @@ class _Session:
                     "handshake",
                     OK,
                     f"server version {version} (ib_async needs {ib.client.MinClientVersion}"
-                    f"-{ib.client.MaxClientVersion}), connected in {took * 1000:.0f} ms",
+                    f"-{ib.client.MaxClientVersion}), connected in {took * 1000:.0f} ms"
+                    + (f" at Gateway time {self.conn_time}" if self.conn_time else ""),
                 )
             )
             self._client_id_check(in_use, cid)

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.doctor import (
     FAIL,
@@ -38,7 +40,7 @@ from actors.doctor import (
     diagnose,
     order_names,
 )
-from configs.settings import Settings, load_settings
+from configs.settings import BrokerSettings, OptionSettings, Settings, load_settings
 from sim.clock import ManualClock
 from sim.config import SimOptions
 from sim.faults import Fault, Scenario
@@ -372,6 +374,37 @@ def test_limits(make_settings):
     assert c.status == WARN and "market data lines" in c.detail
     c = check_limits(s, many * 2)
     assert c.status == FAIL and "fewer symbols" in c.fix
+
+
+@given(
+    n=st.integers(1, 120),
+    strikes=st.integers(1, 50),
+    lines=st.integers(1, 500),
+    open_hist=st.integers(1, 80),
+)
+@settings(max_examples=60, deadline=None)
+def test_limits_property(n, strikes, lines, open_hist):
+    s = Settings(
+        symbols=("SPY",),
+        broker=BrokerSettings(max_market_data_lines=lines, max_open_historical=open_hist),
+        options=OptionSettings(strike_count=strikes),
+    )
+    symbols = tuple(f"S{i:03d}".replace("0", "A").replace("1", "B") for i in range(n))
+    c = check_limits(s, symbols)
+    assert (c.status == FAIL) == (n > min(open_hist, 50))
+    over = 3 * n > min(open_hist, 50) or open_hist > 50 or n * (1 + strikes) > lines
+    assert (c.status == OK) == (not over and n <= min(open_hist, 50))
+    assert (c.status == OK) == (not c.fix)
+
+
+@given(st.binary(max_size=64))
+def test_handshake_peek_never_raises(data):
+    from actors.doctor import _Session
+
+    session = _Session(Settings(), ("SPY",), FAST, lambda: SESSION_TIME)
+    session._peek_handshake(data)
+    session._peek_handshake(b"\x00\x00\x00\x1a176\x0020261120 10:30:00 EST\x00")
+    assert isinstance(session.conn_time, str)
 
 
 # ---------------------------------------------------------------------- the command
