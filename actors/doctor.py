@@ -10,10 +10,16 @@ Read-only mode (error 321) cannot be queried: IB only says so when an order is p
 places one *what-if* order: IB's TWS API documentation (interactivebrokers.github.io/tws-api/
 margin.html) says an order with `whatIf` set is not sent to a destination but only undergoes the
 margin credit check, and returns the estimated margin in its OrderState; a Gateway in Read-Only
-mode refuses it with 321 like any order (ib_async's wrapper counts 321 as a warning, so it is
-watched for on errorEvent rather than awaited). Belt and braces: the what-if is a DAY limit order
+mode refuses it with 321 like any order (the only source found for what-if in particular is a
+third-party IB tool's documentation saying the Read-Only API setting blocks what-if orders too;
+the simulator's read_only fault refuses every placeOrder, what-if included). ib_async's wrapper
+counts 321 as a warning, so it is watched for on errorEvent rather than awaited. Belt and braces: the what-if is a DAY limit order
 to buy one share at $0.01, far from any market, so even a Gateway that ignored `whatIf` would
 not fill it. Nothing is ever cancelled: there is nothing to cancel.
+
+The client id: the doctor connects first with broker.client_id, since the only way to learn
+that an id is in use is to be refused it (326); on 326 it moves through the pool as the
+service would and reports the first free id. It disconnects cleanly at the end.
 
 The IB account id never appears in the output: accounts are counted and classed (paper "D..."
 or live), not printed.

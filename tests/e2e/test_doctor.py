@@ -122,6 +122,17 @@ def test_clean_simulator_all_ok(sim, var):
     assert "drift +0.0 s" in got["clock"].detail and "zone EST" in got["clock"].detail
     assert "1 managed account, paper" in got["account"].detail
     assert "DU123456" not in report.text() + report.json()  # never the account id
+    # The what-if left nothing at the broker, and the doctor kept to IB's pacing rules.
+    assert not sim.book.live_orders()
+    assert not any(sim.violations.values()), sim.violations
+
+
+def test_delayed_data_not_enabled(sim, var, fault):
+    fault("no_entitlement", code=10089, symbol="SPY", delayed=False)
+    got = run(sim, var, broker={"market_data_type": 3}).by_name()
+    md = got["market_data:SPY"]
+    assert md.status == FAIL and "delayed market data is not enabled" in md.detail, md.line()
+    assert got["market_data:QQQ"].status == WARN  # delayed, as configured
 
 
 def test_no_listener_names_the_ports_and_the_api_settings(sim, var):
@@ -444,7 +455,7 @@ def test_cli_embedded_clean_exit_0_and_json_schema(tmp_path):
     assert {c["status"] for c in checks} == {OK}
     text = _cli(tmp_path, "--symbols", "QQQ")
     assert text.returncode == 0, text.stdout + text.stderr
-    assert "ok    options:QQQ" in text.stdout and "19 ok" not in text.stdout
+    assert "ok    options:QQQ" in text.stdout and "options:SPY" not in text.stdout
 
 
 def test_cli_failure_exits_1_and_bad_config_exits_2(tmp_path):
