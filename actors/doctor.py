@@ -363,7 +363,7 @@ class _Session:
         ]
 
     async def connect(self, host: str, port: int) -> bool:
-        from ib_async import IB, StartupFetchNONE
+        from ib_async import IB
 
         b = self.s.broker
         in_use: list[int] = []
@@ -375,14 +375,7 @@ class _Session:
             ib.client.conn.hasData += self._peek_handshake
             started = time.monotonic()
             try:
-                await ib.connectAsync(
-                    host,
-                    port,
-                    clientId=cid,
-                    timeout=self.t.connect,
-                    readonly=True,
-                    fetchFields=StartupFetchNONE,
-                )
+                await self._connect_one(ib, host, port, cid)
             except Exception as exc:  # noqa: BLE001 - every connect failure is reported
                 ib.disconnect()
                 if any(code == 326 for _, code, _, _ in self.errors):
@@ -437,6 +430,40 @@ class _Session:
         )
         self._client_id_check(in_use, None)
         return False
+
+    async def _connect_one(self, ib: Any, host: str, port: int, cid: int) -> None:
+        """ib_async's connect, cut short by a 326: ib_async itself waits out its whole timeout,
+        which over a pool of ids would eat the doctor's budget."""
+        from ib_async import StartupFetchNONE
+
+        refused = asyncio.Event()
+
+        def watch(req_id: int, code: int, *_: Any) -> None:
+            if code == 326:
+                refused.set()
+
+        ib.errorEvent += watch
+        attempt = asyncio.ensure_future(
+            ib.connectAsync(
+                host,
+                port,
+                clientId=cid,
+                timeout=self.t.connect,
+                readonly=True,
+                fetchFields=StartupFetchNONE,
+            )
+        )
+        gate = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({attempt, gate}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ib.errorEvent -= watch
+            gate.cancel()
+        if refused.is_set():
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
+            raise ConnectionError(f"client id {cid} is in use (326)")
+        attempt.result()
 
     def _peek_handshake(self, data: bytes) -> None:
         # ib_async drops the connection time of the handshake reply ("20261120 10:30:00 EST"),
