@@ -1037,16 +1037,23 @@ def diagnose(
     t = timeouts or Timeouts.from_settings(s)
     sim = None
     host, port = s.broker.host, port or s.broker.port
+    failed_start = ""
     if s.broker.mode == "embedded":
-        sim = _start_embedded(s, syms)
-        host, port = "127.0.0.1", sim.port
-        wall = wall or sim.clock.now  # the service's clock in embedded mode is the simulator's
+        try:
+            sim = _start_embedded(s, syms)
+            host, port = "127.0.0.1", sim.port
+            wall = wall or sim.clock.now  # in embedded mode the service runs on the sim's clock
+        except Exception as exc:  # noqa: BLE001 - reported as the socket check
+            failed_start = f"the embedded simulator did not start: {type(exc).__name__}: {exc}"
     wall = wall or (lambda: datetime.now(UTC))
     session = _Session(s, syms, t, wall)
     if sim is not None:
         session.drift_scale = max(1.0, s.sim.time_scale)
     try:
-        sock = check_socket(host, port, t.socket)
+        if failed_start:
+            sock = Check("socket", FAIL, failed_start, "see sim settings (sim.scenario, sim.start)")
+        else:
+            sock = check_socket(host, port, t.socket)
         session.put(sock)
         if sock.status == OK:
             _run_loop(session, host, port, t.budget)
@@ -1122,6 +1129,12 @@ def _start_embedded(s: Settings, syms: tuple[str, ...]) -> Any:
 
 def main(settings: Settings, symbols: list[str] | None, as_json: bool) -> int:
     """Prints the report; 1 when a check fails, else 0 (a bad configuration exits 2 before)."""
+    import logging
+
+    # The report carries every error that matters, with its fix; ib_async's own log lines would
+    # repeat them (and the simulator's too, in embedded mode) on stderr.
+    for name in ("ib_async", "sim"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     report = diagnose(settings, symbols)
     print(report.json() if as_json else report.text(), flush=True)
     return 1 if report.failed else 0
