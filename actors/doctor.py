@@ -355,10 +355,11 @@ class _Session:
     def _on_error(self, req_id: int, code: int, text: str, contract: Any = None) -> None:
         self.errors.append((req_id, code, text, contract))
 
-    def errors_for(self, con_id: int) -> list[tuple[int, str]]:
+    def errors_for(self, con_id: int, since: int = 0) -> list[tuple[int, str]]:
+        """IB's errors about one contract, from the `since`-th error on."""
         return [
             (c, t)
-            for _, c, t, k in self.errors
+            for _, c, t, k in self.errors[since:]
             if k is not None and getattr(k, "conId", 0) == con_id
         ]
 
@@ -808,6 +809,7 @@ class _Session:
         what = self.s.data.what_to_show
 
         silent: list[str] = []
+        mark = len(self.errors)  # the quote's errors are the market_data check's, not these
 
         async def bars(duration: str, size: str) -> list[Any]:
             started = time.monotonic()
@@ -834,7 +836,7 @@ class _Session:
             self.put(Check(name, OK, f"{len(minute)} 1-minute and {len(hour)} 1-hour bars"))
             return
         missing = " and ".join(k for k, v in (("1-minute", minute), ("1-hour", hour)) if not v)
-        errs = [(c, t) for c, t in self.errors_for(stock.conId) if c not in (10167, 2104, 2106)]
+        errs = [(c, t) for c, t in self.errors_for(stock.conId, mark) if c != 10167]
         if silent:
             said = f"; the Gateway did not answer ({', '.join(silent)})"
         elif errs:
