@@ -141,6 +141,20 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from configs.settings import SYMBOL_CHARS
+
+    settings = _load(args.config)
+    symbols = [x.upper() for x in args.symbols or []]
+    bad = [x for x in symbols if not x or set(x) - SYMBOL_CHARS or len(x) > 8]
+    if bad:
+        print(f"--symbols: {bad[0]!r} is not a US stock symbol (letters and '.')", file=sys.stderr)
+        return 2
+    from actors.doctor import main as doctor_main
+
+    return doctor_main(settings, symbols or None, args.json)
+
+
 def cmd_sim(argv: list[str]) -> int:
     from sim.runner import main as sim_main
 
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         ("resume", cmd_resume, "release the kill switch"),
         ("status", cmd_status, "orders, positions and P&L from the database"),
         ("adopt", cmd_adopt, "trade on from the broker's positions and orders (lost database)"),
+        ("doctor", cmd_doctor, "diagnose the Gateway, data, options and storage setup"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", "-c", help="YAML settings file (default: configs/default.yaml)")
@@ -178,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--wait", type=float, default=30.0, help="seconds to wait for the service"
             )
+        if name == "doctor":
+            p.add_argument("--json", action="store_true", help="a JSON list of checks")
+            p.add_argument("--symbols", nargs="+", help="underlyings to check (default: settings)")
         p.set_defaults(fn=fn)
     sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
     sub.add_parser("diagram", help="print the state machines as Mermaid")
