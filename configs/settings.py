@@ -132,6 +132,14 @@ class DataSettings(_Section):
     # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
     resubscribe_after_s: float = Field(30.0, gt=0)
     record_bars: bool = False  # keep every delivered bar in SQLite (replay, audits)
+    # A bar whose true range exceeds this many ATR(14) of the accepted bars before it (and
+    # spike_floor_pct of the price) is held as suspect: dropped if the next bar reverts,
+    # accepted without a signal if it confirms. The simulator's ordinary bars reach 4 ATR at
+    # most (3 seeds x 6 symbols x 40 sessions); only session-open gaps pass 12, and persist.
+    spike_atr_multiple: float = Field(12.0, ge=4)
+    spike_floor_pct: float = Field(0.005, gt=0, lt=1)
+    # Before 14 bars give an ATR, only a move beyond this fraction of the price is suspect.
+    spike_warmup_pct: float = Field(0.10, gt=0, lt=1)
 
 
 class ScalpSettings(_Section):
