@@ -34,6 +34,7 @@ from configs.settings import Settings
 from machines.connection import ConnectionModel, ConnState, connection_machine
 from storage import MachineStateRepo, open_db
 from strategies.bars import Bar
+from strategies.sanity import QuoteMark, observe_quote, quote_age_s
 
 log = logging.getLogger("optionsbot.connection")
 
@@ -136,6 +137,17 @@ def _finite(x: Any) -> float:
     return f if math.isfinite(f) and f >= 0 else math.nan
 
 
+def _price(x: Any) -> float:
+    """A bid or ask as sent, negatives included (IB's -1 is "no quote"; ib_async turns it into
+    NaN only when the size is 0): the caller rejects it with its reason, never reads it as
+    missing."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
 def install_gate(
     client: Any,
     gate: MessageGate,
@@ -206,6 +218,9 @@ class ConnectionActor(BaseActor):
         # next session's first update.
         self.closed_early: dict[tuple[str, str], datetime] = {}
         self.quote_lines: dict[int, Any] = {}  # conId -> streaming Ticker; loop thread only
+        # conId -> what has been seen of its bid/ask, across snapshots and lines (loop thread
+        # only): a quote's age is the age of its last change, never of its arrival.
+        self.quote_marks: dict[int, QuoteMark] = {}
         # conId -> the latest watch or unwatch asked (loop thread only): a watch still waiting
         # for a line when a newer one, or an unwatch, comes is dropped when its line frees.
         self.watch_seq: dict[int, int] = {}
@@ -953,16 +968,40 @@ class ConnectionActor(BaseActor):
             )
             return
         by_con = {t.contract.conId: t for t in tickers}
+        self._mark_snapshot(by_con)
+        recheck = self.settings.options.quote_recheck_s
+        scale = getattr(self.clock, "scale", 1.0)
+        unproven = [
+            q
+            for _, q in pairs
+            if (mark := self.quote_marks.get(q.conId)) is not None
+            and quote_age_s(mark, self.clock.now(), scale) > self.settings.options.max_quote_age_s
+        ]
+        if unproven:
+            # Seen for the first time, or not since long ago: one more look proves the quote
+            # alive if it moved meanwhile. A frozen one does not, and stays too old to trade.
+            await asyncio.sleep(recheck)
+            try:
+                again = await self._timed(
+                    "snapshot", self.ib.reqTickersAsync(*unproven), msg.wait_s + 8.0
+                )
+            except Exception as exc:  # noqa: BLE001 - the first look still stands, aged
+                log.info("quote recheck failed (%s): the first look stands", exc)
+                again = []
+            fresh = {t.contract.conId: t for t in again}
+            self._mark_snapshot(fresh)
+            by_con.update(fresh)
         now = self.clock.now()
         for c, q in pairs:
             t: Ticker | None = by_con.get(q.conId)
             value = self._option_value(q, c)
-            bid, ask = (_finite(t.bid), _finite(t.ask)) if t else (math.nan, math.nan)
+            bid, ask = (_price(t.bid), _price(t.ask)) if t else (math.nan, math.nan)
             if t is None or math.isnan(bid) or math.isnan(ask):
                 missing.append(
                     (value, "no quote (NaN): no entitlement, market closed, or no market")
                 )
                 continue
+            mark = self.quote_marks.get(q.conId)
             quotes.append(
                 m.OptionQuote(
                     contract=value,
@@ -970,12 +1009,29 @@ class ConnectionActor(BaseActor):
                     ask=ask,
                     last=_finite(t.last),
                     volume=_finite(t.volume),
-                    time=now,
+                    time=(mark.since or mark.seen) if mark else now,
+                    age_known=mark is not None and mark.since is not None,
                 )
             )
         self._tell(
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
+
+    def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
+        now = self.clock.now()
+        for con_id, t in by_con.items():
+            self._mark(con_id, _price(t.bid), _price(t.ask), now, watched=False)
+
+    def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
+        mark = self.quote_marks[con_id] = observe_quote(
+            self.quote_marks.get(con_id), bid, ask, now, watched
+        )
+        if len(self.quote_marks) > 5000:
+            # Marks of contracts not looked at for long are worth nothing: the next look is a
+            # first sight anyway. Oldest first.
+            for key in sorted(self.quote_marks, key=lambda k: self.quote_marks[k].seen)[:1000]:
+                self.quote_marks.pop(key, None)
+        return mark
 
     def on_WatchQuotes(self, msg: m.WatchQuotes) -> None:
         if self._refuse():
@@ -1009,12 +1065,17 @@ class ConnectionActor(BaseActor):
         self.metrics.market_data_lines.set(len(self.quote_lines))
         reply_to = msg.reply_to
         last: list[tuple[float, float]] = [(math.nan, math.nan)]
+        con_id = contract.conId
 
         def on_tick(t: Ticker) -> None:
-            bid, ask = _finite(t.bid), _finite(t.ask)
+            bid, ask = _price(t.bid), _price(t.ask)
             if (bid, ask) == last[0] or math.isnan(bid) or math.isnan(ask):
                 return
+            # A line's first values are whatever IB holds, frozen or not; after that every
+            # change comes as a tick, so a change is known to be fresh.
+            watched = not math.isnan(last[0][0])
             last[0] = (bid, ask)
+            mark = self._mark(con_id, bid, ask, self.clock.now(), watched)
             self._tell(
                 reply_to,
                 m.QuoteUpdated(
@@ -1024,7 +1085,8 @@ class ConnectionActor(BaseActor):
                         ask=ask,
                         last=_finite(t.last),
                         volume=_finite(t.volume),
-                        time=self.clock.now(),
+                        time=mark.since or mark.seen,
+                        age_known=mark.since is not None,
                     )
                 ),
             )

@@ -30,6 +30,7 @@ from strategies.options import (
     choose_expiry,
     choose_option,
     nearest_strikes,
+    quote_problem,
     target_strike,
 )
 from strategies.signals import Direction
@@ -372,8 +373,10 @@ class OrderActor(BaseActor):
                 q.bid,
                 q.ask,
                 q.volume if math.isfinite(q.volume) else 0.0,
-                # Quotes are stamped on the service clock; age in real seconds.
-                max(0.0, (now - q.time).total_seconds() / getattr(self.clock, "scale", 1.0)),
+                # Stamped with their last change on the service clock; age in real seconds.
+                max(0.0, (now - q.time).total_seconds() / getattr(self.clock, "scale", 1.0))
+                if q.age_known
+                else math.inf,
             )
             for q in msg.quotes
         ]
@@ -547,11 +550,21 @@ class OrderActor(BaseActor):
     def on_QuoteUpdated(self, msg: m.QuoteUpdated) -> None:
         q = msg.quote
         con_id = q.contract.con_id
+        problem = quote_problem(q.bid, q.ask)
+        if problem is not None:
+            # Neither a paper fill nor a position's value may come from a quote that is none.
+            code = problem.split(":", 1)[0]
+            self.metrics.quotes_rejected.labels(q.contract.symbol, code).inc()
+            log.warning(
+                "%s quote ignored: %s", q.contract.local_symbol or q.contract.symbol, problem
+            )
+            return
         self.book.last_mid[con_id] = (q.bid + q.ask) / 2
         if self.dry_run:
             slip = self.settings.orders.paper_slippage_ticks * tick_size(q.contract.symbol, q.ask)
             for fill in self.paper.on_quote(con_id, q.bid, q.ask, slip):
-                self._paper_fill(fill, q.time)
+                # Filled when the quote came, not when its bid/ask last changed.
+                self._paper_fill(fill, self.clock.now())
         self._publish()
 
     def _paper_fill(self, fill: PaperFill, at: datetime) -> None:

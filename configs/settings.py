@@ -180,8 +180,21 @@ class OptionSettings(_Section):
     min_volume: float = Field(100, ge=0)
     max_spread_pct: float = Field(0.10, gt=0, le=1)
     spread_allowance: float = Field(0.10, ge=0)
+    # A quote's age is the age of its last change as the service saw it (IB stamps nothing).
     max_quote_age_s: float = Field(10.0, gt=0)
     quote_wait_s: float = Field(4.0, gt=0)
+    # A quote not seen to change within max_quote_age_s is looked at again after this many real
+    # seconds; only a change in between proves it alive (a frozen quote never changes).
+    quote_recheck_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _recheck_shorter(self) -> OptionSettings:
+        if self.quote_recheck_s >= self.max_quote_age_s:
+            raise ValueError(
+                "quote_recheck_s must be shorter than max_quote_age_s, or a recheck can never "
+                "prove a quote fresh"
+            )
+        return self
 
 
 class OrderSettings(_Section):

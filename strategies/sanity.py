@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from strategies.bars import Bar
@@ -136,3 +137,49 @@ class SpikeGuard:
         dropped = Verdict(held, "drop", self.held_reason)
         self.held, self.held_reason = bar, why
         return [dropped, Verdict(bar, "hold", why)]
+
+
+# ---------------------------------------------------------------------- quote age
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteMark:
+    """What the service knows of one contract's bid/ask over time.
+
+    IB stamps nothing: a snapshot's ticks arrive fresh, and a line opens with the current
+    (possibly frozen) bid/ask. So a quote's age is only what the service has watched: `since`
+    is the earliest the current bid/ask can have been set (the last time different values were
+    observed), None while they have never been seen to change.
+    """
+
+    bid: float
+    ask: float
+    seen: datetime  # the last time these values were observed
+    since: datetime | None
+
+
+def observe_quote(
+    mark: QuoteMark | None, bid: float, ask: float, now: datetime, watched: bool = False
+) -> QuoteMark:
+    """The mark after observing (bid, ask) at `now`.
+
+    `watched`: the observation comes from a streaming line that has been open since `mark.seen`,
+    so a change is known to have happened now (IB sends a tick on every change). Otherwise the
+    change happened at some unknown time after `mark.seen`, and the oldest it can be is assumed.
+    """
+    if mark is None:
+        return QuoteMark(bid, ask, now, None)
+    if same_price(bid, mark.bid) and same_price(ask, mark.ask):
+        return QuoteMark(mark.bid, mark.ask, now, mark.since)
+    return QuoteMark(bid, ask, now, now if watched else mark.seen)
+
+
+def same_price(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def quote_age_s(mark: QuoteMark, now: datetime, scale: float = 1.0) -> float:
+    """Real seconds since the bid/ask last changed, at the oldest; inf when never seen to change."""
+    if mark.since is None:
+        return math.inf
+    return max(0.0, (now - mark.since).total_seconds() / scale)
