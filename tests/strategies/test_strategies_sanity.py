@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies.bars import Bar
-from strategies.sanity import SpikeGuard, SpikeParams, implausible, spike_threshold, true_range
+from strategies.sanity import (
+    SpikeGuard,
+    SpikeParams,
+    implausible,
+    observe_quote,
+    quote_age_s,
+    spike_threshold,
+    true_range,
+)
 
 T = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 P = SpikeParams()
@@ -128,3 +136,41 @@ def test_implausible_exactly_when_true_range_exceeds_threshold(
 def test_bad_params_are_refused(kw: dict) -> None:
     with pytest.raises(ValueError):
         SpikeParams(**kw)
+
+
+# ---------------------------------------------------------------------- quote marks
+
+prices = st.sampled_from([1.00, 1.05, 1.10, 2.00])
+
+
+@given(st.lists(st.tuples(prices, prices, st.integers(1, 30), st.booleans()), max_size=30))
+def test_quote_age_is_never_younger_than_the_last_change_seen(
+    looks: list[tuple[float, float, int, bool]],
+) -> None:
+    """Whatever the looks, the age is at least the time since the last observed change, and
+    infinite while no change was ever observed (a frozen quote stays that way)."""
+    mark, now, changed_at, values = None, T, None, None
+    for bid, ask, gap_s, watched in looks:
+        prev_seen = mark.seen if mark else None
+        now += timedelta(seconds=gap_s)
+        mark = observe_quote(mark, bid, ask, now, watched)
+        if values is not None and (bid, ask) != values:
+            changed_at = now if watched else prev_seen
+        values = (bid, ask)
+        age = quote_age_s(mark, now)
+        if changed_at is None:
+            assert age == float("inf")
+        else:
+            assert age >= (now - changed_at).total_seconds()
+
+
+def test_a_change_seen_between_two_snapshots_is_dated_to_the_first() -> None:
+    a = observe_quote(None, 1.00, 1.10, T)
+    assert quote_age_s(a, T) == float("inf")
+    b = observe_quote(a, 1.05, 1.15, T + timedelta(seconds=1))
+    assert quote_age_s(b, T + timedelta(seconds=1)) == 1.0
+    frozen = observe_quote(b, 1.05, 1.15, T + timedelta(seconds=30))
+    assert quote_age_s(frozen, T + timedelta(seconds=30)) == 30.0
+    # On a line that stayed open, a change is now.
+    live = observe_quote(frozen, 1.10, 1.20, T + timedelta(seconds=31), watched=True)
+    assert quote_age_s(live, T + timedelta(seconds=31)) == 0.0
