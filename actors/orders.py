@@ -125,6 +125,7 @@ class OrderActor(BaseActor):
         self.machines: dict[str, OrderModel] = {}
         self.chains: dict[str, tuple[Any, m.Chain]] = {}
         self.paper = PaperBook()
+        self.bad_quote_seen: set[int] = set()  # conIds whose bad quote was logged (once a run)
         self.book = Book()
         self.watched: dict[int, m.OptionContract] = {}
         self.reconciled = self.dry_run
@@ -555,10 +556,15 @@ class OrderActor(BaseActor):
             # Neither a paper fill nor a position's value may come from a quote that is none.
             code = problem.split(":", 1)[0]
             self.metrics.quotes_rejected.labels(q.contract.symbol, code).inc()
-            log.warning(
-                "%s quote ignored: %s", q.contract.local_symbol or q.contract.symbol, problem
-            )
+            if con_id not in self.bad_quote_seen:  # a bad feed ticks many times a second
+                self.bad_quote_seen.add(con_id)
+                log.warning(
+                    "%s quote ignored: %s (counted, logged again after a good one)",
+                    q.contract.local_symbol or q.contract.symbol,
+                    problem,
+                )
             return
+        self.bad_quote_seen.discard(con_id)
         self.book.last_mid[con_id] = (q.bid + q.ask) / 2
         if self.dry_run:
             slip = self.settings.orders.paper_slippage_ticks * tick_size(q.contract.symbol, q.ask)

@@ -130,3 +130,26 @@ def test_spiked_duplicate_and_out_of_order_bars_make_no_signal(bad_settings):
         assert bar_times and len(bar_times) == len(set(bar_times)), (
             f"{symbol}: a bar signalled twice"
         )
+
+
+def test_paper_orders_never_fill_on_a_crossed_quote(bad_settings, tmp_path):
+    """Dry-run: brackets are working when every option's bid jumps 5.00 above its ask. At IB that
+    fills nothing; a paper book that believed it would sell every take-profit at once."""
+    scenario = tmp_path / "crossed_later.yaml"
+    scenario.write_text(
+        "faults:\n  - kind: quote_crossed\n    at: '+25m'\n    by: 5.0\n    what: option\n"
+    )
+    settings = bad_settings(
+        "bad_quotes.yaml",
+        sim={"seed": 11, "time_scale": 240, "start": START, "scenario": str(scenario)},
+    )
+    samples, _ = run(settings, minutes=45)
+    db = open_db(settings.storage.path)
+    crossed_from = datetime.fromisoformat(START) + timedelta(minutes=25)
+    fills = [(datetime.fromisoformat(f["at"]), f["order_ref"]) for f in db["fills"].rows_where()]
+    before = [f for f in fills if f[0] < crossed_from]
+    after = [f for f in fills if f[0] >= crossed_from]
+    print(f"\nfills before the crossed quotes {len(before)}, after {len(after)}")
+    assert before, "no paper fill before the fault: the run proves nothing"
+    assert after == [], f"paper orders filled on crossed quotes: {after}"
+    assert total(samples, "optionsbot_quotes_rejected_total", reason="crossed") > 0
