@@ -148,6 +148,26 @@ def _price(x: Any) -> float:
     return f if math.isfinite(f) else math.nan
 
 
+class _LineStart:
+    """Whether a new line has brought its first bid and ask: until it has, its values are what
+    IB held when the line opened (frozen or not), not a change seen as it happened."""
+
+    BID, ASK = frozenset({1, 66}), frozenset({2, 67})  # live and delayed tick types
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def settled(self, t: Ticker) -> bool:
+        """True when the line had settled before this update (so a change in it is fresh)."""
+        was = len(self.seen) == 2
+        for tick in t.ticks:
+            if tick.tickType in self.BID:
+                self.seen.add("bid")
+            elif tick.tickType in self.ASK:
+                self.seen.add("ask")
+        return was
+
+
 def install_gate(
     client: Any,
     gate: MessageGate,
@@ -978,19 +998,10 @@ class ConnectionActor(BaseActor):
             and quote_age_s(mark, self.clock.now(), scale) > self.settings.options.max_quote_age_s
         ]
         if unproven:
-            # Seen for the first time, or not since long ago: one more look proves the quote
-            # alive if it moved meanwhile. A frozen one does not, and stays too old to trade.
-            await asyncio.sleep(recheck)
-            try:
-                again = await self._timed(
-                    "snapshot", self.ib.reqTickersAsync(*unproven), msg.wait_s + 8.0
-                )
-            except Exception as exc:  # noqa: BLE001 - the first look still stands, aged
-                log.info("quote recheck failed (%s): the first look stands", exc)
-                again = []
-            fresh = {t.contract.conId: t for t in again}
-            self._mark_snapshot(fresh)
-            by_con.update(fresh)
+            # Seen for the first time, or not since long ago: watch them for a moment. A live
+            # quote moves meanwhile and the line says exactly when; a frozen one does not.
+            await self._watch_briefly(unproven, recheck)
+            # ib_async keeps one Ticker per contract: the snapshot's now holds the line's last.
         now = self.clock.now()
         for c, q in pairs:
             t: Ticker | None = by_con.get(q.conId)
@@ -1016,6 +1027,42 @@ class ConnectionActor(BaseActor):
         self._tell(
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
+
+    async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
+        """Open a line on each contract for `seconds` and mark every bid/ask change it brings.
+
+        A line, not a second snapshot: IB may take up to 11 s to end a snapshot, which would
+        age the quote it was meant to prove fresh. A contract already watched is skipped (its
+        line marks it all along); with every line in use, the rest keep their first look.
+        """
+        opened: list[tuple[Any, Ticker, Callable[[Ticker], None]]] = []
+        try:
+            for q in contracts:
+                if q.conId in self.quote_lines or not self.ib.isConnected():
+                    continue
+                try:
+                    await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
+                except TimeoutError:
+                    break
+                ticker = self.ib.reqMktData(q, "", False, False)
+                start = _LineStart()
+
+                def on_tick(t: Ticker, con_id: int = q.conId, start: _LineStart = start) -> None:
+                    watched = start.settled(t)
+                    bid, ask = _price(t.bid), _price(t.ask)
+                    if not (math.isnan(bid) or math.isnan(ask)):
+                        self._mark(con_id, bid, ask, self.clock.now(), watched)
+
+                ticker.updateEvent += on_tick
+                opened.append((q, ticker, on_tick))
+            if opened:
+                await asyncio.sleep(seconds)
+        finally:
+            for q, ticker, on_tick in opened:
+                ticker.updateEvent -= on_tick
+                if self.ib.isConnected() and q.conId not in self.quote_lines:
+                    self.ib.cancelMktData(q)
+                self.lines.release()
 
     def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
         now = self.clock.now()
@@ -1067,13 +1114,15 @@ class ConnectionActor(BaseActor):
         last: list[tuple[float, float]] = [(math.nan, math.nan)]
         con_id = contract.conId
 
+        start = _LineStart()
+
         def on_tick(t: Ticker) -> None:
+            # A line's first values are whatever IB holds, frozen or not; after that every
+            # change comes as a tick, so a change is known to be fresh.
+            watched = start.settled(t)
             bid, ask = _price(t.bid), _price(t.ask)
             if (bid, ask) == last[0] or math.isnan(bid) or math.isnan(ask):
                 return
-            # A line's first values are whatever IB holds, frozen or not; after that every
-            # change comes as a tick, so a change is known to be fresh.
-            watched = not math.isnan(last[0][0])
             last[0] = (bid, ask)
             mark = self._mark(con_id, bid, ask, self.clock.now(), watched)
             self._tell(
