@@ -183,8 +183,8 @@ class OptionSettings(_Section):
     # A quote's age is the age of its last change as the service saw it (IB stamps nothing).
     max_quote_age_s: float = Field(10.0, gt=0)
     quote_wait_s: float = Field(4.0, gt=0)
-    # A quote not seen to change within max_quote_age_s is looked at again after this many real
-    # seconds; only a change in between proves it alive (a frozen quote never changes).
+    # A quote not seen to change within max_quote_age_s is watched on a line for this many real
+    # seconds before an entry; only a change on it proves the quote alive (a frozen one sends none).
     quote_recheck_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
