@@ -55,9 +55,9 @@ def test_ordinary_bars_are_never_suspect(steps: list[float]) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(ordinary, st.integers(16, 200), st.sampled_from([0.1, 0.2, 3.0, 10.0]), st.data())
+@given(ordinary, st.integers(16, 200), st.sampled_from([0.1, 0.2, 3.0, 10.0]))
 def test_a_spike_that_reverts_is_dropped_and_never_delivered(
-    steps: list[float], at: int, factor: float, data: st.DataObject
+    steps: list[float], at: int, factor: float
 ) -> None:
     bars = walk(steps)
     at = at % (len(bars) - 2) + 1
