@@ -34,6 +34,7 @@ from configs.settings import Settings
 from machines.connection import ConnectionModel, ConnState, connection_machine
 from storage import MachineStateRepo, open_db
 from strategies.bars import Bar
+from strategies.sanity import QuoteMark, observe_quote, quote_age_s
 
 log = logging.getLogger("optionsbot.connection")
 
@@ -136,6 +137,37 @@ def _finite(x: Any) -> float:
     return f if math.isfinite(f) and f >= 0 else math.nan
 
 
+def _price(x: Any) -> float:
+    """A bid or ask as sent, negatives included (IB's -1 is "no quote"; ib_async turns it into
+    NaN only when the size is 0): the caller rejects it with its reason, never reads it as
+    missing."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+class _LineStart:
+    """Whether a new line has brought its first bid and ask: until it has, its values are what
+    IB held when the line opened (frozen or not), not a change seen as it happened."""
+
+    BID, ASK = frozenset({1, 66}), frozenset({2, 67})  # live and delayed tick types
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def settled(self, t: Ticker) -> bool:
+        """True when the line had settled before this update (so a change in it is fresh)."""
+        was = len(self.seen) == 2
+        for tick in t.ticks:
+            if tick.tickType in self.BID:
+                self.seen.add("bid")
+            elif tick.tickType in self.ASK:
+                self.seen.add("ask")
+        return was
+
+
 def install_gate(
     client: Any,
     gate: MessageGate,
@@ -206,6 +238,9 @@ class ConnectionActor(BaseActor):
         # next session's first update.
         self.closed_early: dict[tuple[str, str], datetime] = {}
         self.quote_lines: dict[int, Any] = {}  # conId -> streaming Ticker; loop thread only
+        # conId -> what has been seen of its bid/ask, across snapshots and lines (loop thread
+        # only): a quote's age is the age of its last change, never of its arrival.
+        self.quote_marks: dict[int, QuoteMark] = {}
         # conId -> the latest watch or unwatch asked (loop thread only): a watch still waiting
         # for a line when a newer one, or an unwatch, comes is dropped when its line frees.
         self.watch_seq: dict[int, int] = {}
@@ -953,16 +988,31 @@ class ConnectionActor(BaseActor):
             )
             return
         by_con = {t.contract.conId: t for t in tickers}
+        self._mark_snapshot(by_con)
+        recheck = self.settings.options.quote_recheck_s
+        scale = getattr(self.clock, "scale", 1.0)
+        unproven = [
+            q
+            for _, q in pairs
+            if (mark := self.quote_marks.get(q.conId)) is not None
+            and quote_age_s(mark, self.clock.now(), scale) > self.settings.options.max_quote_age_s
+        ]
+        if unproven:
+            # Seen for the first time, or not since long ago: watch them for a moment. A live
+            # quote moves meanwhile and the line says exactly when; a frozen one does not.
+            await self._watch_briefly(unproven, recheck)
+            # ib_async keeps one Ticker per contract: the snapshot's now holds the line's last.
         now = self.clock.now()
         for c, q in pairs:
             t: Ticker | None = by_con.get(q.conId)
             value = self._option_value(q, c)
-            bid, ask = (_finite(t.bid), _finite(t.ask)) if t else (math.nan, math.nan)
+            bid, ask = (_price(t.bid), _price(t.ask)) if t else (math.nan, math.nan)
             if t is None or math.isnan(bid) or math.isnan(ask):
                 missing.append(
                     (value, "no quote (NaN): no entitlement, market closed, or no market")
                 )
                 continue
+            mark = self.quote_marks.get(q.conId)
             quotes.append(
                 m.OptionQuote(
                     contract=value,
@@ -970,12 +1020,65 @@ class ConnectionActor(BaseActor):
                     ask=ask,
                     last=_finite(t.last),
                     volume=_finite(t.volume),
-                    time=now,
+                    time=(mark.since or mark.seen) if mark else now,
+                    age_known=mark is not None and mark.since is not None,
                 )
             )
         self._tell(
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
+
+    async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
+        """Open a line on each contract for `seconds` and mark every bid/ask change it brings.
+
+        A line, not a second snapshot: IB may take up to 11 s to end a snapshot, which would
+        age the quote it was meant to prove fresh. A contract already watched is skipped (its
+        line marks it all along); with every line in use, the rest keep their first look.
+        """
+        opened: list[tuple[Any, Ticker, Callable[[Ticker], None]]] = []
+        try:
+            for q in contracts:
+                if q.conId in self.quote_lines or not self.ib.isConnected():
+                    continue
+                try:
+                    await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
+                except TimeoutError:
+                    break
+                ticker = self.ib.reqMktData(q, "", False, False)
+                start = _LineStart()
+
+                def on_tick(t: Ticker, con_id: int = q.conId, start: _LineStart = start) -> None:
+                    watched = start.settled(t)
+                    bid, ask = _price(t.bid), _price(t.ask)
+                    if not (math.isnan(bid) or math.isnan(ask)):
+                        self._mark(con_id, bid, ask, self.clock.now(), watched)
+
+                ticker.updateEvent += on_tick
+                opened.append((q, ticker, on_tick))
+            if opened:
+                await asyncio.sleep(seconds)
+        finally:
+            for q, ticker, on_tick in opened:
+                ticker.updateEvent -= on_tick
+                if self.ib.isConnected() and q.conId not in self.quote_lines:
+                    self.ib.cancelMktData(q)
+                self.lines.release()
+
+    def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
+        now = self.clock.now()
+        for con_id, t in by_con.items():
+            self._mark(con_id, _price(t.bid), _price(t.ask), now, watched=False)
+
+    def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
+        mark = self.quote_marks[con_id] = observe_quote(
+            self.quote_marks.get(con_id), bid, ask, now, watched
+        )
+        if len(self.quote_marks) > 5000:
+            # Marks of contracts not looked at for long are worth nothing: the next look is a
+            # first sight anyway. Oldest first.
+            for key in sorted(self.quote_marks, key=lambda k: self.quote_marks[k].seen)[:1000]:
+                self.quote_marks.pop(key, None)
+        return mark
 
     def on_WatchQuotes(self, msg: m.WatchQuotes) -> None:
         if self._refuse():
@@ -1009,12 +1112,19 @@ class ConnectionActor(BaseActor):
         self.metrics.market_data_lines.set(len(self.quote_lines))
         reply_to = msg.reply_to
         last: list[tuple[float, float]] = [(math.nan, math.nan)]
+        con_id = contract.conId
+
+        start = _LineStart()
 
         def on_tick(t: Ticker) -> None:
-            bid, ask = _finite(t.bid), _finite(t.ask)
+            # A line's first values are whatever IB holds, frozen or not; after that every
+            # change comes as a tick, so a change is known to be fresh.
+            watched = start.settled(t)
+            bid, ask = _price(t.bid), _price(t.ask)
             if (bid, ask) == last[0] or math.isnan(bid) or math.isnan(ask):
                 return
             last[0] = (bid, ask)
+            mark = self._mark(con_id, bid, ask, self.clock.now(), watched)
             self._tell(
                 reply_to,
                 m.QuoteUpdated(
@@ -1024,7 +1134,8 @@ class ConnectionActor(BaseActor):
                         ask=ask,
                         last=_finite(t.last),
                         volume=_finite(t.volume),
-                        time=self.clock.now(),
+                        time=mark.since or mark.seen,
+                        age_known=mark.since is not None,
                     )
                 ),
             )

@@ -22,6 +22,7 @@ from configs.settings import Settings
 from storage import BarRepo, open_db
 from strategies.aggregate import HourlyAggregator, hour_bucket
 from strategies.bars import Bar, bar_problem
+from strategies.sanity import SpikeGuard, SpikeParams, Verdict
 
 log = logging.getLogger("optionsbot.data")
 
@@ -35,7 +36,7 @@ class Feed:
 
     symbol: str
     bar_size: str
-    last: Bar | None = None
+    guard: SpikeGuard = field(default_factory=lambda: SpikeGuard(SpikeParams()))
     ready: bool = False  # its history has been delivered at least once
     last_seen_mono: float = field(default_factory=time.monotonic)
     # Hourly bars built before the hourly history came.
@@ -44,12 +45,17 @@ class Feed:
     filling: bool = False
     pending: list[tuple[Bar, float]] = field(default_factory=list)
 
-    def accept(self, bar: Bar) -> str | None:
-        """None when the bar is new and good (and becomes the last); else why it is dropped."""
+    @property
+    def last(self) -> Bar | None:
+        """The newest bar taken in, a suspect one included: what the next bar follows."""
+        return self.guard.newest
+
+    def accept(self, bar: Bar) -> str | list[Verdict]:
+        """Why the bar is dropped; else what the spike guard makes of it (and of a held bar)."""
         problem = bar_problem(bar, self.last)
-        if problem is None:
-            self.last = bar
-        return problem
+        if problem is not None:
+            return problem
+        return self.guard.offer(bar)
 
 
 class DataActor(BaseActor):
@@ -73,7 +79,17 @@ class DataActor(BaseActor):
         self.clock = clock
         self.connection = connection
         self.strategies = strategies
-        self.feeds = {(s, size): Feed(s, size) for s in settings.symbols for size in (MINUTE, HOUR)}
+        d = settings.data
+        spike = SpikeParams(
+            atr_multiple=d.spike_atr_multiple,
+            floor_pct=d.spike_floor_pct,
+            warmup_pct=d.spike_warmup_pct,
+        )
+        self.feeds = {
+            (s, size): Feed(s, size, SpikeGuard(spike))
+            for s in settings.symbols
+            for size in (MINUTE, HOUR)
+        }
         self.hourly = {s: HourlyAggregator() for s in settings.symbols}
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
         self.recorder: BarRepo | None = None
@@ -236,8 +252,9 @@ class DataActor(BaseActor):
         self._deliver(feed, msg.bar, live=True, received=msg.mono)
 
     def _deliver(self, feed: Feed, bar: Bar, live: bool, received: float = 0.0) -> bool:
-        problem = feed.accept(bar)
-        if problem is not None:
+        verdicts = feed.accept(bar)
+        if isinstance(verdicts, str):
+            problem = verdicts
             # Re-sent history after a reconnect is expected to overlap: not worth a log line.
             if problem not in ("duplicate", "out_of_order") or live:
                 log.warning(
@@ -249,6 +266,26 @@ class DataActor(BaseActor):
                 )
             self.metrics.bars_skipped.labels(feed.symbol, problem).inc()
             return False
+        delivered = False
+        for v in verdicts:
+            where = f"{feed.symbol} {feed.bar_size} bar {v.bar.time.isoformat()}"
+            if v.outcome == "hold":
+                log.warning("%s held as suspect (no signal): %s", where, v.reason)
+            elif v.outcome == "drop":
+                log.warning("%s skipped: spike, the next bar reverted (%s)", where, v.reason)
+                self.metrics.bars_skipped.labels(feed.symbol, "spike").inc()
+            elif v.outcome == "confirm":
+                # A real move, but a minute late by now: the indicators take it, no signal does.
+                log.warning("%s accepted as a real move, without a signal: %s", where, v.reason)
+                self._pass_on(feed, v.bar, live=False, received=received)
+                delivered = True
+            else:
+                self._pass_on(feed, v.bar, live=live, received=received)
+                delivered = True
+        return delivered
+
+    def _pass_on(self, feed: Feed, bar: Bar, live: bool, received: float) -> None:
+        """A bar accepted: counted, recorded, sent to its strategy and into the hourly bars."""
         self.metrics.bars.labels(feed.symbol, feed.bar_size).inc()
         if self.recorder is not None and not self.recorder.record(
             feed.symbol, feed.bar_size, bar, live
@@ -269,7 +306,6 @@ class DataActor(BaseActor):
             )
         if feed.bar_size == MINUTE:
             self._aggregate(feed.symbol, bar, live, received)
-        return True
 
     def _aggregate(self, symbol: str, bar: Bar, live: bool, received: float) -> None:
         session = self.hours.session_at(bar.time)

@@ -50,7 +50,10 @@ class OptionQuote:
     ask: float
     last: float
     volume: float
+    # When the bid/ask last changed, at the oldest (not when the quote arrived: IB re-sends
+    # frozen values as if new). age_known False: never seen to change, so its age is unknown.
     time: datetime
+    age_known: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,12 @@ class Metrics:
             ["symbol", "reason"],
             registry=r,
         )
+        self.quotes_rejected = Counter(
+            f"{p}_quotes_rejected_total",
+            "Streamed quotes neither filled on nor priced from, with the reason",
+            ["symbol", "reason"],
+            registry=r,
+        )
         self.last_bar_age = Gauge(
             f"{p}_last_bar_age_seconds",
             "Simulated/market seconds since the last 1-minute bar",

@@ -31,6 +31,7 @@ from strategies.options import (
     choose_expiry,
     choose_option,
     nearest_strikes,
+    quote_problem,
     target_strike,
 )
 from strategies.signals import Direction
@@ -125,6 +126,7 @@ class OrderActor(Adoption, BaseActor):
         self.machines: dict[str, OrderModel] = {}
         self.chains: dict[str, tuple[Any, m.Chain]] = {}
         self.paper = PaperBook()
+        self.bad_quote_seen: set[int] = set()  # conIds whose bad quote was logged (once a run)
         self.book = Book()
         self.watched: dict[int, m.OptionContract] = {}
         self.reconciled = self.dry_run
@@ -377,8 +379,10 @@ class OrderActor(Adoption, BaseActor):
                 q.bid,
                 q.ask,
                 q.volume if math.isfinite(q.volume) else 0.0,
-                # Quotes are stamped on the service clock; age in real seconds.
-                max(0.0, (now - q.time).total_seconds() / getattr(self.clock, "scale", 1.0)),
+                # Stamped with their last change on the service clock; age in real seconds.
+                max(0.0, (now - q.time).total_seconds() / getattr(self.clock, "scale", 1.0))
+                if q.age_known
+                else math.inf,
             )
             for q in msg.quotes
         ]
@@ -552,11 +556,26 @@ class OrderActor(Adoption, BaseActor):
     def on_QuoteUpdated(self, msg: m.QuoteUpdated) -> None:
         q = msg.quote
         con_id = q.contract.con_id
+        problem = quote_problem(q.bid, q.ask)
+        if problem is not None:
+            # Neither a paper fill nor a position's value may come from a quote that is none.
+            code = problem.split(":", 1)[0]
+            self.metrics.quotes_rejected.labels(q.contract.symbol, code).inc()
+            if con_id not in self.bad_quote_seen:  # a bad feed ticks many times a second
+                self.bad_quote_seen.add(con_id)
+                log.warning(
+                    "%s quote ignored: %s (counted, logged again after a good one)",
+                    q.contract.local_symbol or q.contract.symbol,
+                    problem,
+                )
+            return
+        self.bad_quote_seen.discard(con_id)
         self.book.last_mid[con_id] = (q.bid + q.ask) / 2
         if self.dry_run:
             slip = self.settings.orders.paper_slippage_ticks * tick_size(q.contract.symbol, q.ask)
             for fill in self.paper.on_quote(con_id, q.bid, q.ask, slip):
-                self._paper_fill(fill, q.time)
+                # Filled when the quote came, not when its bid/ask last changed.
+                self._paper_fill(fill, self.clock.now())
         self._publish()
 
     def _paper_fill(self, fill: PaperFill, at: datetime) -> None:

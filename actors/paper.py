@@ -35,7 +35,8 @@ def fill_price(order: PaperOrder, bid: float, ask: float, slippage: float = 0.0)
     better than a real account's. A sell stop triggers when the bid trades at or through it
     and fills at the bid less slippage (a stop is a market order once triggered).
     """
-    if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0:
+    # No quote (NaN, IB's -1, zero) or a crossed one (bid above ask): nothing to fill against.
+    if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0 or bid > ask:
         return None
     if order.order_type == "MKT":
         return ask + slippage if order.action == "BUY" else max(0.01, bid - slippage)

@@ -132,6 +132,14 @@ class DataSettings(_Section):
     # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
     resubscribe_after_s: float = Field(30.0, gt=0)
     record_bars: bool = False  # keep every delivered bar in SQLite (replay, audits)
+    # A bar whose true range exceeds this many ATR(14) of the accepted bars before it (and
+    # spike_floor_pct of the price) is held as suspect: dropped if the next bar reverts,
+    # accepted without a signal if it confirms. The simulator's ordinary bars reach 4 ATR at
+    # most (3 seeds x 6 symbols x 40 sessions); only session-open gaps pass 12, and persist.
+    spike_atr_multiple: float = Field(12.0, ge=4)
+    spike_floor_pct: float = Field(0.005, gt=0, lt=1)
+    # Before 14 bars give an ATR, only a move beyond this fraction of the price is suspect.
+    spike_warmup_pct: float = Field(0.10, gt=0, lt=1)
 
 
 class ScalpSettings(_Section):
@@ -172,8 +180,21 @@ class OptionSettings(_Section):
     min_volume: float = Field(100, ge=0)
     max_spread_pct: float = Field(0.10, gt=0, le=1)
     spread_allowance: float = Field(0.10, ge=0)
+    # A quote's age is the age of its last change as the service saw it (IB stamps nothing).
     max_quote_age_s: float = Field(10.0, gt=0)
     quote_wait_s: float = Field(4.0, gt=0)
+    # A quote not seen to change within max_quote_age_s is watched on a line for this many real
+    # seconds before an entry; only a change on it proves the quote alive (a frozen one sends none).
+    quote_recheck_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _recheck_shorter(self) -> OptionSettings:
+        if self.quote_recheck_s >= self.max_quote_age_s:
+            raise ValueError(
+                "quote_recheck_s must be shorter than max_quote_age_s, or a recheck can never "
+                "prove a quote fresh"
+            )
+        return self
 
 
 class OrderSettings(_Section):

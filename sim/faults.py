@@ -208,6 +208,16 @@ def _ticks(value: Any, key: str) -> tuple[int, int]:
     return (n, n)
 
 
+def _positive_float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ScenarioError(f"{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _what(value: Any, key: str) -> str:
+    return _choice("option", "stock", "both")(value, key)
+
+
 def _farm_code(value: Any, key: str) -> int:
     if value not in FARM_TEXTS:
         raise ScenarioError(f"{key}: expected one of {sorted(FARM_TEXTS)}, got {value!r}")
@@ -341,7 +351,58 @@ KINDS: dict[str, KindSpec] = {
         {"by": Param(_signed_duration, required=True)},
         "simulated time jumps by `by` (negative: backwards)",
     ),
+    # Bad quotes: what the client is sent (snapshots and lines); matching at the simulated
+    # exchange goes on with the true market. `what` picks options, stock or both.
+    "quote_zero": KindSpec(
+        "window",
+        "market_data",
+        {"side": Param(_choice("bid", "ask", "both"), "both"), "what": Param(_what, "option")},
+        "bid and/or ask sent as 0.00 with a size (synthetic: IB sends -1 for an empty side)",
+    ),
+    "quote_negative": KindSpec(
+        "window",
+        "market_data",
+        {"side": Param(_choice("bid", "ask", "both"), "both"), "what": Param(_what, "option")},
+        "bid and/or ask sent as -1 with a size: IB's 'no price' value (ib_async turns -1 into "
+        "NaN only when the size is 0)",
+    ),
+    "quote_crossed": KindSpec(
+        "window",
+        "market_data",
+        {"by": Param(_positive_float, 0.05), "what": Param(_what, "option")},
+        "the bid is sent `by` above the ask (locked/crossed markets happen across exchanges)",
+    ),
+    "quote_frozen": KindSpec(
+        "window",
+        "market_data",
+        {"what": Param(_what, "option")},
+        "quotes stop changing while the market moves: snapshots answer the values at the fault's "
+        "start and lines send no new tick (a stalled feed; IB re-sends the held values on a new line)",
+    ),
+    # Bad bars (synthetic prints): in keepUpToDate updates and in historical answers.
+    "bar_spike": KindSpec(
+        "window",
+        "historical",
+        {"factor": Param(_positive_float, 10.0), "every": Param(_positive_int, 10)},
+        "bars starting in the window, one minute in `every`, come with OHLC x factor",
+    ),
+    "bar_duplicate": KindSpec(
+        "window",
+        "historical",
+        {"every": Param(_positive_int, 1)},
+        "historical answers carry one bar in `every` twice; stream updates repeat the closed bar",
+    ),
+    "bar_out_of_order": KindSpec(
+        "window",
+        "historical",
+        {"every": Param(_positive_int, 10)},
+        "historical answers swap one pair of adjacent bars in `every`; stream updates re-send "
+        "the previous bar after the newest",
+    ),
 }
+
+QUOTE_FAULTS = ("quote_zero", "quote_negative", "quote_crossed", "quote_frozen")
+BAR_FAULTS = ("bar_spike", "bar_duplicate", "bar_out_of_order")
 
 COMMON_KEYS = (
     "kind",
@@ -778,6 +839,14 @@ class FaultInjector:
                     and a.fault.matches(symbol, client_id)
                 ):
                     return a.fault
+        return None
+
+    def started_at(self, fault: Fault) -> datetime | None:
+        """When an active fault started (simulated time), None when it is not active."""
+        with self._lock:
+            for a in self._armed:
+                if a.fault is fault:
+                    return a.started if a.state == "active" else None
         return None
 
     def all_active(self, kind: str) -> list[Fault]:

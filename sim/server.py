@@ -18,7 +18,14 @@ from typing import Any
 from sim import protocol as P
 from sim.clock import ScaledClock
 from sim.config import PacingOptions, SimOptions
-from sim.faults import FARM_RECOVERY, FARM_TEXTS, REQUEST_KINDS, Fault, FaultInjector
+from sim.faults import (
+    FARM_RECOVERY,
+    FARM_TEXTS,
+    QUOTE_FAULTS,
+    REQUEST_KINDS,
+    Fault,
+    FaultInjector,
+)
 from sim.market import BAR_SIZES, NEW_YORK, MarketModel, SimBar, default_spec
 from sim.orders import (
     PENDING_CANCEL,
@@ -1136,7 +1143,7 @@ class SimServer:
             return
         if 2103 not in self._broken_farms:
             for sub in list(session.mkt_subs.values()):
-                msgs = self._tick_messages(sub, now, force=False)
+                msgs = self._tick_messages(sub, now, force=False, client_id=session.client_id)
                 session.send_many(msgs)
         if is_open and 2105 not in self._broken_farms:
             interval = timedelta(seconds=self.options.bar_update_interval)
@@ -1578,7 +1585,7 @@ class SimServer:
             self.stats["errors"][10167] += 1
         msgs.append(P.msg_market_data_type(req.req_id, s.market_data_type))
         if not self._outages and 2103 not in self._broken_farms:
-            msgs += self._tick_messages(sub, now, force=True)
+            msgs += self._tick_messages(sub, now, force=True, client_id=s.client_id)
         if req.snapshot or req.regulatory_snapshot:
             msgs.append(P.msg_tick_snapshot_end(req.req_id))
         else:
@@ -1588,7 +1595,9 @@ class SimServer:
     def _h_cancel_mkt_data(self, s: ClientSession, fields: list[str]) -> None:
         s.mkt_subs.pop(P.Reader(fields, 2).int(), None)
 
-    def _tick_messages(self, sub: MktDataSub, now: datetime, force: bool) -> list[Any]:
+    def _tick_messages(
+        self, sub: MktDataSub, now: datetime, force: bool, client_id: int | None = None
+    ) -> list[Any]:
         c = sub.contract
         if sub.delayed:
             now = now - DELAY
@@ -1597,13 +1606,46 @@ class SimServer:
         except (ValueError, KeyError) as e:
             log.debug("no quote for %s: %s", c.local_symbol, e)
             return []
-        msgs = self._live_tick_messages(sub, c, q, now, force)
+        q, raw = self._faulty_quote(c, q, client_id)
+        msgs = self._live_tick_messages(sub, c, q, now, force, raw)
         if sub.delayed:
             msgs = [_as_delayed(m) for m in msgs]
         return msgs
 
+    def _faulty_quote(self, c: SimContract, q: Any, client_id: int | None) -> tuple[Any, bool]:
+        """The quote as the client is sent it under the active quote faults; raw: send prices as
+        they are (0 and -1 on purpose), not IB's -1 for an empty side."""
+        raw = False
+        for kind in QUOTE_FAULTS:
+            f = self.faults.active(kind, c.symbol, client_id)
+            if f is None or f["what"] not in ("both", "option" if c.is_option else "stock"):
+                continue
+            self.faults.hit(f)
+            if kind == "quote_frozen":
+                started = self.faults.started_at(f)
+                if started is not None:
+                    try:
+                        q = self._quote(c, started)
+                    except (ValueError, KeyError):
+                        pass  # not listed yet at the start: nothing was frozen
+            elif kind == "quote_crossed":
+                q = dataclasses.replace(q, bid=round(q.ask + f["by"], 2))
+            else:
+                value = 0.0 if kind == "quote_zero" else -1.0
+                side = f["side"]
+                q = dataclasses.replace(
+                    q,
+                    bid=value if side in ("bid", "both") else q.bid,
+                    ask=value if side in ("ask", "both") else q.ask,
+                    # A size of 0 would make ib_async read the side as empty (NaN).
+                    bid_size=max(1, q.bid_size),
+                    ask_size=max(1, q.ask_size),
+                )
+                raw = True
+        return q, raw
+
     def _live_tick_messages(
-        self, sub: MktDataSub, c: SimContract, q: Any, now: datetime, force: bool
+        self, sub: MktDataSub, c: SimContract, q: Any, now: datetime, force: bool, raw: bool = False
     ) -> list[Any]:
         rid = sub.req_id
         last = sub.last
@@ -1617,11 +1659,11 @@ class SimServer:
 
         if changed("bid", (q.bid, q.bid_size)):
             msgs.append(
-                P.msg_tick_price(rid, Tick.BID, q.bid if q.bid > 0 else -1.0, q.bid_size, 1)
+                P.msg_tick_price(rid, Tick.BID, q.bid if q.bid > 0 or raw else -1.0, q.bid_size, 1)
             )
         if changed("ask", (q.ask, q.ask_size)):
             msgs.append(
-                P.msg_tick_price(rid, Tick.ASK, q.ask if q.ask > 0 else -1.0, q.ask_size, 1)
+                P.msg_tick_price(rid, Tick.ASK, q.ask if q.ask > 0 or raw else -1.0, q.ask_size, 1)
             )
         if q.last and changed("last", q.last):
             msgs.append(P.msg_tick_price(rid, Tick.LAST, q.last, 1 if c.is_option else 100, 0))
@@ -1709,7 +1751,8 @@ class SimServer:
             return
         bars = self.history_bars(c.symbol, start, end, bar_size)
         daily = bar_size in ("W", "M") or bar_size == 86400
-        rows = [_bar_row(b, what, req.format_date, daily) for b in bars]
+        sent = self._faulty_bars(c.symbol, bars, bar_size, s.client_id, stream=False)
+        rows = [_bar_row(b, what, req.format_date, daily) for b in sent]
         s.send(
             P.msg_historical_data(req.req_id, P.format_ib_time(start), P.format_ib_time(end), rows)
         )
@@ -1781,16 +1824,61 @@ class SimServer:
         if not bars:
             return
         daily = sub.bar_size in ("W", "M") or sub.bar_size == 86400
+        sent = self._faulty_bars(sub.contract.symbol, bars, sub.bar_size, s.client_id, stream=True)
         # Closed bars first with their final values, then the open one: a client never misses a bar.
         s.send_many(
             [
                 P.msg_historical_data_update(
                     sub.req_id, _bar_row(b, sub.what, sub.format_date, daily)
                 )
-                for b in bars
+                for b in sent
             ]
         )
         sub.last_bar_start = bars[-1].time
+
+    def _faulty_bars(
+        self,
+        symbol: str,
+        bars: list[SimBar],
+        bar_size: int | str,
+        client_id: int | None,
+        stream: bool,
+    ) -> list[SimBar]:
+        """1-minute bars as the client is sent them under the active bar faults."""
+        if bar_size != 60 or not bars:
+            return bars
+        out = list(bars)
+        if (f := self.faults.active("bar_spike", symbol, client_id)) is not None:
+            started = self.faults.started_at(f)
+            k, every = f["factor"], f["every"]
+            for i, b in enumerate(out):
+                if started and b.time >= started and int(b.time.timestamp() // 60) % every == 0:
+                    self.faults.hit(f)
+                    out[i] = dataclasses.replace(
+                        b,
+                        open=round(b.open * k, 2),
+                        high=round(b.high * k, 2),
+                        low=round(b.low * k, 2),
+                        close=round(b.close * k, 2),
+                        wap=round(b.wap * k, 2),
+                    )
+        if (f := self.faults.active("bar_duplicate", symbol, client_id)) is not None:
+            self.faults.hit(f)
+            if stream:
+                out = out[:1] + out  # the closed bar again (ib_async drops an unchanged repeat)
+            else:
+                out = [
+                    x for i, b in enumerate(out) for x in ((b, b) if i % f["every"] == 0 else (b,))
+                ]
+        if (f := self.faults.active("bar_out_of_order", symbol, client_id)) is not None:
+            self.faults.hit(f)
+            if stream:
+                if len(out) >= 2:
+                    out = out + [out[-2]]  # an older bar after the newest
+            else:
+                for i in range(0, len(out) - 1, f["every"]):
+                    out[i], out[i + 1] = out[i + 1], out[i]
+        return out
 
     def _h_req_real_time_bars(self, s: ClientSession, fields: list[str]) -> None:
         r = P.Reader(fields, 2)

@@ -122,7 +122,7 @@ class OptionQuoteView:
     bid: float
     ask: float
     volume: float
-    age_s: float  # seconds since the quote last updated
+    age_s: float  # real seconds since the bid/ask last changed, at the oldest; inf: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +147,18 @@ class Rejection:
         return self.reason.split(":", 1)[0]
 
 
+def quote_problem(bid: float, ask: float) -> str | None:
+    """Why a bid/ask cannot be traded or filled on ("<code>: <detail>"), or None: NaN, zero or
+    negative (IB's -1 means no quote), crossed."""
+    if not (math.isfinite(bid) and math.isfinite(ask)):
+        return f"nan_quote: bid {bid} ask {ask}"
+    if bid <= 0 or ask <= 0:
+        return f"non_positive_quote: bid {bid:.2f} ask {ask:.2f}"
+    if ask < bid:
+        return f"crossed: ask {ask:.2f} < bid {bid:.2f}"
+    return None
+
+
 def quote_rejection(q: OptionQuoteView, params: OptionParams) -> str | None:
     """Why a quote is unusable ("<code>: <detail>"), or None; checks run in REJECTION_CODES order.
 
@@ -162,14 +174,13 @@ def quote_rejection(q: OptionQuoteView, params: OptionParams) -> str | None:
     """
     if q.right not in ("C", "P"):
         return f"bad_right: {q.right!r} is not C or P"
-    if not (math.isfinite(q.bid) and math.isfinite(q.ask)):
-        return f"nan_quote: bid {q.bid} ask {q.ask}"
-    if q.bid <= 0 or q.ask <= 0:
-        return f"non_positive_quote: bid {q.bid:.2f} ask {q.ask:.2f}"
-    if q.ask < q.bid:
-        return f"crossed: ask {q.ask:.2f} < bid {q.bid:.2f}"
+    problem = quote_problem(q.bid, q.ask)
+    if problem is not None:
+        return problem
+    if math.isinf(q.age_s):
+        return "stale: bid/ask never seen to change (a frozen quote looks exactly like this)"
     if not (q.age_s <= params.max_quote_age_s):
-        return f"stale: quote {q.age_s:.1f}s old > {params.max_quote_age_s:g}s"
+        return f"stale: bid/ask unchanged for {q.age_s:.1f}s > {params.max_quote_age_s:g}s"
     if not (q.volume >= params.min_volume):
         return f"low_volume: volume {q.volume:g} < {params.min_volume:g}"
     spread = q.ask - q.bid

@@ -277,3 +277,32 @@ def test_a_plain_answer_ends_before_the_bar_still_forming(data):
     actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=bars))
     got = [b.bar.time for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
     assert got == [bar(58).time, bar(59).time]
+
+
+def test_a_spike_is_held_then_dropped_and_a_gap_is_held_then_confirmed(data, metrics):
+    actor, strategy, _, conn, _ = data
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(20)))
+    )
+    fetches = len(conn.of(m.FetchBars))
+    stream = lambda b: actor.on_BarStreamed(  # noqa: E731
+        m.BarStreamed(symbol="SPY", bar_size="1 min", bar=b)
+    )
+    minutes = lambda: [b for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]  # noqa: E731
+    stream(bar(20, close=6800.0))  # the 10x print
+    assert len(minutes()) == 20, "a suspect bar reached the strategy"
+    stream(bar(21))  # back to normal: the spike is dropped; no gap fill for the held minute
+    assert [b.bar.time for b in minutes()][-1] == bar(21).time and minutes()[-1].live
+    assert len(conn.of(m.FetchBars)) == fetches
+    stream(bar(22, close=690.0))  # a genuine gap of 10 (50 x its ATR)
+    stream(bar(23, close=690.1))  # ... that persists
+    got = minutes()[-2:]
+    assert [(b.bar.time, b.live) for b in got] == [(bar(22).time, False), (bar(23).time, True)]
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_bars_skipped_total", {"symbol": "SPY", "reason": "spike"}
+        )
+        == 1
+    )
+    assert all(b.bar.close < 1000 for b in strategy.of(m.BarClosed))

@@ -493,3 +493,47 @@ def test_an_entry_sized_after_the_stop_began_is_not_placed(env):
     finished = actor.risk.last(m.EntryFinished)
     assert not finished.placed and finished.reason.startswith("stopping")
     assert actor.in_flight() == 0
+
+
+@pytest.mark.parametrize(
+    ("bid", "ask", "code"),
+    [(3.30, 3.25, "crossed"), (0.0, 0.0, "non_positive_quote"), (-1.0, -1.0, "non_positive_quote")],
+)
+def test_a_bad_streamed_quote_fills_nothing_and_is_counted(env, bid, ask, code):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))  # entry fills
+    fills = len(OrderRepo(actor.db).fills())
+    # A bid above the take-profit (crossed) or under the stop (zero, -1) must not fill either.
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, bid, ask, clock)))
+    assert len(OrderRepo(actor.db).fills()) == fills
+    assert PositionRepo(actor.db).open(), "the position was closed on a bad quote"
+    assert (
+        metrics.registry.get_sample_value(
+            "optionsbot_quotes_rejected_total", {"symbol": "SPY", "reason": code}
+        )
+        == 1
+    )
+
+
+def test_a_quote_never_seen_to_change_is_stale(env):
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    ask = actor.connection.last(m.FetchQuotes)
+    quotes = tuple(
+        m.OptionQuote(
+            contract=m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=int(c.strike)),
+            bid=2.40,
+            ask=2.46,
+            last=2.43,
+            volume=5000.0,
+            time=clock.now(),  # arrived just now, but its age is unknown
+            age_known=False,
+        )
+        for c in ask.contracts
+    )
+    actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
+    finished = actor.risk.last(m.EntryFinished)
+    assert not finished.placed and "never seen to change" in finished.reason
+    assert OrderRepo(actor.db).open_orders() == []

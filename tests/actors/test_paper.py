@@ -44,3 +44,21 @@ def test_children_wait_for_the_parent_and_only_the_contract_matters():
     assert [f.order_ref for f in fills] == ["E"]
     assert book.oca_siblings("SL", "O") == ["TP"]
     assert [f.order_ref for f in book.on_quote(7, 1.5, 1.55)] == ["SL"]
+
+
+@pytest.mark.parametrize(
+    ("bid", "ask"),
+    [(3.30, 3.25), (0.0, 2.40), (2.38, 0.0), (-1.0, 2.40), (2.38, -1.0), (-1.0, -1.0)],
+)
+@pytest.mark.parametrize(
+    "order",
+    [
+        PaperOrder("a", 1, "BUY", "LMT", 1, limit_price=2.43),
+        PaperOrder("a", 1, "SELL", "LMT", 1, limit_price=3.16),
+        PaperOrder("a", 1, "SELL", "STP", 1, aux_price=1.94),
+        PaperOrder("a", 1, "BUY", "MKT", 1),
+    ],
+)
+def test_no_fill_on_a_crossed_zero_or_negative_quote(order, bid, ask):
+    """A crossed bid above a take-profit, a zero bid under a stop: either would fill at IB never."""
+    assert fill_price(order, bid, ask) is None

@@ -90,3 +90,22 @@ def test_cli_exits_2_before_anything_starts(tmp_path):
     assert proc.returncode == 2
     assert "broker.port" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_quote_recheck_must_be_shorter_than_the_quote_age_limit():
+    from pydantic import ValidationError
+
+    from configs.settings import OptionSettings
+
+    with pytest.raises(ValidationError, match="quote_recheck_s must be shorter"):
+        OptionSettings(max_quote_age_s=2.0, quote_recheck_s=2.0)
+    assert OptionSettings(max_quote_age_s=2.0, quote_recheck_s=0.5).quote_recheck_s == 0.5
+
+
+def test_spike_multiple_below_ordinary_bars_is_refused():
+    from pydantic import ValidationError
+
+    from configs.settings import DataSettings
+
+    with pytest.raises(ValidationError, match="spike_atr_multiple"):
+        DataSettings(spike_atr_multiple=2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -62,3 +64,42 @@ def test_a_timed_out_history_request_is_cancelled_at_the_gateway(actor):
     got = second.wait(m.BarsBackfilled, timeout=6)
     assert got.symbol == "QQQ" and len(got.bars) >= 25
     assert sim.violations == {}
+
+
+def _atm_contracts(ref) -> tuple:
+    inbox = Inbox()
+    ref.tell(m.FetchChain(symbol="SPY", reply_to=inbox))
+    got = inbox.wait(m.ChainFetched)
+    assert got.chain is not None, got.reason
+    strikes = sorted(got.chain.strikes, key=lambda k: abs(k - got.spot))[:3]
+    return tuple(m.OptionContract("SPY", got.chain.expirations[2], k, "C") for k in strikes)
+
+
+def _quotes(ref, contracts) -> m.QuotesFetched:
+    inbox = Inbox()
+    ref.tell(m.FetchQuotes(contracts=contracts, reply_to=inbox))
+    return inbox.wait(m.QuotesFetched, timeout=15)
+
+
+def test_a_quote_that_never_changes_has_no_known_age_and_a_moving_one_is_fresh(actor):
+    """The simulated market stands still (a manual clock): its quotes are as frozen as a stalled
+    feed's, and arrive just as fresh. Only a change seen on the wire proves one alive."""
+    ref, sim = actor
+    contracts = _atm_contracts(ref)
+    frozen = _quotes(ref, contracts)
+    assert len(frozen.quotes) == 3 and frozen.missing == ()
+    assert [q.age_known for q in frozen.quotes] == [False] * 3
+
+    # The market moves while the service looks again: the line reports the change.
+    mover = threading.Timer(0.3, lambda: sim.clock.advance(timedelta(minutes=5)))
+    mover.start()
+    try:
+        moving = _quotes(ref, contracts)
+    finally:
+        mover.cancel()
+    assert [q.age_known for q in moving.quotes] == [True] * 3
+    now = WallClock().now()
+    assert all((now - q.time).total_seconds() < 5 for q in moving.quotes)
+    assert sim.call(lambda: sum(len(s.mkt_subs) for s in sim.server.sessions)) == 0, (
+        "the lines opened to look again were left open"
+    )

@@ -759,3 +759,84 @@ def test_optionsbot_sim_refuses_a_bad_scenario(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "faults[0].code: expected one of" in run.stderr and "Traceback" not in run.stderr
+
+
+# ---------------------------------------------------------------------- bad quotes and bars
+
+
+@pytest.mark.parametrize(
+    ("kind", "bid", "ask"),
+    [("quote_zero", 0.0, 0.0), ("quote_negative", -1.0, -1.0)],
+)
+def test_zero_and_negative_quotes_reach_the_client_as_sent(make_sim, connect, kind, bid, ask):
+    sim = make_sim()
+    sim.faults.add(kind)
+    ib = connect(1, target=sim)
+    opt = _atm_call(ib)
+    [quote] = ib.reqTickers(opt)
+    # Not NaN: ib_async reads -1 as "empty" only with a zero size.
+    assert (quote.bid, quote.ask) == (bid, ask)
+    [stock] = ib.reqTickers(_spy(ib))
+    assert stock.bid > 0 and stock.ask > stock.bid  # `what: option` leaves the stock alone
+
+
+def test_crossed_quote_has_the_bid_above_the_ask(make_sim, connect):
+    sim = make_sim()
+    sim.faults.add("quote_crossed", by=0.10, what="both")
+    ib = connect(1, target=sim)
+    for contract in (_atm_call(ib), _spy(ib)):
+        [quote] = ib.reqTickers(contract)
+        assert quote.bid == pytest.approx(quote.ask + 0.10)
+
+
+def test_frozen_quote_keeps_its_values_while_the_market_moves(make_sim, connect):
+    sim = make_sim()
+    ib = connect(1, target=sim)
+    opt = _atm_call(ib)
+    sim.faults.add("quote_frozen", what="both")
+    wait_steps(ib, sim)
+    [before] = ib.reqTickers(opt)
+    line = ib.reqMktData(opt)
+    wait_until(ib, lambda: line.bid == line.bid and line.bid > 0, what="the line's first values")
+    first = (line.bid, line.ask)
+    sim.clock.advance(timedelta(minutes=30))
+    wait_steps(ib, sim, 3)
+    [after] = ib.reqTickers(opt)
+    assert (after.bid, after.ask) == (before.bid, before.ask) == first
+    assert (line.bid, line.ask) == first
+    sim.faults.clear()
+    wait_steps(ib, sim, 3)
+    [thawed] = ib.reqTickers(opt)
+    assert (thawed.bid, thawed.ask) != first  # 30 minutes on, the true market has moved
+
+
+def test_bar_spike_in_the_stream_and_in_history(make_sim, connect):
+    sim = make_sim()
+    ib = connect(1, target=sim)
+    clean = _bars(ib)
+    sim.faults.add("bar_spike", factor=10.0, every=5)
+    stream = ib.reqHistoricalData(
+        Stock("SPY", "SMART", "USD"), "", "1800 S", "1 min", "TRADES", True, keepUpToDate=True
+    )
+    sim.clock.advance(timedelta(minutes=12))
+    wait_steps(ib, sim, 3)
+    new = [b for b in stream if b.date >= START]
+    spiked = [b for b in new if b.close > 5 * clean[-1].close]
+    assert spiked and all(b.date.minute % 5 == 0 for b in spiked)
+    assert len(spiked) < len(new)
+    assert all(b.close < 2 * clean[-1].close for b in stream if b.date < START)
+
+
+def test_bar_duplicate_and_out_of_order_in_history(make_sim, connect):
+    sim = make_sim()
+    ib = connect(1, target=sim)
+    clean = _bars(ib)
+    dup = sim.faults.add("bar_duplicate", every=10)
+    times = [b.date for b in _bars(ib)]
+    assert sorted(set(times)) == [b.date for b in clean]
+    assert len(times) == len(clean) + math.ceil(len(clean) / 10)
+    sim.faults.remove(dup)
+    sim.faults.add("bar_out_of_order", every=10)
+    swapped = [b.date for b in _bars(ib)]
+    assert sorted(swapped) == [b.date for b in clean]
+    assert swapped != sorted(swapped)
