@@ -28,7 +28,11 @@ def _json(value: Any) -> str:
 
 def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The last line of defence for the account id: no text column stores one (configs.redact)."""
-    return {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+    # Keys (order_ref, bracket_ref, ...) are ours and never altered: they are how IB finds us.
+    return {
+        k: redact(v) if isinstance(v, str) and not k.endswith("_ref") else v
+        for k, v in fields.items()
+    }
 
 
 class OrderRepo:
