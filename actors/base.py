@@ -38,7 +38,9 @@ class BaseActor(pykka.ThreadingActor):
                 start(self)
             except Exception as exc:
                 FAILURES[self.actor_urn] = exc
-                self.log.error("%s could not start: %s", self.name, describe(exc), exc_info=True)
+                self.log.error(
+                    "%s could not start: %s", self.name, describe(exc, _db(self)), exc_info=True
+                )
                 raise
 
         on_start._records_failure = True  # type: ignore[attr-defined]
@@ -62,6 +64,11 @@ class BaseActor(pykka.ThreadingActor):
         self.log.error(
             "%s failed: %s",
             self.name,
-            describe(exception_value) if exception_value is not None else exception_type,
+            describe(exception_value, _db(self)) if exception_value is not None else exception_type,
             exc_info=(exception_type, exception_value, traceback),
         )
+
+
+def _db(actor: Any) -> Any:
+    storage = getattr(getattr(actor, "settings", None), "storage", None)
+    return getattr(storage, "path", None)

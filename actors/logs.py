@@ -48,6 +48,22 @@ class Console(logging.Formatter):
         return super().format(record)
 
 
+class JsonFile(logging.FileHandler):
+    """The JSON log; a write that fails (disk full) is said once in one line, not a traceback
+    per record as logging does by default."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            exc = sys.exc_info()[1]
+            reason = getattr(exc, "strerror", None) or exc
+            print(
+                f"optionsbot: cannot write the log {self.baseFilename}: {reason}", file=sys.stderr
+            )
+
+
 def _not_pykka_traceback(record: logging.LogRecord) -> bool:
     # Pykka logs "Unhandled exception in <actor> (urn:...):" with the traceback; BaseActor logs
     # the same failure as one line naming the cause, so the console keeps only that one.
@@ -83,7 +99,7 @@ def setup(
     console.addFilter(_not_pykka_traceback)
     root.addHandler(console)
     if json_file is not None:
-        fh = logging.FileHandler(private_file(json_file))
+        fh = JsonFile(private_file(json_file))
         fh.setFormatter(JsonLines())
         fh.addFilter(redact)
         root.addHandler(fh)

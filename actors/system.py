@@ -247,6 +247,8 @@ class System:
                 except pykka.ActorDeadError:
                     pass
         orders = refs.get("orders")
+        if orders is None:  # nothing was started that could have sent an order
+            return
         deadline = time.monotonic() + timeout
         while orders is not None and time.monotonic() < deadline:
             try:
