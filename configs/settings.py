@@ -28,6 +28,7 @@ OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT"})
 # The sentence that turns on real orders against a Gateway (live.confirm): typed, not defaulted.
 LIVE_CONFIRMATION = "I accept real orders"
 HOUR = 3600.0
+HOST = r"^[A-Za-z0-9.:\-]{1,253}$"  # a name or an address, never empty or with spaces
 DAY = 86_400.0
 SESSION_MINUTES = 390  # a regular XNYS session, 09:30-16:00
 MAX_FILE_BYTES = 1_000_000  # a settings file is a few hundred bytes; anything this big is not one
@@ -76,7 +77,7 @@ class BrokerSettings(_Section):
     """Where IB Gateway / TWS is. `embedded` starts the built-in simulator instead."""
 
     mode: Literal["embedded", "gateway"] = "embedded"
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", pattern=HOST)
     port: int = Field(4002, ge=1, le=65535)
     client_id: int = Field(17, ge=0, le=999_999)
     # On error 326 (client id in use) the next id in this range is tried.
@@ -130,8 +131,8 @@ class BrokerSettings(_Section):
         text = v.get_secret_value()
         if text != text.strip() or any(not c.isalnum() for c in text) or len(text) > 32:
             raise ValueError(
-                "must be the account id alone, letters and digits (e.g. DU1234567); the value is"
-                " not shown"
+                "must be the account id alone, letters and digits (DU and digits for"
+                " paper); the value is not shown"
             )
         return v
 
@@ -290,7 +291,7 @@ class StorageSettings(_Section):
 
 class MetricsSettings(_Section):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", pattern=HOST)
     port: int = Field(9108, ge=0, le=65535)  # 0: any free port
 
 
