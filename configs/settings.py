@@ -118,7 +118,9 @@ class BrokerSettings(_Section):
     max_market_data_lines: int = Field(100, ge=1, le=10_000)
     breaker_threshold: int = Field(3, ge=1, le=1000)  # consecutive failures that open the breaker
     breaker_cooldown_s: float = Field(30.0, gt=0, le=DAY)
-    market_data_type: Literal[1, 2, 3, 4] = 1
+    # 1 live, 2 frozen, 3 delayed, 4 delayed frozen. An int, not a Literal: a Literal refuses
+    # the string "3" that OPTIONSBOT_BROKER__MARKET_DATA_TYPE gives.
+    market_data_type: int = Field(1, ge=1, le=4)
     # On an entitlement error (354, 10089, ...) switch to delayed quotes (type 3), which are
     # 15-20 minutes old: fine for dry-run and paper, not for orders with real money.
     delayed_data_fallback: bool = False
