@@ -149,7 +149,7 @@ def _status(path: Path) -> int:
     from storage import OrderRepo, PositionRepo
 
     # Read-only: a status check never migrates or repairs the file it is looking at.
-    conn = sqlite3.connect(f"file:{path.absolute()}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     db = Database(conn)
     orders = OrderRepo(db)
     print("orders by state:", json.dumps(orders.count_by_state(), sort_keys=True))
