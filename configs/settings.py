@@ -473,7 +473,8 @@ def _describe(err: dict[str, Any]) -> list[str]:
     if not loc:  # a whole-model rule: its lines name their fields themselves
         return msg.splitlines()
     given = err.get("input")
-    secret = path[:2] in SECRET_FIELDS
+    # A section that holds a secret is not echoed either: `broker: U1234567` is the account.
+    secret = any(path[: len(f)] == f or f[: len(path)] == path for f in SECRET_FIELDS)
     shown = "" if secret or isinstance(given, dict | list | tuple) else f" (got {_short(given)})"
     return [f"{loc}: {line}{shown}" for line in msg.splitlines()]
 

@@ -181,6 +181,7 @@ def test_known_variables_and_mapping_keys_are_accepted(tmp_path):
         {"broker": {"account": [ACCOUNT]}},
         {"broker": {"account": f" {ACCOUNT}\n"}},
         {"broker": {"account": ACCOUNT, "port": 99999}},
+        {"broker": ACCOUNT},
     ],
 )
 def test_the_account_is_never_echoed(tmp_path, doc):
