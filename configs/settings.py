@@ -28,22 +28,22 @@ OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT"})
 # The sentence that turns on real orders against a Gateway (live.confirm): typed, not defaulted.
 LIVE_CONFIRMATION = "I accept real orders"
 HOUR = 3600.0
-HOST = r"^[A-Za-z0-9.:\-]{1,253}$"  # a name or an address, never empty or with spaces
 DAY = 86_400.0
+HOST = r"^[A-Za-z0-9.:\-]{1,253}$"  # a name or an address, never empty or with spaces
 SESSION_MINUTES = 390  # a regular XNYS session, 09:30-16:00
 MAX_FILE_BYTES = 1_000_000  # a settings file is a few hundred bytes; anything this big is not one
 # Positive, finite and at most an hour: a timeout of 0 fires at once, one of 1e300 never.
 Timeout = Annotated[float, Field(gt=0, le=HOUR, allow_inf_nan=False)]
 
 
-def _writable(path: Path, what: str) -> Path:
+def _writable(path: Path, what: str, example: str) -> Path:
     """Refuse a file path the service could not create or write, without creating anything.
 
     Root passes os.access on most paths, so the shape checks (a directory where a file should be,
     a file where a directory should be) are what catch a careless path there.
     """
     if str(path) in ("", "."):
-        raise ValueError(f"is empty; give the {what} a file name, e.g. var/{what.split()[0]}")
+        raise ValueError(f"is empty; give the {what} a file name, e.g. {example}")
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give the {what} a file name inside it")
     if path.exists() and not os.access(path, os.W_OK):
@@ -269,7 +269,7 @@ class RiskSettings(_Section):
     @field_validator("kill_switch_file")
     @classmethod
     def _kill_file(cls, v: Path) -> Path:
-        return _writable(v, "KILL switch file")
+        return _writable(v, "kill switch file", "var/KILL")
 
     @model_validator(mode="after")
     def _some_entry_time(self) -> RiskSettings:
@@ -288,7 +288,7 @@ class StorageSettings(_Section):
     @field_validator("path")
     @classmethod
     def _path(cls, v: Path) -> Path:
-        return v if str(v) == ":memory:" else _writable(v, "database file")
+        return v if str(v) == ":memory:" else _writable(v, "database file", "var/optionsbot.sqlite")
 
 
 class MetricsSettings(_Section):
@@ -304,7 +304,7 @@ class LogSettings(_Section):
     @field_validator("json_file")
     @classmethod
     def _json_file(cls, v: Path | None) -> Path | None:
-        return None if v is None else _writable(v, "log file")
+        return None if v is None else _writable(v, "log file", "var/optionsbot.jsonl")
 
 
 SYMBOL_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ.")
