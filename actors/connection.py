@@ -30,6 +30,7 @@ from actors.pacing import (
     gap_duration,
     message_class,
 )
+from configs.redact import redact
 from configs.settings import Settings
 from machines.connection import ConnectionModel, ConnState, connection_machine
 from storage import MachineStateRepo, open_db
@@ -1347,7 +1348,9 @@ class ConnectionActor(BaseActor):
             avg_fill_price=float(s.avgFillPrice or 0),
             order_id=trade.order.orderId,
             perm_id=trade.order.permId,
-            reason=_log_reason(trade),
+            # Broker text can name the account (201 "Invalid account code ..."): masked here,
+            # before it reaches a log line, an order row or an event.
+            reason=redact(_log_reason(trade), (self.settings.broker.account.get_secret_value(),)),
         )
 
     def _exec_msg(self, fill: Any) -> m.BrokerExecution:

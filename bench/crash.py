@@ -30,6 +30,10 @@ from pathlib import Path
 import yaml
 
 from actors.crash import POINTS
+from configs.settings import LIVE_CONFIRMATION
+from sim.config import SimOptions
+
+SIM_ACCOUNT = SimOptions().account
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "2026-11-20T10:05:00"  # New York; a Friday session
@@ -95,6 +99,8 @@ def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
 def config(tmp: Path, port: int) -> Path:
     cfg = {
         "dry_run": False,
+        # Live against a Gateway needs the typed opt-in; the account comes from the environment.
+        "live": {"enabled": True, "confirm": LIVE_CONFIRMATION},
         # Several symbols and tight brackets: positions must keep closing, or the one-position-per-
         # symbol gate stops new brackets and the send-path crash points become unreachable.
         "symbols": list(SYMBOLS),
@@ -125,7 +131,8 @@ def config(tmp: Path, port: int) -> Path:
 def run_service(cfg: Path, crash_at: str | None, timeout: float, log: Path) -> str:
     """'crashed' (our crash point), 'killed' (random kill `timeout` seconds after the service
     reconciled) or 'stopped' (clean stop, likewise)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The standalone simulator's account (sim/config.py): it refuses orders for any other.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPTIONSBOT_BROKER__ACCOUNT": SIM_ACCOUNT}
     env.pop("OPTIONSBOT_CRASH_AT", None)
     if crash_at:
         env["OPTIONSBOT_CRASH_AT"] = crash_at

@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import SESSION_TIME, FakeRef
+from support import LIVE_OPT_IN, SESSION_TIME, SIM_ACCOUNT, FakeRef
 
 from actors import messages as m
 from actors.orders import OrderActor
@@ -159,7 +159,9 @@ def test_unfilled_entry_is_cancelled_after_its_timeout(env):
 
 @pytest.fixture
 def live(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -272,7 +274,9 @@ def test_restart_resumes_the_paper_book_without_sending_anything_twice(env, metr
 
 
 def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -384,7 +388,9 @@ def test_flatten_for_whale_leaves_scalp_positions_alone(env):
 
 
 def test_an_execution_correction_replaces_the_fill_it_corrects(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -440,7 +446,9 @@ def test_a_position_is_closed_at_the_open_of_its_expiry_day(env):
 def test_after_shutdown_no_new_entry_starts_and_in_flight_orders_are_counted(
     make_settings, metrics
 ):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
