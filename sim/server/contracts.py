@@ -1,0 +1,401 @@
+"""Contracts: lookup (reqContractDetails), option chains (reqSecDefOptParams), market rules,
+and the contract details IB would send for each."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import date, datetime, time, timedelta
+
+from sim import protocol as P
+from sim.orders import SimContract
+from sim.pricing import normalize_right, option_tick
+from sim.server.core import ServerCore
+from sim.server.sessions import ClientSession
+
+log = logging.getLogger(__name__)
+
+ERR_NO_SECURITY = "No security definition has been found for the request"
+
+# Market rule ids as IB numbers them: stocks, penny options everywhere, and the two tiered option rules.
+RULE_STOCK = 26
+
+RULE_OPT_PENNY = 110
+
+RULE_OPT_PENNY_NICKEL = 32
+
+RULE_OPT_NICKEL_DIME = 33
+
+MARKET_RULES: dict[int, tuple[tuple[float, float], ...]] = {
+    RULE_STOCK: ((0.0, 0.01),),
+    RULE_OPT_PENNY: ((0.0, 0.01),),
+    RULE_OPT_PENNY_NICKEL: ((0.0, 0.01), (3.0, 0.05)),
+    RULE_OPT_NICKEL_DIME: ((0.0, 0.05), (3.0, 0.10)),
+}
+
+STOCK_EXCHANGES = (
+    "SMART",
+    "AMEX",
+    "NYSE",
+    "CBOE",
+    "PHLX",
+    "ISE",
+    "CHX",
+    "ARCA",
+    "NASDAQ",
+    "BATS",
+    "IEX",
+)
+
+OPTION_EXCHANGES = (
+    "SMART",
+    "AMEX",
+    "CBOE",
+    "PHLX",
+    "PSE",
+    "ISE",
+    "BOX",
+    "BATS",
+    "NASDAQOM",
+    "CBOE2",
+    "MIAX",
+)
+
+EXTRA_STOCK_EXCHANGES = frozenset({"ISLAND", "NYSEARCA", "EDGX", "BYX", "MEMX", "IBKRATS"})
+
+# Only what the simulator executes, so a client that reads orderTypes is not misled.
+STOCK_ORDER_TYPES = "DAY,GTC,IOC,LMT,MKT,OCA,STP,STPLMT,WHATIF"
+
+OPTION_ORDER_TYPES = STOCK_ORDER_TYPES
+
+LONG_NAMES = {
+    "SPY": ("SPDR S&P 500 ETF TRUST", "ETF"),
+    "QQQ": ("INVESCO QQQ TRUST SERIES 1", "ETF"),
+    "IWM": ("ISHARES RUSSELL 2000 ETF", "ETF"),
+    "DIA": ("SPDR DJ INDUSTRIAL AVERAGE", "ETF"),
+}
+
+
+class ContractsMixin(ServerCore):
+    """Resolves a request's contract fields to simulated contracts and describes them."""
+
+    # conId -> the contract as first handed out (on SMART), so conId lookups find it again.
+    _contracts: dict[int, SimContract]
+    # tradingHours/liquidHours for the week ahead, for the one New York date computed last.
+    _hours_cache: dict[date, tuple[str, str, str]]
+
+    def _init_contracts(self) -> None:
+        self._contracts = {}
+        self._hours_cache = {}
+
+    def stock_contract(self, symbol: str, exchange: str = "SMART") -> SimContract:
+        spec = self.market.spec(symbol)
+        c = SimContract(
+            con_id=spec.con_id,
+            symbol=spec.symbol,
+            sec_type="STK",
+            exchange=exchange or "SMART",
+            primary_exchange=spec.primary_exchange,
+            currency="USD",
+            local_symbol=spec.symbol,
+            # IB files every Nasdaq-listed stock under trading class NMS.
+            trading_class="NMS" if spec.primary_exchange == "NASDAQ" else spec.symbol,
+        )
+        self._contracts.setdefault(c.con_id, with_exchange(c, "SMART"))
+        return c
+
+    def option_contract(
+        self,
+        symbol: str,
+        expiry: str,
+        strike: float,
+        right: str,
+        trading_class: str,
+        multiplier: str,
+        exchange: str = "SMART",
+    ) -> SimContract:
+        con_id = self._option_con_id(symbol, expiry, strike, right)
+        c = SimContract(
+            con_id=con_id,
+            symbol=symbol,
+            sec_type="OPT",
+            expiry=expiry,
+            strike=float(strike),
+            right=right,
+            multiplier=multiplier,
+            exchange=exchange or "SMART",
+            primary_exchange="",
+            currency="USD",
+            local_symbol=P.occ_local_symbol(symbol, expiry, float(strike), right),
+            trading_class=trading_class,
+        )
+        known = self._contracts.setdefault(con_id, with_exchange(c, "SMART"))
+        if known.local_symbol != c.local_symbol:
+            # conIds are a 30-bit hash; a clash would make conId lookups ambiguous, so make it loud.
+            log.error("conId %d clash: %s and %s", con_id, known.local_symbol, c.local_symbol)
+        return c
+
+    def _option_con_id(self, symbol: str, expiry: str, strike: float, right: str) -> int:
+        return self.market.option_con_id(symbol, expiry, strike, right)
+
+    def _known_symbol(self, symbol: str) -> bool:
+        return symbol in self.symbols
+
+    def contract_by_con_id(self, con_id: int, now: datetime) -> SimContract | None:
+        c = self._contracts.get(con_id)
+        if c is not None:
+            return c
+        for sym in self.symbols:
+            spec = self.market.spec(sym)
+            if spec.con_id == con_id:
+                return self.stock_contract(sym)
+        # Not seen yet: search today's chains, which is where a client could have found it.
+        for sym in self.symbols:
+            chain = self.market.option_chain(sym, now)
+            for expiry in chain.expirations:
+                for strike in chain.strikes:
+                    for right in ("C", "P"):
+                        if self._option_con_id(sym, expiry, strike, right) == con_id:
+                            return self.option_contract(
+                                sym, expiry, strike, right, chain.trading_class, chain.multiplier
+                            )
+        return None
+
+    def resolve(self, req: P.ContractRequest, now: datetime) -> list[SimContract]:
+        """All contracts matching a request's contract fields, as IB's contract lookup would."""
+        sec_type = req.sec_type
+        if req.con_id and req.con_id > 0:
+            c = self.contract_by_con_id(req.con_id, now)
+            if c is None or (sec_type and c.sec_type != sec_type):
+                return []
+            return [with_exchange(c, req.exchange or "SMART")]
+        if req.currency and req.currency != "USD":
+            return []
+        if sec_type == "OPT" or (not sec_type and (req.right or req.strike)):
+            return self._resolve_options(req, now)
+        if sec_type not in ("", "STK"):
+            return []
+        symbol = req.symbol or req.local_symbol.strip().upper()
+        if not self._known_symbol(symbol):
+            return []
+        if req.local_symbol and req.local_symbol.strip().upper() != symbol:
+            return []
+        spec = self.market.spec(symbol)
+        exch = req.exchange
+        if (
+            exch
+            and exch not in STOCK_EXCHANGES
+            and exch not in EXTRA_STOCK_EXCHANGES
+            and exch != spec.primary_exchange
+        ):
+            return []
+        if (
+            req.primary_exchange
+            and req.primary_exchange not in (spec.primary_exchange, "SMART")
+            and req.primary_exchange not in EXTRA_STOCK_EXCHANGES | set(STOCK_EXCHANGES)
+        ):
+            return []
+        return [self.stock_contract(symbol, exch or "SMART")]
+
+    def _resolve_options(self, req: P.ContractRequest, now: datetime) -> list[SimContract]:
+        symbol, expiry, strike, right = req.symbol, req.expiry, req.strike, req.right
+        if req.local_symbol:
+            occ = P.parse_occ_local_symbol(req.local_symbol)
+            if occ is None:
+                return []
+            o_sym, o_exp, o_strike, o_right = occ
+            if symbol and symbol != o_sym:
+                return []
+            symbol, expiry, strike, right = (
+                o_sym,
+                expiry or o_exp,
+                strike or o_strike,
+                right or o_right,
+            )
+        if not self._known_symbol(symbol):
+            return []
+        if req.exchange and req.exchange not in OPTION_EXCHANGES:
+            return []
+        try:
+            chain = self.market.option_chain(symbol, now)
+        except ValueError:
+            return []
+        if req.trading_class and req.trading_class != chain.trading_class:
+            return []
+        if req.multiplier:
+            try:
+                if float(req.multiplier) != float(chain.multiplier):
+                    return []
+            except ValueError:
+                return []
+        if expiry:
+            if len(expiry) == 8:
+                expiries = [expiry] if expiry in chain.expirations else []
+            elif len(expiry) == 6:
+                expiries = [e for e in chain.expirations if e.startswith(expiry)]
+            else:
+                return []
+        else:
+            expiries = list(chain.expirations)
+        if strike and strike > 0:
+            strikes = [s for s in chain.strikes if abs(s - strike) < 1e-6]
+        else:
+            strikes = list(chain.strikes)
+        if right:
+            try:
+                rights = [normalize_right(right)]
+            except ValueError:
+                return []
+        else:
+            rights = ["C", "P"]
+        return [
+            self.option_contract(
+                symbol, e, s, r, chain.trading_class, chain.multiplier, req.exchange or "SMART"
+            )
+            for e in expiries
+            for s in strikes
+            for r in rights
+        ]
+
+    def _trading_hours(self, now: datetime) -> tuple[str, str, str]:
+        """(tradingHours, liquidHours, optionHours) for the coming week in IB's format."""
+        today = now.astimezone(P.EASTERN).date()
+        cached = self._hours_cache.get(today)
+        if cached:
+            return cached
+        trading, liquid = [], []
+        for i in range(7):
+            d = today + timedelta(days=i)
+            noon = datetime.combine(d, time(12, 0), P.EASTERN)
+            bounds = self.market.session_open_close(noon)
+            ds = d.strftime("%Y%m%d")
+            if bounds is None:
+                trading.append(f"{ds}:CLOSED")
+                liquid.append(f"{ds}:CLOSED")
+                continue
+            o, c = (b.astimezone(P.EASTERN) for b in bounds)
+            liquid.append(f"{ds}:{o:%H%M}-{ds}:{c:%H%M}")
+            late = min(c + timedelta(hours=4), datetime.combine(d, time(20, 0), P.EASTERN))
+            trading.append(f"{ds}:0400-{ds}:{late:%H%M}")
+        result = (";".join(trading), ";".join(liquid), ";".join(liquid))
+        self._hours_cache = {today: result}
+        return result
+
+    def _option_rule(self, symbol: str) -> int:
+        ticks = (option_tick(symbol, 1.0), option_tick(symbol, 5.0))
+        return {
+            (0.01, 0.01): RULE_OPT_PENNY,
+            (0.01, 0.05): RULE_OPT_PENNY_NICKEL,
+            (0.05, 0.1): RULE_OPT_NICKEL_DIME,
+        }.get(ticks, RULE_OPT_PENNY)
+
+    def _details(self, c: SimContract, now: datetime) -> P.ContractDetailsData:
+        trading, liquid, option_hours = self._trading_hours(now)
+        long_name, stock_type = LONG_NAMES.get(c.symbol, (f"{c.symbol} SIMULATED INC", "COMMON"))
+        if c.is_option:
+            rule = self._option_rule(c.symbol)
+            return P.ContractDetailsData(
+                market_name=c.trading_class,
+                min_tick=option_tick(c.symbol, 1.0),
+                order_types=OPTION_ORDER_TYPES,
+                valid_exchanges=",".join(OPTION_EXCHANGES),
+                under_con_id=self.market.spec(c.symbol).con_id,
+                long_name=long_name,
+                contract_month=c.expiry[:6],
+                industry="",
+                category="",
+                subcategory="",
+                time_zone_id="US/Eastern",
+                trading_hours=option_hours,
+                liquid_hours=liquid,
+                agg_group=2,
+                under_symbol=c.symbol,
+                under_sec_type="STK",
+                market_rule_ids=",".join([str(rule)] * len(OPTION_EXCHANGES)),
+                real_expiration_date=c.expiry,
+                stock_type="",
+            )
+        industry, category, sub = (
+            ("Funds", "Equity Fund", "Growth&Income")
+            if stock_type == "ETF"
+            else ("Technology", "Software", "Simulated")
+        )
+        return P.ContractDetailsData(
+            market_name=c.trading_class,
+            min_tick=0.01,
+            order_types=STOCK_ORDER_TYPES,
+            valid_exchanges=",".join(STOCK_EXCHANGES),
+            under_con_id=0,
+            long_name=long_name,
+            contract_month="",
+            industry=industry,
+            category=category,
+            subcategory=sub,
+            time_zone_id="US/Eastern",
+            trading_hours=trading,
+            liquid_hours=liquid,
+            agg_group=1,
+            under_symbol="",
+            under_sec_type="",
+            market_rule_ids=",".join([str(RULE_STOCK)] * len(STOCK_EXCHANGES)),
+            real_expiration_date="",
+            stock_type=stock_type,
+            suggested_size_increment=100.0,
+        )
+
+    def _h_req_contract_details(self, s: ClientSession, fields: list[str]) -> None:
+        req = P.decode_req_contract_details(fields)
+        now = self.clock.now()
+        found = [] if req.sec_id_type else self.resolve(req.contract, now)
+        if not found:
+            s.send_error(req.req_id, 200, ERR_NO_SECURITY)
+            return
+        msgs = [P.msg_contract_data(s.version, req.req_id, c, self._details(c, now)) for c in found]
+        msgs.append(P.msg_contract_data_end(req.req_id))
+        s.send_many(msgs)
+
+    def _h_req_sec_def_opt_params(self, s: ClientSession, fields: list[str]) -> None:
+        r = P.Reader(fields, 1)
+        req_id = r.int()
+        symbol = r.str().strip().upper()
+        exchange = r.str().strip().upper()
+        sec_type = r.str().strip().upper()
+        con_id = r.int()
+        now = self.clock.now()
+        under = self.contract_by_con_id(con_id, now) if con_id else None
+        if under is not None and under.sec_type == "STK":
+            symbol = under.symbol
+        if not self._known_symbol(symbol) or sec_type not in ("", "STK"):
+            s.send_error(req_id, 200, ERR_NO_SECURITY)
+            return
+        chain = self.market.option_chain(symbol, now)
+        under_con_id = self.market.spec(symbol).con_id
+        msgs = []
+        for exch in ("SMART", "CBOE"):
+            if exchange and exchange != exch:
+                continue
+            msgs.append(
+                P.msg_sec_def_opt_params(
+                    req_id,
+                    exch,
+                    under_con_id,
+                    chain.trading_class,
+                    chain.multiplier,
+                    chain.expirations,
+                    chain.strikes,
+                )
+            )
+        msgs.append(P.msg_sec_def_opt_params_end(req_id))
+        s.send_many(msgs)
+
+    def _h_req_market_rule(self, s: ClientSession, fields: list[str]) -> None:
+        rule_id = P.Reader(fields, 1).int()
+        increments = MARKET_RULES.get(rule_id)
+        if increments is None:
+            log.info("%r: unknown market rule %d", s, rule_id)
+            return
+        s.send(P.msg_market_rule(rule_id, increments))
+
+
+def with_exchange(c: SimContract, exchange: str) -> SimContract:
+    return c if c.exchange == exchange else dataclasses.replace(c, exchange=exchange)
