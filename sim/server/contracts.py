@@ -197,6 +197,16 @@ class ContractsMixin(ServerCore):
             return []
         return [self.stock_contract(symbol, exch or "SMART")]
 
+    def _resolve_one(
+        self, s: ClientSession, req_id: int, req: P.ContractRequest, now: datetime
+    ) -> SimContract | None:
+        """The one contract a data request names; None, after error 200, when none or several match."""
+        found = self.resolve(req, now)
+        if len(found) != 1:
+            s.send_error(req_id, 200, ERR_NO_SECURITY)
+            return None
+        return found[0]
+
     def _resolve_options(self, req: P.ContractRequest, now: datetime) -> list[SimContract]:
         symbol, expiry, strike, right = req.symbol, req.expiry, req.strike, req.right
         if req.local_symbol:

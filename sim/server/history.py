@@ -32,11 +32,9 @@ class HistoryMixin(ServerCore):
     def _h_req_historical_data(self, s: ClientSession, fields: list[str]) -> None:
         req = P.decode_req_historical_data(fields)
         now = self.clock.now()
-        found = self.resolve(req.contract, now)
-        if len(found) != 1:
-            s.send_error(req.req_id, 200, ERR_NO_SECURITY)
+        c = self._resolve_one(s, req.req_id, req.contract, now)
+        if c is None:
             return
-        c = found[0]
 
         def hmds_error(text: str) -> None:
             s.send_error(req.req_id, 162, f"Historical Market Data Service error message:{text}")

@@ -14,7 +14,6 @@ from sim.orders import (
 )
 from sim.pricing import option_tick
 from sim.protocol import Tick
-from sim.server.contracts import ERR_NO_SECURITY
 from sim.server.core import ServerCore
 from sim.server.sessions import ClientSession, MktDataSub
 
@@ -55,14 +54,13 @@ class MarketDataMixin(ServerCore):
     def _h_req_mkt_data(self, s: ClientSession, fields: list[str]) -> None:
         req = P.decode_req_mkt_data(fields)
         now = self.clock.now()
-        found = self.resolve(req.contract, now)
-        if len(found) != 1:
-            s.send_error(req.req_id, 200, ERR_NO_SECURITY)
+        c = self._resolve_one(s, req.req_id, req.contract, now)
+        if c is None:
             return
         generic = frozenset(g.strip() for g in req.generic_ticks.split(",") if g.strip())
         delayed = req.req_id in s.delayed_reqs
         s.delayed_reqs.discard(req.req_id)
-        sub = MktDataSub(req.req_id, found[0], generic, delayed=delayed)
+        sub = MktDataSub(req.req_id, c, generic, delayed=delayed)
         msgs: list[Any] = []
         if delayed:
             msgs.append(P.msg_error(s.version, req.req_id, 10167, MSG_DELAYED))
