@@ -37,11 +37,15 @@ class AccountMixin(ServerCore):
         self._last_account_push = None
         self._pnl_day = None
 
+    def _account_changed(self) -> None:
+        """Something moved the account: the next simulation step pushes it to the clients."""
+        self._account_dirty = True
+
     def _h_req_managed_accounts(self, s: ClientSession, fields: list[str]) -> None:
         s.send(P.msg_managed_accounts([self.options.account]))
 
     def position_changed(self, position: SimPosition) -> None:
-        self._account_dirty = True
+        self._account_changed()
         account = self.options.account
         for s in list(self.sessions):
             if s.closed:
@@ -132,7 +136,7 @@ class AccountMixin(ServerCore):
         # figures a client holds then are of one moment (IB's P&L and account values refresh on
         # schedules of their own; a client that mixes them is off by what moved in between).
         s.pnl_subs.add(req_id)
-        self._account_dirty = True
+        self._account_changed()
 
     def _h_cancel_pnl(self, s: ClientSession, fields: list[str]) -> None:
         s.pnl_subs.discard(P.Reader(fields, 1).int())

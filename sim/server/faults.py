@@ -66,6 +66,10 @@ class FaultsMixin(ServerCore):
         self._refuse_until = -math.inf
         self._last_closed = {}
 
+    def _remember_close(self, client_id: int) -> None:
+        """A client closed its session: a quick_reconnect client_id_in_use fault counts from now."""
+        self._last_closed[client_id] = self.monotonic()
+
     def _send_farm_status(self, s: ClientSession) -> None:
         """The farm and connectivity state a client is told when its API starts."""
         for code, text in FARM_MESSAGES:
@@ -119,7 +123,7 @@ class FaultsMixin(ServerCore):
         elif kind == "clock_jump":
             self.clock.jump(f["by"])
             self.stats["clock_jumps"] += 1
-            self._quote_cache.clear()
+            self._forget_quotes()
         elif kind == "exchange_cancel":
             reason = f["reason"]
             for order in self.book.live_orders():
@@ -170,7 +174,7 @@ class FaultsMixin(ServerCore):
             s.restart_dropped = True
             self.stats["dropped_connections"] += 1
             s.close()
-        self._held.clear()
+        self._drop_held()
         # A fresh Gateway remembers no client ids and no farm or connectivity trouble.
         self._last_closed.clear()
         self._outages.clear()

@@ -85,6 +85,13 @@ class GatesMixin(ServerCore):
     def _init_gates(self) -> None:
         self._held = []
 
+    def _drop_held(self, session: ClientSession | None = None) -> None:
+        """Forget the held requests of one closed session, or everyone's (a Gateway restart)."""
+        if session is None:
+            self._held.clear()
+        else:
+            self._held = [h for h in self._held if h.session is not session]
+
     def set_pacing(self, options: PacingOptions) -> None:
         """Change the pacing rules of a running simulator (windows and message counts start afresh)."""
         self.pacing.configure(options)
@@ -375,7 +382,7 @@ class GatesMixin(ServerCore):
         self.book.fill_now(order, qty, price, now)
         if not order.is_done:
             self.book.cancel_by_system(order, now, reason="")
-        self._account_dirty = True
+        self._account_changed()
         return False
 
     def _release_where(self, pred: Callable[[HeldRequest], bool]) -> None:

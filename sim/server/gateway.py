@@ -51,6 +51,16 @@ class SimServer(
 ):
     """The simulated IB Gateway: accepts API clients and runs one simulation-step task."""
 
+    host: str
+    port: int
+    _server: asyncio.Server | None
+    _step_task: asyncio.Task | None
+    # The tasks serving connections, cancelled by stop().
+    _conn_tasks: set[asyncio.Task]
+    _conn_no: int
+    # The session (open, close) the last step ran in: a change expires the DAY orders.
+    _session_bounds: tuple[datetime, datetime] | None
+
     def __init__(
         self,
         options: SimOptions | None = None,
@@ -108,11 +118,11 @@ class SimServer(
         self.host = ""
         self.sessions = set()
         self.by_client = {}
-        self._server: asyncio.Server | None = None
-        self._step_task: asyncio.Task | None = None
-        self._conn_tasks: set[asyncio.Task] = set()
+        self._server = None
+        self._step_task = None
+        self._conn_tasks = set()
         self._conn_no = 0
-        self._session_bounds: tuple[datetime, datetime] | None = None
+        self._session_bounds = None
         # Each part sets up the state it owns (see the part's class for what that is).
         self._init_contracts()
         self._init_market_data()
@@ -244,8 +254,8 @@ class SimServer(
         if session.client_id is not None and self.by_client.get(session.client_id) is session:
             del self.by_client[session.client_id]
             if not session.restart_dropped:
-                self._last_closed[session.client_id] = self.monotonic()
-        self._held = [h for h in self._held if h.session is not session]
+                self._remember_close(session.client_id)
+        self._drop_held(session)
         self.stats["active_clients"] = len(self.by_client)
         session.mkt_subs.clear()
         session.hist_subs.clear()
@@ -263,7 +273,7 @@ class SimServer(
     def step(self) -> None:
         """Advance the simulation once: sessions, matching, ticks, bars, account pushes."""
         self.stats["steps"] += 1
-        self._quote_cache.clear()
+        self._forget_quotes()
         self._poll_faults(self.clock.now())
         self._release_held()
         now = self.clock.now()
@@ -277,12 +287,12 @@ class SimServer(
             jump = getattr(self.clock, "jump_to", None) or self.clock.set
             jump(target)
             self.stats["clock_jumps"] += 1
-            self._quote_cache.clear()
+            self._forget_quotes()
             now = self.clock.now()
             is_open = self.market.is_open(now)
             self._session_bounds = self.market.session_open_close(now) if is_open else None
         if self.book.match(now, is_open):
-            self._account_dirty = True
+            self._account_changed()
         for session in list(self.sessions):
             if session.closed or not session.api_started:
                 continue

@@ -46,6 +46,10 @@ class MarketDataMixin(ServerCore):
         self._quote_cache = {}
         self._prev_close_cache = {}
 
+    def _forget_quotes(self) -> None:
+        """Simulated time moved (a new step, a clock jump): the cached quotes are of another instant."""
+        self._quote_cache.clear()
+
     def _h_req_market_data_type(self, s: ClientSession, fields: list[str]) -> None:
         data_type = P.Reader(fields, 2).int(1)
         if data_type in (1, 2, 3, 4):

@@ -74,7 +74,7 @@ class OrdersMixin(ServerCore):
             s.send(P.msg_open_order(s.version, order, state))
             return
         if self.book.match(now, self.market.is_open(now)):
-            self._account_dirty = True
+            self._account_changed()
 
     def _h_cancel_order(self, s: ClientSession, fields: list[str]) -> None:
         order_id = P.Reader(fields, 2).int()
@@ -189,7 +189,7 @@ class OrdersMixin(ServerCore):
 
     def order_filled(self, order: SimOrder, execution: SimExecution) -> None:
         self.stats["fills"] += 1
-        self._account_dirty = True
+        self._account_changed()
         for s in self._order_sessions(order):
             s.send_many(
                 [
