@@ -3,21 +3,15 @@ positions (reqPositions, ...Multi) and P&L (reqPnL), pushed when the book change
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sim import protocol as P
 from sim.market import NEW_YORK
-from sim.orders import (
-    SimContract,
-    SimPosition,
-)
+from sim.orders import SimContract, SimPosition
 from sim.server.contracts import with_exchange
 from sim.server.core import ServerCore
 from sim.server.sessions import ClientSession
-
-log = logging.getLogger(__name__)
 
 ACCOUNT_REFRESH = timedelta(minutes=3)
 

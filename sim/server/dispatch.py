@@ -25,49 +25,57 @@ class DispatchMixin(ServerCore):
     _handlers: dict[int, Handler]
 
     def _init_dispatch(self) -> None:
-        self._gates: dict[int, Callable[[ClientSession, list[str], datetime], bool]] = {
+        # A gate runs first and may answer, hold or drop the request (gates.py).
+        self._gates = {
             In.START_API: self._gate_start_api,
-            In.REQ_MKT_DATA: self._gate_mkt_data,
-            In.REQ_REAL_TIME_BARS: self._gate_real_time_bars,
-            In.REQ_HISTORICAL_DATA: self._gate_historical,
-            In.CANCEL_HISTORICAL_DATA: self._gate_cancel_historical,
             In.REQ_CONTRACT_DATA: self._gate_contract_details,
             In.REQ_SEC_DEF_OPT_PARAMS: self._gate_sec_def,
+            In.REQ_MKT_DATA: self._gate_mkt_data,
+            In.REQ_HISTORICAL_DATA: self._gate_historical,
+            In.CANCEL_HISTORICAL_DATA: self._gate_cancel_historical,
+            In.REQ_REAL_TIME_BARS: self._gate_real_time_bars,
             In.PLACE_ORDER: self._gate_place_order,
             In.CANCEL_ORDER: self._gate_cancel_order,
         }
-        self._handlers: dict[int, Handler] = {
+        # Grouped by the module each handler lives in.
+        self._handlers = {
+            # gateway.py
             In.START_API: self._h_start_api,
+            In.REQ_CURRENT_TIME: self._h_req_current_time,
+            # contracts.py
+            In.REQ_CONTRACT_DATA: self._h_req_contract_details,
+            In.REQ_SEC_DEF_OPT_PARAMS: self._h_req_sec_def_opt_params,
+            In.REQ_MARKET_RULE: self._h_req_market_rule,
+            # market_data.py
+            In.REQ_MARKET_DATA_TYPE: self._h_req_market_data_type,
             In.REQ_MKT_DATA: self._h_req_mkt_data,
             In.CANCEL_MKT_DATA: self._h_cancel_mkt_data,
+            # history.py
+            In.REQ_HISTORICAL_DATA: self._h_req_historical_data,
+            In.CANCEL_HISTORICAL_DATA: self._h_cancel_historical_data,
+            In.REQ_REAL_TIME_BARS: self._h_req_real_time_bars,
+            In.CANCEL_REAL_TIME_BARS: self._h_cancel_real_time_bars,
+            # orders.py
+            In.REQ_IDS: self._h_req_ids,
             In.PLACE_ORDER: self._h_place_order,
             In.CANCEL_ORDER: self._h_cancel_order,
+            In.REQ_GLOBAL_CANCEL: self._h_req_global_cancel,
             In.REQ_OPEN_ORDERS: self._h_req_open_orders,
             In.REQ_ALL_OPEN_ORDERS: self._h_req_all_open_orders,
             In.REQ_AUTO_OPEN_ORDERS: self._h_req_auto_open_orders,
-            In.REQ_ACCT_DATA: self._h_req_account_updates,
+            In.REQ_COMPLETED_ORDERS: self._h_req_completed_orders,
             In.REQ_EXECUTIONS: self._h_req_executions,
-            In.REQ_IDS: self._h_req_ids,
-            In.REQ_CONTRACT_DATA: self._h_req_contract_details,
+            # account.py
             In.REQ_MANAGED_ACCTS: self._h_req_managed_accounts,
-            In.REQ_HISTORICAL_DATA: self._h_req_historical_data,
-            In.CANCEL_HISTORICAL_DATA: self._h_cancel_historical_data,
-            In.REQ_CURRENT_TIME: self._h_req_current_time,
-            In.REQ_REAL_TIME_BARS: self._h_req_real_time_bars,
-            In.CANCEL_REAL_TIME_BARS: self._h_cancel_real_time_bars,
-            In.REQ_GLOBAL_CANCEL: self._h_req_global_cancel,
-            In.REQ_MARKET_DATA_TYPE: self._h_req_market_data_type,
+            In.REQ_ACCT_DATA: self._h_req_account_updates,
+            In.REQ_ACCOUNT_UPDATES_MULTI: self._h_req_account_updates_multi,
+            In.CANCEL_ACCOUNT_UPDATES_MULTI: self._h_cancel_account_updates_multi,
+            In.REQ_ACCOUNT_SUMMARY: self._h_req_account_summary,
+            In.CANCEL_ACCOUNT_SUMMARY: self._h_cancel_account_summary,
             In.REQ_POSITIONS: self._h_req_positions,
             In.CANCEL_POSITIONS: self._h_cancel_positions,
             In.REQ_POSITIONS_MULTI: self._h_req_positions_multi,
             In.CANCEL_POSITIONS_MULTI: self._h_cancel_positions_multi,
-            In.REQ_ACCOUNT_SUMMARY: self._h_req_account_summary,
-            In.CANCEL_ACCOUNT_SUMMARY: self._h_cancel_account_summary,
-            In.REQ_ACCOUNT_UPDATES_MULTI: self._h_req_account_updates_multi,
-            In.CANCEL_ACCOUNT_UPDATES_MULTI: self._h_cancel_account_updates_multi,
-            In.REQ_SEC_DEF_OPT_PARAMS: self._h_req_sec_def_opt_params,
-            In.REQ_MARKET_RULE: self._h_req_market_rule,
-            In.REQ_COMPLETED_ORDERS: self._h_req_completed_orders,
             In.REQ_PNL: self._h_req_pnl,
             In.CANCEL_PNL: self._h_cancel_pnl,
         }

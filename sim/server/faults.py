@@ -13,23 +13,15 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sim.faults import (
-    FARM_RECOVERY,
-    FARM_TEXTS,
-    QUOTE_FAULTS,
-    Fault,
-)
+from sim.faults import FARM_RECOVERY, FARM_TEXTS, QUOTE_FAULTS, Fault
 from sim.market import SimBar
-from sim.orders import (
-    Quote,
-    SimContract,
-    SimOrder,
-)
+from sim.orders import Quote, SimContract, SimOrder
 from sim.server.core import ServerCore
 from sim.server.sessions import ClientSession
 
 log = logging.getLogger(__name__)
 
+# What the Gateway tells each client at startApi while every farm is up.
 FARM_MESSAGES = (
     (2104, "Market data farm connection is OK:usfarm"),
     (2106, "HMDS data farm connection is OK:ushmds"),

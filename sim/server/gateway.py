@@ -19,10 +19,7 @@ from sim.config import SimOptions
 from sim.faults import FaultInjector
 from sim.market import MarketModel, default_spec
 from sim.orders import OrderBook
-from sim.pacing import (
-    Monotonic,
-    Pacing,
-)
+from sim.pacing import Monotonic, Pacing
 from sim.protocol import ProtocolError
 from sim.server.account import ACCOUNT_REFRESH, AccountMixin
 from sim.server.contracts import ContractsMixin

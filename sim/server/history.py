@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -12,8 +11,6 @@ from sim.market import BAR_SIZES, SimBar
 from sim.server.contracts import ERR_NO_SECURITY
 from sim.server.core import ServerCore
 from sim.server.sessions import ClientSession, HistSub, RealTimeSub
-
-log = logging.getLogger(__name__)
 
 # Refuse historical requests that would build more bars than this.
 MAX_BARS = 300_000

@@ -8,10 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sim import protocol as P
-from sim.orders import (
-    Quote,
-    SimContract,
-)
+from sim.orders import Quote, SimContract
 from sim.pricing import option_tick
 from sim.protocol import Tick
 from sim.server.core import ServerCore

@@ -4,24 +4,15 @@ Matching itself lives in sim/orders.py (OrderBook)."""
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 from typing import Any
 
 from sim import protocol as P
-from sim.orders import (
-    PENDING_CANCEL,
-    OrderRejected,
-    SimExecution,
-    SimOrder,
-    spec_from_request,
-)
+from sim.orders import PENDING_CANCEL, OrderRejected, SimExecution, SimOrder, spec_from_request
 from sim.server.account import money
 from sim.server.contracts import ERR_NO_SECURITY
 from sim.server.core import ServerCore
 from sim.server.sessions import ClientSession
-
-log = logging.getLogger(__name__)
 
 
 class OrdersMixin(ServerCore):
