@@ -5,8 +5,9 @@ over-covered) per contract and what to do about it. OrderActor calls it after ev
 every reconciliation and on every Tick, and carries the intents out.
 
 What covers a position is its *stop side*: working stop-loss orders and market exits. A
-take-profit alone is not protection (it never fires on the way down). A bracket's take-profit and
-stop share an OCA group and each cover the same quantity, so they are not added together.
+take-profit alone is not protection (it never fires on the way down). Orders of one OCA group
+(ocaType 1) cancel each other when one fills, so a group covers its largest member, never the sum:
+a bracket's stop and a flatten's market exit in the same group cover the position once.
 
 A child of an entry that is still working (the entry not filled in full yet) counts as covering:
 it goes live when its parent fills, or IB takes it down with its parent (a cancelled entry), and
@@ -85,26 +86,32 @@ class Intent:
     quantity: float
 
 
-def coverage(
-    positions: Mapping[int, float], exits: Iterable[ExitOrder]
-) -> dict[int, Coverage]:
+def coverage(positions: Mapping[int, float], exits: Iterable[ExitOrder]) -> dict[int, Coverage]:
     """Coverage of every contract held or exited; quantities <= 0 are not held."""
-    stop: dict[int, float] = {}
-    tp: dict[int, float] = {}
-    live_stop: dict[int, float] = {}
-    live_tp: dict[int, float] = {}
+    # Members of one OCA group cancel each other when one fills: the group can close at most its
+    # largest member, so within a group quantities are the max, across groups the sum.
+    groups: dict[tuple[int, str], list[float]] = {}
     for e in exits:
         if e.state not in COVERING_STATES or e.remaining <= EPS:
             continue
         if e.role in STOP_ROLES:
-            total, live = stop, live_stop
+            slot = 0
         elif e.role in TAKE_PROFIT_ROLES:
-            total, live = tp, live_tp
+            slot = 1
         else:
             continue
-        total[e.con_id] = total.get(e.con_id, 0.0) + e.remaining
+        acc = groups.setdefault((e.con_id, e.oca_group or e.order_ref), [0.0, 0.0, 0.0, 0.0])
+        acc[slot] = max(acc[slot], e.remaining)
         if not e.pending_parent:
-            live[e.con_id] = live.get(e.con_id, 0.0) + e.remaining
+            acc[slot + 2] = max(acc[slot + 2], e.remaining)
+    stop: dict[int, float] = {}
+    tp: dict[int, float] = {}
+    live_stop: dict[int, float] = {}
+    live_tp: dict[int, float] = {}
+    for (con_id, _), (s_all, t_all, s_live, t_live) in groups.items():
+        for into, value in ((stop, s_all), (tp, t_all), (live_stop, s_live), (live_tp, t_live)):
+            if value > 0:
+                into[con_id] = into.get(con_id, 0.0) + value
     out: dict[int, Coverage] = {}
     for con_id in sorted(set(positions) | set(stop) | set(tp)):
         held = max(0.0, float(positions.get(con_id, 0.0)))
