@@ -43,6 +43,7 @@ EXPECTED_ALERTS = {
     "OrderRejected",
     "ReconciliationMismatch",
     "KillSwitchEngaged",
+    "UnprotectedPosition",
 }
 SEVERITIES = {"critical", "warning", "info"}
 # Added by Prometheus to every series, and the series it makes of each scrape.
