@@ -421,7 +421,7 @@ class OvernightResult(LaneResult):
 
 def overnight_lane(index: int, runs: int, workdir: Path, seed: int) -> OvernightResult:
     """Each run: a fresh simulator on a Friday afternoon; the service trades, is killed (even
-    runs) or stopped (odd runs) before the close; the weekend passes with no service; the broker
+    runs, counting lanes) or stopped (odd) before the close; the weekend passes with no service; the broker
     is checked on Monday; the service restarts, reconciles, stops; everything is checked."""
     rng = random.Random(seed * 1000 + index)
     result = OvernightResult()
@@ -434,7 +434,7 @@ def overnight_lane(index: int, runs: int, workdir: Path, seed: int) -> Overnight
         log = tmp / "service.log"
         try:
             cfg = overnight_config(tmp, port)
-            kill = i % 2 == 0
+            kill = (index + i) % 2 == 0
             # "overnight" is no crash point: the run is SIGKILLed when its time is up.
             outcome = run_service(cfg, "overnight:1" if kill else None, rng.uniform(12, 18), log)
             result.runs += 1
