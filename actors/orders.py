@@ -148,7 +148,8 @@ class OrderActor(BaseActor):
             int, float
         ] = {}  # con_id -> gap at the last check (one log per incident)
         self.excess: dict[int, float] = {}
-        self.protect_tried: dict[int, float] = {}  # con_id -> monotonic time of the last attempt
+        # (con_id, gap) -> monotonic time of the last attempt to cover it
+        self.protect_tried: dict[tuple[int, float], float] = {}
         self.was_open: bool | None = None  # market open at the last Tick (paper DAY expiry)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -979,12 +980,14 @@ class OrderActor(BaseActor):
                 m.PlaceBracket(contract=contract, legs=legs, reply_to=self.actor_ref)
             )
 
-    def _place_exit(self, pos: dict[str, Any], reason: str, quantity: float | None = None) -> None:
+    def _place_exit(
+        self, pos: dict[str, Any], reason: str, quantity: float | None = None, oca: str = ""
+    ) -> None:
         """Close `quantity` (all of the position by default) at market, inside the bracket's OCA
         group so its fill cancels the take-profit and stop and nothing can double-sell. GTC, so
         an exit sent while the market is closed waits for the open instead of expiring."""
         ref = f"{pos['bracket_ref']}-X{secrets.token_hex(2)}"
-        oca = f"OCA-{pos['bracket_ref']}"
+        oca = oca or f"OCA-{pos['bracket_ref']}"
         qty = int(quantity if quantity is not None else pos["quantity"])
         leg = m.BracketLeg(ref, "SELL", "MKT", qty, oca_group=oca, transmit=True, tif=TIF["exit"])
         self._send_exits(pos, (leg,), ("exit",), reason)
@@ -1010,15 +1013,7 @@ class OrderActor(BaseActor):
             self._place_exit(pos, f"unprotected, no price: {reason}", quantity)
             return False
         ref = f"{pos['bracket_ref']}-P{secrets.token_hex(2)}"
-        # Into the bracket's group when nothing else covers the contract (the usual case: exits
-        # expired, cancelled with a partly filled entry, or by someone else), so a later flatten
-        # cancels it. If some exits still work, a group of its own: one OCA group closes at most
-        # its largest member, and joining would leave the gap as bare as before.
-        partly = any(
-            e.con_id == pos["con_id"] and e.role in ("stop_loss", "exit")
-            for e in self._exit_orders()
-        )
-        oca = f"OCA-{ref}" if partly else f"OCA-{pos['bracket_ref']}"
+        oca = self._protection_group(pos, ref)
         legs = (
             m.BracketLeg(
                 f"{ref}-TP",
@@ -1054,6 +1049,17 @@ class OrderActor(BaseActor):
         return True
 
     # -- the protection invariant ----------------------------------------------------------------
+    def _protection_group(self, pos: dict[str, Any], ref: str) -> str:
+        """Into the bracket's group when nothing else covers the contract (the usual case: exits
+        expired, cancelled with a partly filled entry, or by someone else), so a later flatten
+        cancels it. If some exits still work, a group of its own: one OCA group closes at most
+        its largest member, and joining would leave the gap as bare as before."""
+        partly = any(
+            e.con_id == pos["con_id"] and e.role in ("stop_loss", "exit")
+            for e in self._exit_orders()
+        )
+        return f"OCA-{ref}" if partly else f"OCA-{pos['bracket_ref']}"
+
     def _exit_orders(self) -> list[ExitOrder]:
         rows = self.orders.open_orders()
         working_entries = {r["order_ref"] for r in rows if r["role"] == "entry"}
@@ -1124,13 +1130,16 @@ class OrderActor(BaseActor):
         for intent in todo:
             if intent.kind == "excess":
                 continue
-            last = self.protect_tried.get(intent.con_id)
+            # The same gap again within the retry window means the last attempt did not take
+            # (rejected, inactive): wait rather than resend on every Tick. A new gap goes at once.
+            last = self.protect_tried.get((intent.con_id, intent.quantity))
             if last is not None and now - last < PROTECT_RETRY_S:
                 continue
-            self.protect_tried[intent.con_id] = now
+            self.protect_tried[(intent.con_id, intent.quantity)] = now
             pos = held[intent.con_id]
             if intent.kind == "flatten":
-                self._place_exit(pos, f"unprotected: {reason}", intent.quantity)
+                oca = self._protection_group(pos, f"{pos['bracket_ref']}-F{secrets.token_hex(2)}")
+                self._place_exit(pos, f"unprotected: {reason}", intent.quantity, oca)
             else:
                 self._place_protection(pos, int(intent.quantity), reason)
             self.metrics.protection_placed.labels(reason, intent.kind).inc()

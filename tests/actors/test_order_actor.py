@@ -680,3 +680,39 @@ def test_an_unfilled_paper_entry_dies_at_the_close_with_its_children(make_settin
         assert OrderRepo(actor.db).count_by_state() == {"cancelled": 3}
     finally:
         actor.on_stop()
+
+
+def test_a_second_late_fill_gets_its_own_group_and_nothing_is_covered_twice(live):
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
+    actor.on_BrokerExecution(execution(entry, 2, "part.1", clock))
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    first = actor.connection.last(m.PlaceBracket).legs
+    assert [leg.quantity for leg in first] == [2, 2]
+    assert first[0].oca_group == f"OCA-{entry[:-2]}"
+    for leg in first:
+        actor.on_BrokerOrderStatus(status(leg.order_ref, "Submitted"))
+    # One more contract crossed the cancel: covered by a group of its own, for exactly 1.
+    actor.on_BrokerExecution(execution(entry, 1, "late.2", clock))
+    second = actor.connection.last(m.PlaceBracket).legs
+    assert [leg.quantity for leg in second] == [1, 1]
+    assert second[0].oca_group == second[1].oca_group != first[0].oca_group
+    sent = len(actor.connection.of(m.PlaceBracket))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == sent
+
+
+def test_a_rejected_protection_is_retried_but_not_on_every_tick(live, metrics):
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    for ref in (sl, tp):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    legs = actor.connection.last(m.PlaceBracket).legs
+    for leg in legs:
+        actor.on_BrokerOrderStatus(status(leg.order_ref, "Cancelled", reason="201 Order rejected"))
+    sent = len(actor.connection.of(m.PlaceBracket))
+    for _ in range(5):
+        actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == sent
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 1
