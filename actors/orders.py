@@ -44,9 +44,13 @@ CANCEL_REFUSED = frozenset({"161", "10148"})
 # Time in force by role. Entries are DAY: an entry not filled by the close should die with the
 # session. Exits are GTC: the broker keeps protecting the position over the close, a weekend, a
 # holiday, or while the service (or the Pi) is down; re-protection by the service is the backstop.
-# IB's TWS API Order.tif takes DAY/GTC/...; a bracket's children carry their own tif
-# (interactivebrokers.github.io/tws-api/bracket_order.html builds each leg as its own Order).
-# Options trade in regular hours only, so a GTC stop triggers at the next session, not overnight.
+# Checked against IB's TWS API docs: a bracket's legs are separate Orders, each with its own tif
+# (interactivebrokers.github.io/tws-api/bracket_order.html); Order.Tif's doc (as mirrored in the
+# @stoqey/ib client's tif.js) says GTC works "until it executes or is canceled", but IB still
+# cancels GTC orders at the end of the calendar quarter after the one they were placed in, after
+# 90 days without a login, and on some corporate actions: the backstop below covers those too.
+# ib_async's Order.tif is a plain string sent as is. Options trade in regular hours only and
+# outsideRth stays False, so a GTC stop held overnight triggers at the next session.
 TIF = {"entry": "DAY", "take_profit": "GTC", "stop_loss": "GTC", "exit": "GTC"}
 
 # Real seconds between two attempts to protect the same contract: a protection the broker
