@@ -53,7 +53,7 @@ CANCEL_REFUSED = frozenset({"161", "10148"})
 # outsideRth stays False, so a GTC stop held overnight triggers at the next session.
 TIF = {"entry": "DAY", "take_profit": "GTC", "stop_loss": "GTC", "exit": "GTC"}
 
-# Real seconds between two attempts to protect the same contract: a protection the broker
+# Real seconds before the same gap on the same contract is covered again: a protection the broker
 # rejects must not be resent on every Tick.
 PROTECT_RETRY_S = 30.0
 
@@ -148,9 +148,8 @@ class OrderActor(BaseActor):
         self.stopping = False
         self.sent_mono: dict[str, float] = {}  # submit -> first broker answer, for ack latency
         self.fill_seq = 0
-        self.uncovered: dict[
-            int, float
-        ] = {}  # con_id -> gap at the last check (one log per incident)
+        # con_id -> gap at the last check, so each incident is logged once
+        self.uncovered: dict[int, float] = {}
         self.excess: dict[int, float] = {}
         # (con_id, gap) -> monotonic time of the last attempt to cover it
         self.protect_tried: dict[tuple[int, float], float] = {}
@@ -819,6 +818,10 @@ class OrderActor(BaseActor):
         is_open = self.hours.is_open(msg.now)
         if self.dry_run and self.was_open and not is_open:
             self._expire_paper_day_orders()
+        elif self.dry_run and self.was_open is None:
+            # The first Tick after a start: DAY orders from an earlier trading date expired at a
+            # close the service did not see.
+            self._expire_paper_day_orders(before=MarketHours.trading_date(msg.now).isoformat())
         self.was_open = is_open
         self._exit_expiring(msg.now)
         self._enforce_protection("periodic")
@@ -833,9 +836,16 @@ class OrderActor(BaseActor):
             if row and msg.now - datetime.fromisoformat(row["created_at"]) > limit:
                 self._cancel_bracket(row["bracket_ref"], f"entry not filled within {limit}")
 
-    def _expire_paper_day_orders(self) -> None:
-        """The session closed: paper DAY orders expire as they would at the broker."""
-        for ref in self.paper.expire_day_orders():
+    def _expire_paper_day_orders(self, before: str | None = None) -> None:
+        """The session closed: paper DAY orders expire as they would at the broker (with
+        `before`, only those of a trading date before it)."""
+        keep = set()
+        if before is not None:
+            for ref in self.paper.orders:
+                row = self.orders.get(ref)
+                if row is not None and (row["trading_date"] or "") >= before:
+                    keep.add(ref)
+        for ref in self.paper.expire_day_orders(keep=keep):
             self._fire(ref, "cancelled", reason="day order expired at the close")
         self._publish()
 

@@ -89,10 +89,13 @@ class PaperBook:
             break
         return fills
 
-    def expire_day_orders(self) -> list[str]:
-        """The session closed: DAY orders expire, and so do children still waiting on a parent
-        that expired (IB takes a bracket's children down with their parent). GTC orders stay."""
-        gone = {ref for ref, o in self.orders.items() if o.tif in ("", "DAY", "IOC")}
+    def expire_day_orders(self, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """The session closed: DAY orders expire (but those in `keep`), and so do children still
+        waiting on a parent that expired (IB takes a bracket's children down with their parent).
+        GTC orders stay."""
+        gone = {
+            ref for ref, o in self.orders.items() if o.tif in ("", "DAY", "IOC") and ref not in keep
+        }
         gone |= {ref for ref, o in self.orders.items() if o.parent_ref in gone and not o.active}
         for ref in gone:
             self.orders.pop(ref)

@@ -716,3 +716,22 @@ def test_a_rejected_protection_is_retried_but_not_on_every_tick(live, metrics):
         actor.on_Tick(m.Tick(now=clock.now()))
     assert len(actor.connection.of(m.PlaceBracket)) == sent
     assert gauge(metrics, "optionsbot_unprotected_positions") == 1
+
+
+def test_a_paper_entry_from_an_earlier_day_expires_at_the_first_tick_after_a_restart(
+    make_settings, metrics
+):
+    settings = make_settings(orders={"entry_timeout_s": 86_400 * 7})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    place(actor, clock)
+    actor.on_stop()  # down over the close and the weekend
+    clock.advance(timedelta(days=3))
+    again = start(settings, metrics, clock)
+    try:
+        assert len(again.paper.orders) == 3
+        again.on_Tick(m.Tick(now=clock.now()))
+        assert again.paper.orders == {}
+        assert OrderRepo(again.db).count_by_state() == {"cancelled": 3}
+    finally:
+        again.on_stop()
