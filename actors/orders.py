@@ -668,6 +668,16 @@ class OrderActor(BaseActor):
             filled=filled,
             avg_fill_price=avg,
         ):
+            # Still recorded (the contracts are held all the same), but never silently: a fill on
+            # an order in a state that admits none (rejected, inactive) needs a person's eyes.
+            log.error(
+                "order %s: %s %g recorded outside its machine (state %s)",
+                e.order_ref,
+                e.side,
+                e.quantity,
+                row["state"],
+            )
+            self.metrics.reconciliation_mismatches.inc()
             self.orders.update(e.order_ref, filled=filled, avg_fill_price=avg)
         self.metrics.fills.labels(
             row["symbol"], "buy" if e.side in ("BOT", "BUY") else "sell"
