@@ -735,3 +735,16 @@ def test_a_paper_entry_from_an_earlier_day_expires_at_the_first_tick_after_a_res
         assert OrderRepo(again.db).count_by_state() == {"cancelled": 3}
     finally:
         again.on_stop()
+
+
+def test_a_fill_on_a_rejected_order_is_recorded_and_flagged(live, metrics):
+    settings, clock, actor = live
+    place(actor, clock)
+    entry = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+    actor.on_BrokerOrderStatus(status(entry, "Cancelled", reason="201 Order rejected"))
+    assert OrderRepo(actor.db).get(entry)["state"] == "rejected"
+    before = gauge(metrics, "optionsbot_reconciliation_mismatches_total")
+    actor.on_BrokerExecution(execution(entry, 1, "odd.1", clock))
+    assert OrderRepo(actor.db).get(entry)["filled"] == 1
+    assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") == before + 1
+    assert PositionRepo(actor.db).open()[0]["quantity"] == 1
