@@ -151,6 +151,9 @@ class OrderActor(BaseActor):
         # con_id -> gap at the last check, so each incident is logged once
         self.uncovered: dict[int, float] = {}
         self.excess: dict[int, float] = {}
+        # con_id -> what the broker held at the last reconciliation where it held less than
+        # SQLite says, moved by every fill since: protection never covers more than that
+        self.broker_cap: dict[int, float] = {}
         # (con_id, gap) -> monotonic time of the last attempt to cover it
         self.protect_tried: dict[tuple[int, float], float] = {}
         self.was_open: bool | None = None  # market open at the last Tick (paper DAY expiry)
@@ -645,6 +648,10 @@ class OrderActor(BaseActor):
             log.debug("duplicate execution %s ignored", e.exec_id)
             return
         crashpoint("after_fill_recorded")
+        if row["con_id"] in self.broker_cap:  # the broker's count moves with every fill too
+            self.broker_cap[row["con_id"]] += (
+                e.quantity if e.side in ("BOT", "BUY") else -e.quantity
+            )
         filled = (row["filled"] or 0.0) + e.quantity
         avg = (
             (row["avg_fill_price"] or 0.0) * (row["filled"] or 0.0) + e.price * e.quantity
@@ -1112,13 +1119,12 @@ class OrderActor(BaseActor):
         if not self.reconciled or self.stopping:
             return []
         held = {p["con_id"]: p for p in self.positions.open()}
+        qty = {
+            c: min(p["quantity"], self.broker_cap.get(c, p["quantity"])) for c, p in held.items()
+        }
         exits = self._exit_orders()
-        todo = intents(
-            {c: p["quantity"] for c, p in held.items()},
-            exits,
-            self.settings.orders.unprotected_action,
-        )
-        cover = coverage({c: p["quantity"] for c, p in held.items()}, exits)
+        todo = intents(qty, exits, self.settings.orders.unprotected_action)
+        cover = coverage(qty, exits)
         gaps = {c: v.gap for c, v in cover.items() if v.gap > 1e-9}
         excess = {c: v.excess for c, v in cover.items() if v.excess > 1e-9}
         for con_id, gap in gaps.items():
@@ -1169,11 +1175,7 @@ class OrderActor(BaseActor):
             self.metrics.protection_placed.labels(reason, intent.kind).inc()
         # The gauge counts what is uncovered now, after what was just placed (working at once in
         # the machines; the broker's answer follows).
-        after = (
-            coverage({c: p["quantity"] for c, p in held.items()}, self._exit_orders())
-            if todo
-            else cover
-        )
+        after = coverage(qty, self._exit_orders()) if todo else cover
         self.metrics.unprotected_positions.set(sum(1 for v in after.values() if v.gap >= 1 - 1e-9))
         return todo
 
@@ -1290,6 +1292,13 @@ class OrderActor(BaseActor):
         # never "fixed" by trading: a guess here is how money gets lost.
         ours_held = {p["con_id"]: p["quantity"] for p in self.positions.open()}
         theirs = dict(msg.positions)
+        # Protection covers no more than the broker holds: a SELL stop for contracts that are not
+        # there (a fill the service never saw) would open a short when it fires.
+        self.broker_cap = {
+            c: max(0.0, theirs.get(c, 0.0))
+            for c, q in ours_held.items()
+            if theirs.get(c, 0.0) < q - 1e-9
+        }
         for con_id in sorted(set(ours_held) | set(theirs)):
             if abs(ours_held.get(con_id, 0.0) - theirs.get(con_id, 0.0)) > 1e-9:
                 self.metrics.reconciliation_mismatches.inc()

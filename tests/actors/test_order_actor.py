@@ -606,7 +606,7 @@ def test_exits_that_expired_while_the_service_was_down_are_replaced_at_reconcili
         )
         # The broker's word: the exits are gone (DAY orders, expired at Friday's close).
         gone = tuple(status(ref, "Cancelled") for ref in (tp, sl))
-        again.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=()))
+        again.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=((1680, 4.0),)))
         placed = again.connection.last(m.PlaceBracket)
         assert [(leg.order_type, leg.quantity, leg.tif) for leg in placed.legs] == [
             ("LMT", 4, "GTC"),
@@ -748,3 +748,37 @@ def test_a_fill_on_a_rejected_order_is_recorded_and_flagged(live, metrics):
     assert OrderRepo(actor.db).get(entry)["filled"] == 1
     assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") == before + 1
     assert PositionRepo(actor.db).open()[0]["quantity"] == 1
+
+
+def test_protection_never_covers_more_than_the_broker_holds(make_settings, metrics):
+    """A stop for contracts the broker does not hold (a sell the service never saw) would open a
+    short when it fires: the broker's count caps the protection, and the difference is flagged."""
+    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        before = gauge(metrics, "optionsbot_reconciliation_mismatches_total")
+        gone = tuple(status(ref, "Cancelled") for ref in (tp, sl))
+        again.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=((1680, 1.0),)))
+        assert [leg.quantity for leg in again.connection.last(m.PlaceBracket).legs] == [1, 1]
+        assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") > before
+        # The broker holds nothing: nothing is placed at all.
+        again.on_stop()
+        third = start(settings, metrics, clock)
+        third.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        rows = OrderRepo(third.db).open_orders()
+        gone = tuple(status(r["order_ref"], "Cancelled") for r in rows)
+        third.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=()))
+        assert third.connection.of(m.PlaceBracket) == []
+        again = third
+    finally:
+        again.on_stop()

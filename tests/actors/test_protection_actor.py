@@ -188,8 +188,11 @@ def test_every_held_contract_stays_covered(qty, events):
                         status(r["order_ref"], "Submitted")
                         for r in OrderRepo(actor.db).open_orders()
                     )
+                    held = tuple(
+                        (p["con_id"], p["quantity"]) for p in PositionRepo(actor.db).open()
+                    )
                     actor.on_BrokerState(
-                        m.BrokerState(statuses=statuses, executions=(), positions=())
+                        m.BrokerState(statuses=statuses, executions=(), positions=held)
                     )
                 clock.advance(timedelta(seconds=40))  # past the retry window
                 actor.on_Tick(m.Tick(now=clock.now()))
