@@ -154,8 +154,8 @@ class OrderActor(BaseActor):
         # con_id -> what the broker held at the last reconciliation where it held less than
         # SQLite says, moved by every fill since: protection never covers more than that
         self.broker_cap: dict[int, float] = {}
-        # (con_id, gap) -> monotonic time of the last attempt to cover it
-        self.protect_tried: dict[tuple[int, float], float] = {}
+        # con_id -> monotonic time and order refs of the last attempt to cover it
+        self.protect_tried: dict[int, tuple[float, list[str]]] = {}
         self.was_open: bool | None = None  # market open at the last Tick (paper DAY expiry)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -1013,7 +1013,7 @@ class OrderActor(BaseActor):
 
     def _place_exit(
         self, pos: dict[str, Any], reason: str, quantity: float | None = None, oca: str = ""
-    ) -> None:
+    ) -> list[str]:
         """Close `quantity` (all of the position by default) at market, inside the bracket's OCA
         group so its fill cancels the take-profit and stop and nothing can double-sell. GTC, so
         an exit sent while the market is closed waits for the open instead of expiring."""
@@ -1022,8 +1022,9 @@ class OrderActor(BaseActor):
         qty = int(quantity if quantity is not None else pos["quantity"])
         leg = m.BracketLeg(ref, "SELL", "MKT", qty, oca_group=oca, transmit=True, tif=TIF["exit"])
         self._send_exits(pos, (leg,), ("exit",), reason)
+        return [ref]
 
-    def _place_protection(self, pos: dict[str, Any], quantity: int, reason: str) -> bool:
+    def _place_protection(self, pos: dict[str, Any], quantity: int, reason: str) -> list[str]:
         """A take-profit and a stop (GTC) for `quantity` contracts of `pos`, priced from its
         average cost with the bracket's percentages. They join the bracket's OCA group, as every
         exit does: a flatten's market exit then cancels them too, so nothing can double-sell."""
@@ -1041,8 +1042,7 @@ class OrderActor(BaseActor):
                 premium,
                 exc,
             )
-            self._place_exit(pos, f"unprotected, no price: {reason}", quantity)
-            return False
+            return self._place_exit(pos, f"unprotected, no price: {reason}", quantity)
         ref = f"{pos['bracket_ref']}-P{secrets.token_hex(2)}"
         oca = self._protection_group(pos, ref)
         legs = (
@@ -1077,7 +1077,7 @@ class OrderActor(BaseActor):
             stop,
             reason,
         )
-        return True
+        return [leg.order_ref for leg in legs]
 
     # -- the protection invariant ----------------------------------------------------------------
     def _protection_group(self, pos: dict[str, Any], ref: str) -> str:
@@ -1107,6 +1107,19 @@ class OrderActor(BaseActor):
             for r in rows
             if r["action"] == "SELL"
         ]
+
+    def _refused_lately(self, con_id: int, now: float) -> bool:
+        """The last protection for this contract was refused by the broker (rejected, inactive)
+        less than PROTECT_RETRY_S ago: wait rather than resend on every Tick. Protection that was
+        working and then went away (cancelled, expired) is a new incident and is replaced at once."""
+        last = self.protect_tried.get(con_id)
+        if last is None or now - last[0] >= PROTECT_RETRY_S:
+            return False
+        for ref in last[1]:
+            row = self.orders.get(ref)
+            if row is not None and row["state"] in (OrderState.REJECTED, OrderState.INACTIVE):
+                return True
+        return False
 
     def _enforce_protection(self, reason: str) -> list[Intent]:
         """Every open position (ours or adopted: anything in the positions table) must be covered
@@ -1160,18 +1173,15 @@ class OrderActor(BaseActor):
         for intent in todo:
             if intent.kind == "excess":
                 continue
-            # The same gap again within the retry window means the last attempt did not take
-            # (rejected, inactive): wait rather than resend on every Tick. A new gap goes at once.
-            last = self.protect_tried.get((intent.con_id, intent.quantity))
-            if last is not None and now - last < PROTECT_RETRY_S:
+            if self._refused_lately(intent.con_id, now):
                 continue
-            self.protect_tried[(intent.con_id, intent.quantity)] = now
             pos = held[intent.con_id]
             if intent.kind == "flatten":
                 oca = self._protection_group(pos, f"{pos['bracket_ref']}-F{secrets.token_hex(2)}")
-                self._place_exit(pos, f"unprotected: {reason}", intent.quantity, oca)
+                refs = self._place_exit(pos, f"unprotected: {reason}", intent.quantity, oca)
             else:
-                self._place_protection(pos, int(intent.quantity), reason)
+                refs = self._place_protection(pos, int(intent.quantity), reason)
+            self.protect_tried[intent.con_id] = (now, refs)
             self.metrics.protection_placed.labels(reason, intent.kind).inc()
         # The gauge counts what is uncovered now, after what was just placed (working at once in
         # the machines; the broker's answer follows).
