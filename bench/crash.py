@@ -538,6 +538,20 @@ def lost_database_lane(damage: str, workdir: Path, seed: int = 5, cap_s: float =
         )
         out["adopt_rc"], out["adopt_output"] = adopt.returncode, adopt.stdout.strip()
         broker = broker_state(port)
+        held_at_broker = {c for c, _ in broker["positions"]}
+
+        # Adopted positions are protected at the broker: by the exits that survived there, or by
+        # the take-profit and stop the protection invariant places for those that had none.
+        def covered() -> set[int] | None:
+            got = {c for c, _ in _protected_positions(port)}
+            return got if held_at_broker <= got else None
+
+        try:
+            _until(covered, 30, "adopted positions protected at the broker", proc)
+        except TimeoutError:
+            pass
+        protected_now = {c for c, _ in _protected_positions(port)}
+        out["unprotected_after_adopt"] = sorted(held_at_broker - protected_now)
         ours = dict(_query(db_path, "select con_id, quantity from positions where quantity != 0"))
         out["broker_positions"] = len(broker["positions"])
         out["positions_unrecorded"] = sorted(

@@ -47,6 +47,7 @@ def test_database_lost_lane(tmp_path, damage):
     assert out["adopt_rc"] == 0 and "adopted" in out["adopt_output"], out["adopt_output"]
     assert out["broker_positions"] >= 1 and out["positions_unrecorded"] == []
     assert out["positions_without_exits_in_db"] == []
+    assert out["unprotected_after_adopt"] == []
     assert out["cleared_journaled"] == 1 and out["unvouched_gauge_after"] == 0
     # The loss guard starts from the broker's start of day (the simulator's starting cash: its
     # reqPnL counts from there), not from the equity the restart found.
