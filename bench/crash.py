@@ -128,12 +128,18 @@ def config(tmp: Path, port: int) -> Path:
     return path
 
 
+def service_env() -> dict[str, str]:
+    """The environment of a service (or CLI) process: the standalone simulator's account
+    (sim/config.py; it refuses orders for any other), and no crash point unless asked."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPTIONSBOT_BROKER__ACCOUNT": SIM_ACCOUNT}
+    env.pop("OPTIONSBOT_CRASH_AT", None)
+    return env
+
+
 def run_service(cfg: Path, crash_at: str | None, timeout: float, log: Path) -> str:
     """'crashed' (our crash point), 'killed' (random kill `timeout` seconds after the service
     reconciled) or 'stopped' (clean stop, likewise)."""
-    # The standalone simulator's account (sim/config.py): it refuses orders for any other.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPTIONSBOT_BROKER__ACCOUNT": SIM_ACCOUNT}
-    env.pop("OPTIONSBOT_CRASH_AT", None)
+    env = service_env()
     if crash_at:
         env["OPTIONSBOT_CRASH_AT"] = crash_at
     log.touch()
@@ -385,13 +391,11 @@ def _free_port() -> int:
 
 
 def _spawn(cfg: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPTIONSBOT_CRASH_AT", None)
     with log.open("a") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "actors.cli", "run", "--config", str(cfg)],
             cwd=ROOT,
-            env=env,
+            env=service_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -532,6 +536,7 @@ def lost_database_lane(damage: str, workdir: Path, seed: int = 5, cap_s: float =
                 "60",
             ],
             cwd=ROOT,
+            env=service_env(),
             capture_output=True,
             text=True,
             timeout=90,

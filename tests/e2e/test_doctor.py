@@ -40,7 +40,7 @@ from actors.doctor import (
     diagnose,
     order_names,
 )
-from configs.settings import BrokerSettings, OptionSettings, Settings, load_settings
+from configs.settings import BrokerSettings, ConfigError, OptionSettings, Settings, load_settings
 from sim.clock import ManualClock
 from sim.config import SimOptions
 from sim.faults import Fault, Scenario
@@ -373,9 +373,9 @@ def test_config_live_without_opt_in_and_risky_settings(make_settings):
     assert check_config(make_settings()).status == OK
     # Live without the opt-in, or live on delayed quotes, never loads at all (exit 2 before the
     # doctor runs); the check still says so for settings built another way.
-    with pytest.raises(ValueError, match="live.enabled"):
+    with pytest.raises(ConfigError, match="live.enabled"):
         make_settings(dry_run=False, broker={"mode": "gateway"})
-    with pytest.raises(ValueError, match="delayed"):
+    with pytest.raises(ConfigError, match="delayed"):
         make_settings(
             dry_run=False,
             broker={"mode": "gateway", "account": SIM_ACCOUNT, "market_data_type": 3},
