@@ -1197,7 +1197,7 @@ class ConnectionActor(BaseActor):
             order.orderId = self.ib.client.getReqId()
             order.orderRef = leg.order_ref
             order.transmit = leg.transmit
-            order.tif = "DAY"
+            order.tif = leg.tif or "DAY"
             if leg.parent_ref:
                 order.parentId = ids[leg.parent_ref]
             if leg.oca_group:

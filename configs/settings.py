@@ -271,6 +271,9 @@ class OrderSettings(_Section):
     # Close a position at the open of its option's expiry day instead of holding it into expiry.
     close_on_expiry_day: bool = True
     commission_per_contract: float = Field(0.65, ge=0, le=100)
+    # A position found without a working stop for its full quantity: `protect` places a
+    # take-profit and a stop (GTC) for the gap; `flatten` closes the gap at market.
+    unprotected_action: Literal["protect", "flatten"] = "protect"
 
 
 class RiskSettings(_Section):
@@ -284,6 +287,9 @@ class RiskSettings(_Section):
     no_entry_last_minutes: int = Field(15, ge=0, le=SESSION_MINUTES)
     # Close scalp positions this many minutes before the close (0: hold them, bracket only).
     flatten_scalps_before_close_minutes: int = Field(10, ge=0, le=SESSION_MINUTES)
+    # The same for whale positions (0, the default: held across days, protected at the broker by
+    # their GTC take-profit and stop).
+    flatten_whales_before_close_minutes: int = Field(0, ge=0, le=SESSION_MINUTES)
     paper_equity: float = Field(100_000.0, gt=0, le=1e12)  # dry-run starting equity
     kill_switch_file: Path = Path("var/KILL")
 
