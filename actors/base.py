@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pykka
 
 from actors import messages as m
+from actors.failures import FAILURES, describe
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,28 @@ class BaseActor(pykka.ThreadingActor):
     name = "actor"
     log = logging.getLogger("optionsbot")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Pykka logs an on_start exception with a traceback and answers the waiting ask only
+        # with "stopped before handling the message"; keep the cause so start-up can name it.
+        super().__init_subclass__(**kwargs)
+        start = cls.__dict__.get("on_start")
+        if start is None or getattr(start, "_records_failure", False):
+            return
+
+        @functools.wraps(start)
+        def on_start(self: BaseActor) -> None:
+            try:
+                start(self)
+            except Exception as exc:
+                FAILURES[self.actor_urn] = exc
+                self.log.error(
+                    "%s could not start: %s", self.name, describe(exc, _db(self)), exc_info=True
+                )
+                raise
+
+        on_start._records_failure = True  # type: ignore[attr-defined]
+        cls.on_start = on_start  # type: ignore[method-assign]
+
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Ping):
             return "pong"
@@ -43,10 +67,16 @@ class BaseActor(pykka.ThreadingActor):
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             metrics.actor_restarts.labels(self.name).inc()
+        if exception_value is not None:
+            FAILURES[self.actor_urn] = exception_value
         self.log.error(
-            "%s failed: %s: %s",
+            "%s failed: %s",
             self.name,
-            getattr(exception_type, "__name__", exception_type),
-            exception_value,
+            describe(exception_value, _db(self)) if exception_value is not None else exception_type,
             exc_info=(exception_type, exception_value, traceback),
         )
+
+
+def _db(actor: Any) -> Any:
+    storage = getattr(getattr(actor, "settings", None), "storage", None)
+    return getattr(storage, "path", None)

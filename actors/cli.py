@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 
+from actors.failures import describe
 from configs.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("optionsbot")
@@ -23,14 +26,38 @@ def _load(path: str | None) -> Settings:
         raise SystemExit(2) from None
 
 
+def _fail(command: str, exc: BaseException, database: Path | None = None) -> int:
+    """One line on stderr naming the cause; the traceback only in the JSON log, if there is one."""
+    log.debug("%s failed", command, exc_info=exc)
+    print(f"optionsbot {command}: {describe(exc, database)}", file=sys.stderr)
+    return 1
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    # A thread outside the actors (the ticker, the simulator's) dies with one line, not a traceback.
+    name = args.thread.name if args.thread else "a thread"
+    log.error(
+        "%s failed: %s",
+        name,
+        describe(args.exc_value) if args.exc_value else args.exc_type,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     from actors import logs
-    from actors.system import System
+    from actors.system import StartupError, System
 
-    logs.setup(
-        settings.log.level, settings.log.json_file, [settings.broker.account.get_secret_value()]
-    )
+    try:
+        logs.setup(
+            settings.log.level,
+            settings.log.json_file,
+            [settings.broker.account.get_secret_value()],
+        )
+    except OSError as exc:
+        return _fail("run", exc)
+    threading.excepthook = _thread_failed
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -43,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     system = System(settings)
     try:
         system.start()
-    except Exception as exc:  # noqa: BLE001 - say what failed, in one line, and exit non-zero
+    except StartupError as exc:
+        log.debug("start-up failed", exc_info=True)
         log.error("start-up failed: %s", exc)
         return 1
     try:
@@ -67,9 +95,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     settings = _load(args.config)
+    from storage.files import private_file
+
     path: Path = settings.risk.kill_switch_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"flatten": bool(args.flatten)}))
+    try:
+        private_file(path).write_text(json.dumps({"flatten": bool(args.flatten)}))
+    except OSError as exc:
+        return _fail("kill", exc)
     print(
         f"kill switch engaged ({path}); new entries pause within a second. `optionsbot resume` to release."
     )
@@ -80,7 +112,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     path: Path = settings.risk.kill_switch_file
     if path.exists():
-        path.unlink()
+        try:
+            path.unlink()
+        except OSError as exc:
+            return _fail("resume", exc)
         print(
             f"kill switch released ({path} removed); restart the service or it resumes on its next check"
         )
@@ -91,12 +126,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    from storage import OrderRepo, PositionRepo, open_db
-
-    if not settings.storage.path.exists():
-        print(f"no database yet at {settings.storage.path}")
+    path = settings.storage.path
+    if not path.exists():
+        print(f"no database yet at {path}")
         return 0
-    db = open_db(settings.storage.path)
+    if path.is_file() and path.stat().st_size == 0:
+        print(
+            f"optionsbot status: database {path} is empty (0 bytes): restore a backup or move it"
+            " aside",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return _status(path)
+    except (sqlite3.Error, OSError) as exc:
+        return _fail("status", exc, path)
+
+
+def _status(path: Path) -> int:
+    from sqlite_utils import Database
+
+    from storage import OrderRepo, PositionRepo
+
+    # Read-only: a status check never migrates or repairs the file it is looking at.
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    db = Database(conn)
     orders = OrderRepo(db)
     print("orders by state:", json.dumps(orders.count_by_state(), sort_keys=True))
     print("open positions:")
@@ -169,6 +223,8 @@ def cmd_diagram(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The database, its WAL, the logs and the kill file are the owner's alone.
+    os.umask(0o077)
     # `sim` and `diagram` own their arguments.
     if argv[:1] == ["sim"]:
         return cmd_sim(argv[1:])
@@ -200,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
     sub.add_parser("diagram", help="print the state machines as Mermaid")
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line naming the cause, never a traceback
+        return _fail(args.command, exc)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,9 @@ class BracketLeg:
     parent_ref: str = ""
     oca_group: str = ""
     transmit: bool = True
+    # DAY for entries (an unfilled entry dies at the close); GTC for exits, so the broker keeps
+    # protecting a position over the close, a weekend, or while the service is down.
+    tif: str = "DAY"
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,6 +205,22 @@ class Metrics:
             "(`optionsbot adopt`)",
             registry=r,
         )
+        self.unprotected_positions = Gauge(
+            f"{p}_unprotected_positions",
+            "Contracts held without a working stop or exit for their full quantity, at the last check",
+            registry=r,
+        )
+        self.overprotected_positions = Gauge(
+            f"{p}_overprotected_positions",
+            "Contracts whose working exits are for more than is held (a stop would sell short)",
+            registry=r,
+        )
+        self.protection_placed = Counter(
+            f"{p}_protection_placed_total",
+            "Exits placed by the protection invariant for a position found uncovered",
+            ["reason", "action"],
+            registry=r,
+        )
         self.actor_restarts = Counter(
             f"{p}_actor_failures_total", "Actors that failed", ["actor"], registry=r
         )

@@ -35,10 +35,27 @@ from strategies.options import (
     quote_problem,
     target_strike,
 )
+from strategies.protection import ExitOrder, Intent, coverage, intents
 from strategies.signals import Direction
 from strategies.ticks import bracket_prices, entry_limit, tick_size
 
 log = logging.getLogger("optionsbot.orders")
+
+# Time in force by role. Entries are DAY: an entry not filled by the close should die with the
+# session. Exits are GTC: the broker keeps protecting the position over the close, a weekend, a
+# holiday, or while the service (or the Pi) is down; re-protection by the service is the backstop.
+# Checked against IB's TWS API docs: a bracket's legs are separate Orders, each with its own tif
+# (interactivebrokers.github.io/tws-api/bracket_order.html); Order.Tif's doc (as mirrored in the
+# @stoqey/ib client's tif.js) says GTC works "until it executes or is canceled", but IB still
+# cancels GTC orders at the end of the calendar quarter after the one they were placed in, after
+# 90 days without a login, and on some corporate actions: the backstop below covers those too.
+# ib_async's Order.tif is a plain string sent as is. Options trade in regular hours only and
+# outsideRth stays False, so a GTC stop held overnight triggers at the next session.
+TIF = {"entry": "DAY", "take_profit": "GTC", "stop_loss": "GTC", "exit": "GTC"}
+
+# Real seconds before the same gap on the same contract is covered again: a protection the broker
+# rejects must not be resent on every Tick.
+PROTECT_RETRY_S = 30.0
 
 # IB status -> order machine trigger (None: nothing to do).
 STATUS_TRIGGER = {
@@ -126,6 +143,15 @@ class OrderActor(Adoption, BaseActor):
         self.stopping = False
         self.sent_mono: dict[str, float] = {}  # submit -> first broker answer, for ack latency
         self.fill_seq = 0
+        # con_id -> gap at the last check, so each incident is logged once
+        self.uncovered: dict[int, float] = {}
+        self.excess: dict[int, float] = {}
+        # con_id -> what the broker held at the last reconciliation where it held less than
+        # SQLite says, moved by every fill since: protection never covers more than that
+        self.broker_cap: dict[int, float] = {}
+        # con_id -> monotonic time and order refs of the last attempt to cover it
+        self.protect_tried: dict[int, tuple[float, list[str]]] = {}
+        self.was_open: bool | None = None  # market open at the last Tick (paper DAY expiry)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -167,6 +193,7 @@ class OrderActor(Adoption, BaseActor):
                         parent_ref=row["parent_ref"] or "",
                         oca_group=row["oca_group"] or "",
                         active=not row["parent_ref"] or self._parent_filled(row["parent_ref"]),
+                        tif=TIF.get(row["role"], "DAY"),
                     )
                 )
                 self.watched[row["con_id"]] = self._contract_of(row)
@@ -440,7 +467,9 @@ class OrderActor(Adoption, BaseActor):
         now = self.clock.now()
         ref = new_bracket_ref(sig.symbol, now)
         legs = (
-            m.BracketLeg(f"{ref}-E", "BUY", "LMT", qty, limit_price=entry.limit, transmit=False),
+            m.BracketLeg(
+                f"{ref}-E", "BUY", "LMT", qty, limit_price=entry.limit, transmit=False, tif="DAY"
+            ),
             m.BracketLeg(
                 f"{ref}-TP",
                 "SELL",
@@ -450,6 +479,7 @@ class OrderActor(Adoption, BaseActor):
                 parent_ref=f"{ref}-E",
                 oca_group=f"OCA-{ref}",
                 transmit=False,
+                tif="GTC",
             ),
             m.BracketLeg(
                 f"{ref}-SL",
@@ -460,6 +490,7 @@ class OrderActor(Adoption, BaseActor):
                 parent_ref=f"{ref}-E",
                 oca_group=f"OCA-{ref}",
                 transmit=True,
+                tif="GTC",
             ),
         )
         roles = {"E": "entry", "TP": "take_profit", "SL": "stop_loss"}
@@ -527,6 +558,7 @@ class OrderActor(Adoption, BaseActor):
                         parent_ref=leg.parent_ref,
                         oca_group=leg.oca_group,
                         active=not leg.parent_ref,
+                        tif=leg.tif,
                     )
                 )
                 self._fire(leg.order_ref, "accept", reason="paper")
@@ -600,6 +632,7 @@ class OrderActor(Adoption, BaseActor):
         with write(self.db):
             self._record_execution(e)
         self._publish()
+        self._enforce_protection("execution")
 
     def _record_execution(self, e: m.BrokerExecution) -> None:
         row = self.orders.get(e.order_ref)
@@ -631,14 +664,26 @@ class OrderActor(Adoption, BaseActor):
             log.debug("duplicate execution %s ignored", e.exec_id)
             return
         crashpoint("after_fill_recorded")
+        if row["con_id"] in self.broker_cap:  # the broker's count moves with every fill too
+            self.broker_cap[row["con_id"]] += (
+                e.quantity if e.side in ("BOT", "BUY") else -e.quantity
+            )
         filled = (row["filled"] or 0.0) + e.quantity
         avg = (
             (row["avg_fill_price"] or 0.0) * (row["filled"] or 0.0) + e.price * e.quantity
         ) / filled
         model = self.machines.get(e.order_ref)
+        trigger = "fill" if filled >= row["quantity"] - 1e-9 else "partial_fill"
+        if model is None and row["state"] == OrderState.CANCELLED:
+            # The fill crossed the cancel: the broker executed it first. A real transition, so
+            # the position it makes is recorded, seen and protected.
+            log.warning("order %s: %s %g after it was cancelled", e.order_ref, e.side, e.quantity)
+            model = OrderModel(order_ref=e.order_ref, quantity=row["quantity"])
+            order_machine(model, OrderState.CANCELLED)
+            self.machines[e.order_ref] = model
+            trigger = "late_fill"
         if model is not None:
             model.filled = filled
-        trigger = "fill" if filled >= row["quantity"] - 1e-9 else "partial_fill"
         if not self._fire(
             e.order_ref,
             trigger,
@@ -646,6 +691,16 @@ class OrderActor(Adoption, BaseActor):
             filled=filled,
             avg_fill_price=avg,
         ):
+            # Still recorded (the contracts are held all the same), but never silently: a fill on
+            # an order in a state that admits none (rejected, inactive) needs a person's eyes.
+            log.error(
+                "order %s: %s %g recorded outside its machine (state %s)",
+                e.order_ref,
+                e.side,
+                e.quantity,
+                row["state"],
+            )
+            self.metrics.reconciliation_mismatches.inc()
             self.orders.update(e.order_ref, filled=filled, avg_fill_price=avg)
         self.metrics.fills.labels(
             row["symbol"], "buy" if e.side in ("BOT", "BUY") else "sell"
@@ -794,7 +849,16 @@ class OrderActor(Adoption, BaseActor):
     def on_Tick(self, msg: m.Tick) -> None:
         self.kv.set("clock", msg.now.isoformat())
         self._adoption_tick()
+        is_open = self.hours.is_open(msg.now)
+        if self.dry_run and self.was_open and not is_open:
+            self._expire_paper_day_orders()
+        elif self.dry_run and self.was_open is None:
+            # The first Tick after a start: DAY orders from an earlier trading date expired at a
+            # close the service did not see.
+            self._expire_paper_day_orders(before=MarketHours.trading_date(msg.now).isoformat())
+        self.was_open = is_open
         self._exit_expiring(msg.now)
+        self._enforce_protection("periodic")
         limit = timedelta(seconds=self.settings.orders.entry_timeout_s)
         for ref, model in list(self.machines.items()):
             if not ref.endswith("-E") or model.state not in (
@@ -805,6 +869,19 @@ class OrderActor(Adoption, BaseActor):
             row = self.orders.get(ref)
             if row and msg.now - datetime.fromisoformat(row["created_at"]) > limit:
                 self._cancel_bracket(row["bracket_ref"], f"entry not filled within {limit}")
+
+    def _expire_paper_day_orders(self, before: str | None = None) -> None:
+        """The session closed: paper DAY orders expire as they would at the broker (with
+        `before`, only those of a trading date before it)."""
+        keep = set()
+        if before is not None:
+            for ref in self.paper.orders:
+                row = self.orders.get(ref)
+                if row is not None and (row["trading_date"] or "") >= before:
+                    keep.add(ref)
+        for ref in self.paper.expire_day_orders(keep=keep):
+            self._fire(ref, "cancelled", reason="day order expired at the close")
+        self._publish()
 
     def _exit_expiring(self, now: datetime) -> None:
         """Never hold an option into its expiry day: close it once that day's market is open."""
@@ -874,11 +951,8 @@ class OrderActor(Adoption, BaseActor):
             exits,
         )
 
-    def _place_exit(self, pos: dict[str, Any], reason: str) -> None:
-        now = self.clock.now()
-        ref = f"{pos['bracket_ref']}-X{secrets.token_hex(2)}"
-        oca = f"OCA-{pos['bracket_ref']}"
-        contract = self.watched.get(pos["con_id"]) or m.OptionContract(
+    def _position_contract(self, pos: dict[str, Any]) -> m.OptionContract:
+        return self.watched.get(pos["con_id"]) or m.OptionContract(
             symbol=pos["symbol"],
             expiry=pos["expiry"],
             strike=pos["strike"],
@@ -887,50 +961,250 @@ class OrderActor(Adoption, BaseActor):
             local_symbol=pos["local_symbol"] or "",
             trading_class=pos["symbol"],
         )
-        leg = m.BracketLeg(ref, "SELL", "MKT", int(pos["quantity"]), oca_group=oca, transmit=True)
-        self.orders.insert(
-            {
-                "order_ref": ref,
-                "bracket_ref": pos["bracket_ref"],
-                "role": "exit",
-                "symbol": pos["symbol"],
-                "strategy": pos["strategy"],
-                "con_id": pos["con_id"],
-                "local_symbol": pos["local_symbol"],
-                "expiry": pos["expiry"],
-                "strike": pos["strike"],
-                "right": pos["right"],
-                "action": "SELL",
-                "order_type": "MKT",
-                "quantity": float(pos["quantity"]),
-                "oca_group": oca,
-                "dry_run": int(self.dry_run),
-                "reason": reason,
-                "trading_date": MarketHours.trading_date(now).isoformat(),
-                "created_at": iso(now),
-            },
+
+    def _send_exits(
+        self,
+        pos: dict[str, Any],
+        legs: tuple[m.BracketLeg, ...],
+        roles: tuple[str, ...],
+        reason: str,
+    ) -> None:
+        """Write-ahead, then send (or hand to the paper book) SELL orders closing `pos`."""
+        now = self.clock.now()
+        contract = self._position_contract(pos)
+        self.orders.insert_many(
+            [
+                {
+                    "order_ref": leg.order_ref,
+                    "bracket_ref": pos["bracket_ref"],
+                    "role": role,
+                    "symbol": pos["symbol"],
+                    "strategy": pos["strategy"],
+                    "con_id": pos["con_id"],
+                    "local_symbol": pos["local_symbol"],
+                    "expiry": pos["expiry"],
+                    "strike": pos["strike"],
+                    "right": pos["right"],
+                    "action": "SELL",
+                    "order_type": leg.order_type,
+                    "quantity": float(leg.quantity),
+                    "limit_price": leg.limit_price or None,
+                    "aux_price": leg.aux_price or None,
+                    "oca_group": leg.oca_group,
+                    "dry_run": int(self.dry_run),
+                    "reason": reason,
+                    "trading_date": MarketHours.trading_date(now).isoformat(),
+                    "created_at": iso(now),
+                }
+                for leg, role in zip(legs, roles, strict=True)
+            ],
             at=now,
         )
-        self.machines[ref] = model = OrderModel(order_ref=ref, quantity=pos["quantity"])
-        order_machine(model, OrderState.NEW)
-        self._fire(ref, "submit", reason=reason)
-        if self.dry_run:
-            self.paper.add(
-                PaperOrder(
-                    order_ref=ref,
-                    con_id=pos["con_id"],
-                    action="SELL",
-                    order_type="MKT",
-                    quantity=pos["quantity"],
-                    oca_group=oca,
-                )
+        for leg in legs:
+            self.machines[leg.order_ref] = model = OrderModel(
+                order_ref=leg.order_ref, quantity=leg.quantity
             )
-            self._fire(ref, "accept", reason="paper")
+            order_machine(model, OrderState.NEW)
+            self._fire(leg.order_ref, "submit", reason=reason)
+        if self.dry_run:
+            for leg in legs:
+                self.paper.add(
+                    PaperOrder(
+                        order_ref=leg.order_ref,
+                        con_id=pos["con_id"],
+                        action="SELL",
+                        order_type=leg.order_type,
+                        quantity=leg.quantity,
+                        limit_price=leg.limit_price,
+                        aux_price=leg.aux_price,
+                        oca_group=leg.oca_group,
+                        tif=leg.tif,
+                    )
+                )
+                self._fire(leg.order_ref, "accept", reason="paper")
             self._watch(contract)
         else:
             self.connection.tell(
-                m.PlaceBracket(contract=contract, legs=(leg,), reply_to=self.actor_ref)
+                m.PlaceBracket(contract=contract, legs=legs, reply_to=self.actor_ref)
             )
+
+    def _place_exit(
+        self, pos: dict[str, Any], reason: str, quantity: float | None = None, oca: str = ""
+    ) -> list[str]:
+        """Close `quantity` (all of the position by default) at market, inside the bracket's OCA
+        group so its fill cancels the take-profit and stop and nothing can double-sell. GTC, so
+        an exit sent while the market is closed waits for the open instead of expiring."""
+        ref = f"{pos['bracket_ref']}-X{secrets.token_hex(2)}"
+        oca = oca or f"OCA-{pos['bracket_ref']}"
+        qty = int(quantity if quantity is not None else pos["quantity"])
+        leg = m.BracketLeg(ref, "SELL", "MKT", qty, oca_group=oca, transmit=True, tif=TIF["exit"])
+        self._send_exits(pos, (leg,), ("exit",), reason)
+        return [ref]
+
+    def _place_protection(self, pos: dict[str, Any], quantity: int, reason: str) -> list[str]:
+        """A take-profit and a stop (GTC) for `quantity` contracts of `pos`, priced from its
+        average cost with the bracket's percentages. They join the bracket's OCA group, as every
+        exit does: a flatten's market exit then cancels them too, so nothing can double-sell."""
+        premium = (pos["avg_cost"] or 0.0) / 100.0
+        o = self.settings.orders
+        try:
+            take_profit, stop = bracket_prices(
+                pos["symbol"], premium, o.take_profit_pct, o.stop_loss_pct
+            )
+        except ValueError as exc:
+            log.error(
+                "%s %s: no protection price from average cost %.4f (%s); flattening instead",
+                pos["symbol"],
+                pos["local_symbol"],
+                premium,
+                exc,
+            )
+            return self._place_exit(pos, f"unprotected, no price: {reason}", quantity)
+        ref = f"{pos['bracket_ref']}-P{secrets.token_hex(2)}"
+        oca = self._protection_group(pos, ref)
+        legs = (
+            m.BracketLeg(
+                f"{ref}-TP",
+                "SELL",
+                "LMT",
+                quantity,
+                limit_price=take_profit,
+                oca_group=oca,
+                transmit=True,
+                tif=TIF["take_profit"],
+            ),
+            m.BracketLeg(
+                f"{ref}-SL",
+                "SELL",
+                "STP",
+                quantity,
+                aux_price=stop,
+                oca_group=oca,
+                transmit=True,
+                tif=TIF["stop_loss"],
+            ),
+        )
+        self._send_exits(pos, legs, ("take_profit", "stop_loss"), f"protection: {reason}")
+        log.warning(
+            "%s %s: protection placed for %d contracts: take-profit %.2f, stop %.2f (GTC, %s)",
+            pos["symbol"],
+            pos["local_symbol"] or pos["con_id"],
+            quantity,
+            take_profit,
+            stop,
+            reason,
+        )
+        return [leg.order_ref for leg in legs]
+
+    # -- the protection invariant ----------------------------------------------------------------
+    def _protection_group(self, pos: dict[str, Any], ref: str) -> str:
+        """Into the bracket's group when nothing else covers the contract (the usual case: exits
+        expired, cancelled with a partly filled entry, or by someone else), so a later flatten
+        cancels it. If some exits still work, a group of its own: one OCA group closes at most
+        its largest member, and joining would leave the gap as bare as before."""
+        partly = any(
+            e.con_id == pos["con_id"] and e.role in ("stop_loss", "exit")
+            for e in self._exit_orders()
+        )
+        return f"OCA-{ref}" if partly else f"OCA-{pos['bracket_ref']}"
+
+    def _exit_orders(self) -> list[ExitOrder]:
+        rows = self.orders.open_orders()
+        working_entries = {r["order_ref"] for r in rows if r["role"] == "entry"}
+        return [
+            ExitOrder(
+                order_ref=r["order_ref"],
+                con_id=r["con_id"],
+                role=r["role"],
+                remaining=r["quantity"] - (r["filled"] or 0.0),
+                state=r["state"],
+                oca_group=r["oca_group"] or "",
+                pending_parent=bool(r["parent_ref"]) and r["parent_ref"] in working_entries,
+            )
+            for r in rows
+            if r["action"] == "SELL"
+        ]
+
+    def _refused_lately(self, con_id: int, now: float) -> bool:
+        """The last protection for this contract was refused by the broker (rejected, inactive)
+        less than PROTECT_RETRY_S ago: wait rather than resend on every Tick. Protection that was
+        working and then went away (cancelled, expired) is a new incident and is replaced at once."""
+        last = self.protect_tried.get(con_id)
+        if last is None or now - last[0] >= PROTECT_RETRY_S:
+            return False
+        for ref in last[1]:
+            row = self.orders.get(ref)
+            if row is not None and row["state"] in (OrderState.REJECTED, OrderState.INACTIVE):
+                return True
+        return False
+
+    def _enforce_protection(self, reason: str) -> list[Intent]:
+        """Every open position (ours or adopted: anything in the positions table) must be covered
+        by working exits for its full quantity. Place what is missing (or flatten the gap, as
+        `orders.unprotected_action` says), log each incident once, export the gauge.
+
+        Not before reconciliation: until the broker's word is in, an order the service thinks
+        lost may be working, and protection on top of it could sell more than is held.
+        """
+        if not self.reconciled or self.stopping:
+            return []
+        held = {p["con_id"]: p for p in self.positions.open()}
+        qty = {
+            c: min(p["quantity"], self.broker_cap.get(c, p["quantity"])) for c, p in held.items()
+        }
+        exits = self._exit_orders()
+        todo = intents(qty, exits, self.settings.orders.unprotected_action)
+        cover = coverage(qty, exits)
+        gaps = {c: v.gap for c, v in cover.items() if v.gap > 1e-9}
+        excess = {c: v.excess for c, v in cover.items() if v.excess > 1e-9}
+        for con_id, gap in gaps.items():
+            if self.uncovered.get(con_id) != gap:
+                pos = held[con_id]
+                log.error(
+                    "%s %s: %g of %g contracts held without a working stop (%s)",
+                    pos["symbol"],
+                    pos["local_symbol"] or con_id,
+                    gap,
+                    pos["quantity"],
+                    reason,
+                )
+        for con_id in set(self.uncovered) - set(gaps):
+            log.info("contract %d: protected again", con_id)
+        if reason not in ("periodic", "reconciliation"):
+            # Between an exit's fill and its OCA siblings' cancel, the siblings outnumber what is
+            # held for a moment: excess is judged on the periodic check only.
+            excess = dict(self.excess)
+        for con_id, over in excess.items():
+            if self.excess.get(con_id) != over:
+                self.metrics.reconciliation_mismatches.inc()
+                log.error(
+                    "contract %d: exits for %g more contracts than held (%g): a stop would sell "
+                    "short; check the broker's orders",
+                    con_id,
+                    over,
+                    cover[con_id].held,
+                )
+        self.uncovered, self.excess = gaps, excess
+        self.metrics.overprotected_positions.set(len(excess))
+        now = time.monotonic()
+        for intent in todo:
+            if intent.kind == "excess":
+                continue
+            if self._refused_lately(intent.con_id, now):
+                continue
+            pos = held[intent.con_id]
+            if intent.kind == "flatten":
+                oca = self._protection_group(pos, f"{pos['bracket_ref']}-F{secrets.token_hex(2)}")
+                refs = self._place_exit(pos, f"unprotected: {reason}", intent.quantity, oca)
+            else:
+                refs = self._place_protection(pos, int(intent.quantity), reason)
+            self.protect_tried[intent.con_id] = (now, refs)
+            self.metrics.protection_placed.labels(reason, intent.kind).inc()
+        # The gauge counts what is uncovered now, after what was just placed (working at once in
+        # the machines; the broker's answer follows).
+        after = coverage(qty, self._exit_orders()) if todo else cover
+        self.metrics.unprotected_positions.set(sum(1 for v in after.values() if v.gap >= 1 - 1e-9))
+        return todo
 
     # -- live broker events -------------------------------------------------------------------------
     def on_BrokerOrderStatus(self, msg: m.BrokerOrderStatus) -> None:
@@ -952,6 +1226,10 @@ class OrderActor(Adoption, BaseActor):
         if trigger and not (trigger == "accept" and model.state == OrderState.SUBMITTED):
             if self._fire(msg.order_ref, trigger, reason=msg.reason) and model.is_terminal:
                 self._publish()  # a cancelled or rejected entry no longer holds its symbol
+                if trigger != "fill":
+                    # An exit cancelled at the broker (by another client, a person, IB) or a
+                    # rejected protection: the position may be bare now.
+                    self._enforce_protection("exit_gone")
 
     def on_BrokerExecution(self, msg: m.BrokerExecution) -> None:
         self._apply_execution(msg)
@@ -1043,6 +1321,13 @@ class OrderActor(Adoption, BaseActor):
         # never "fixed" by trading: a guess here is how money gets lost.
         ours_held = {p["con_id"]: p["quantity"] for p in self.positions.open()}
         theirs = dict(msg.positions)
+        # Protection covers no more than the broker holds: a SELL stop for contracts that are not
+        # there (a fill the service never saw) would open a short when it fires.
+        self.broker_cap = {
+            c: max(0.0, theirs.get(c, 0.0))
+            for c, q in ours_held.items()
+            if theirs.get(c, 0.0) < q - 1e-9
+        }
         for con_id in sorted(set(ours_held) | set(theirs)):
             if abs(ours_held.get(con_id, 0.0) - theirs.get(con_id, 0.0)) > 1e-9:
                 self.metrics.reconciliation_mismatches.inc()
@@ -1065,3 +1350,4 @@ class OrderActor(Adoption, BaseActor):
             settled,
             len(strangers),
         )
+        self._enforce_protection("reconciliation")

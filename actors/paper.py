@@ -18,6 +18,9 @@ class PaperOrder:
     parent_ref: str = ""
     oca_group: str = ""
     active: bool = True  # children wait for the parent's fill
+    # As at the broker: a DAY order dies at the session's close, a GTC one stays. Paper exits
+    # that outlived their day would flatter the paper results and hide unprotected positions.
+    tif: str = "DAY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,18 @@ class PaperBook:
             # Children become active only on the next quote, as at IB (they are sent on the fill).
             break
         return fills
+
+    def expire_day_orders(self, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """The session closed: DAY orders expire (but those in `keep`), and so do children still
+        waiting on a parent that expired (IB takes a bracket's children down with their parent).
+        GTC orders stay."""
+        gone = {
+            ref for ref, o in self.orders.items() if o.tif in ("", "DAY", "IOC") and ref not in keep
+        }
+        gone |= {ref for ref, o in self.orders.items() if o.parent_ref in gone and not o.active}
+        for ref in gone:
+            self.orders.pop(ref)
+        return sorted(gone)
 
     def oca_siblings(self, order_ref: str, oca_group: str) -> list[str]:
         if not oca_group:

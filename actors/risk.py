@@ -91,7 +91,7 @@ class RiskActor(BaseActor):
         self.day = None
         self.start_equity = math.nan
         self.order_actor: Any = None
-        self.flattened_on = None
+        self.flattened_on: dict[str, Any] = {}  # strategy -> the trading date it was flattened
         self.stopping = False
         self.unvouched = ""
 
@@ -156,16 +156,30 @@ class RiskActor(BaseActor):
             )
 
     def _flatten_before_close(self, now: datetime) -> None:
-        minutes = self.settings.risk.flatten_scalps_before_close_minutes
+        """Close a strategy's positions a set number of minutes before the close, once a day.
+
+        0 for a strategy means hold its positions overnight: their take-profit and stop are GTC
+        orders at the broker, so they stay protected over the close and a weekend (whales by
+        default; scalps when `flatten_scalps_before_close_minutes` is 0).
+        """
+        if self.order_actor is None:
+            return
         left = self.hours.minutes_to_close(now)
-        if not minutes or left is None or left > minutes or self.order_actor is None:
+        if left is None:
             return
+        r = self.settings.risk
         day = MarketHours.trading_date(now)
-        if self.flattened_on == day:
-            return
-        self.flattened_on = day
-        log.info("%.0f minutes to the close: flattening scalp positions", left)
-        self.order_actor.tell(m.Flatten(reason=f"{minutes} min before the close", strategy="scalp"))
+        for strategy, minutes in (
+            ("scalp", r.flatten_scalps_before_close_minutes),
+            ("whale", r.flatten_whales_before_close_minutes),
+        ):
+            if not minutes or left > minutes or self.flattened_on.get(strategy) == day:
+                continue
+            self.flattened_on[strategy] = day
+            log.info("%.0f minutes to the close: flattening %s positions", left, strategy)
+            self.order_actor.tell(
+                m.Flatten(reason=f"{minutes} min before the close", strategy=strategy)
+            )
 
     def on_Shutdown(self, msg: m.Shutdown) -> None:
         self.stopping = True

@@ -16,17 +16,23 @@ from actors.base import Ping
 from actors.clock import GatewayClock, WallClock
 from actors.connection import ConnectionActor
 from actors.data import DataActor
+from actors.failures import FAILURES, describe
 from actors.hours import MarketHours
 from actors.metrics import Metrics, new_registry, prime, serve
 from actors.orders import OrderActor
 from actors.risk import RiskActor
 from actors.strategy import StrategyActor
+from configs.redact import register
 from configs.settings import Settings
 from storage import KeyValueRepo, open_db
 
 log = logging.getLogger("optionsbot.system")
 
 START_TIMEOUT_S = 20.0
+
+
+class StartupError(Exception):
+    """The service could not start; the message names the cause in one line."""
 
 
 def sim_start(
@@ -58,6 +64,8 @@ class System:
     failure: str = ""
 
     def __post_init__(self) -> None:
+        # Every text the service stores or logs is masked for the account from here on.
+        register(self.settings.broker.account.get_secret_value())
         self.metrics = self.metrics or Metrics(new_registry())
         self.hours = MarketHours(cache=self.settings.storage.path.parent / "market-hours.json")
         self.sim = None
@@ -69,6 +77,17 @@ class System:
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> System:
+        """Start everything, or stop what started and raise StartupError naming the cause."""
+        try:
+            return self._start()
+        except Exception as exc:
+            self.stop()
+            if isinstance(exc, StartupError):
+                raise
+            log.debug("start-up failed", exc_info=True)  # the traceback, for the JSON log
+            raise StartupError(describe(exc, self.settings.storage.path)) from exc
+
+    def _start(self) -> System:
         s = self.settings
         db = open_db(s.storage.path)  # migrate once, before any actor opens its own connection
         stored_clock = KeyValueRepo(db).get("clock")
@@ -91,11 +110,7 @@ class System:
             self.exporter, _ = serve(self.metrics.registry, s.metrics.host, s.metrics.port)
             self.metrics_port = self.exporter.server_port
             log.info("metrics on http://%s:%d/metrics", s.metrics.host, self.metrics_port)
-        try:
-            self._start_actors()
-        except Exception:
-            self.stop()
-            raise
+        self._start_actors()
         self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
         self._ticker.start()
         mode = "DRY-RUN (no real orders)" if s.dry_run else "LIVE ORDERS"
@@ -148,7 +163,18 @@ class System:
         )
 
     def _started(self, name: str, ref: Any) -> Any:
-        ref.ask(Ping(), timeout=START_TIMEOUT_S)
+        try:
+            ref.ask(Ping(), timeout=START_TIMEOUT_S)
+        except pykka.ActorDeadError as exc:
+            cause = FAILURES.pop(ref.actor_urn, exc)
+            raise StartupError(
+                f"{name} could not start: {describe(cause, self.settings.storage.path)}"
+            ) from cause
+        except pykka.Timeout as exc:
+            ref.stop(block=False)
+            raise StartupError(
+                f"{name} did not answer within {START_TIMEOUT_S:.0f}s of starting"
+            ) from exc
         self.actors.append((name, ref))
         return ref
 
@@ -189,7 +215,9 @@ class System:
             self.metrics.sim_time.set(now.timestamp())
             for name, ref in self.actors:
                 if not ref.is_alive():
-                    self._fail(f"actor {name} stopped unexpectedly")
+                    cause = FAILURES.pop(ref.actor_urn, None)
+                    why = describe(cause, self.settings.storage.path) if cause else "no cause"
+                    self._fail(f"actor {name} stopped: {why}")
                     return
             for ref in targets:
                 try:
@@ -219,6 +247,8 @@ class System:
                 except pykka.ActorDeadError:
                     pass
         orders = refs.get("orders")
+        if orders is None:  # nothing was started that could have sent an order
+            return
         deadline = time.monotonic() + timeout
         while orders is not None and time.monotonic() < deadline:
             try:

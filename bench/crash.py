@@ -24,12 +24,16 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
 
 from actors.crash import POINTS
+from configs.settings import LIVE_CONFIRMATION
+from sim.config import SimOptions
+
+SIM_ACCOUNT = SimOptions().account
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "2026-11-20T10:05:00"  # New York; a Friday session
@@ -59,7 +63,7 @@ class LaneResult:
     problems: list[str] = field(default_factory=list)
 
 
-def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
+def start_sim(seed: int, start: str = START, scale: int = SCALE) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -69,9 +73,9 @@ def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
             "--port",
             "0",
             "--time-scale",
-            str(SCALE),
+            str(scale),
             "--start",
-            START,
+            start,
             "--seed",
             str(seed),
             "--symbols",
@@ -95,6 +99,8 @@ def start_sim(seed: int) -> tuple[subprocess.Popen, int]:
 def config(tmp: Path, port: int) -> Path:
     cfg = {
         "dry_run": False,
+        # Live against a Gateway needs the typed opt-in; the account comes from the environment.
+        "live": {"enabled": True, "confirm": LIVE_CONFIRMATION},
         # Several symbols and tight brackets: positions must keep closing, or the one-position-per-
         # symbol gate stops new brackets and the send-path crash points become unreachable.
         "symbols": list(SYMBOLS),
@@ -125,7 +131,8 @@ def config(tmp: Path, port: int) -> Path:
 def run_service(cfg: Path, crash_at: str | None, timeout: float, log: Path) -> str:
     """'crashed' (our crash point), 'killed' (random kill `timeout` seconds after the service
     reconciled) or 'stopped' (clean stop, likewise)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The standalone simulator's account (sim/config.py): it refuses orders for any other.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPTIONSBOT_BROKER__ACCOUNT": SIM_ACCOUNT}
     env.pop("OPTIONSBOT_CRASH_AT", None)
     if crash_at:
         env["OPTIONSBOT_CRASH_AT"] = crash_at
@@ -531,6 +538,20 @@ def lost_database_lane(damage: str, workdir: Path, seed: int = 5, cap_s: float =
         )
         out["adopt_rc"], out["adopt_output"] = adopt.returncode, adopt.stdout.strip()
         broker = broker_state(port)
+        held_at_broker = {c for c, _ in broker["positions"]}
+
+        # Adopted positions are protected at the broker: by the exits that survived there, or by
+        # the take-profit and stop the protection invariant places for those that had none.
+        def covered() -> set[int] | None:
+            got = {c for c, _ in _protected_positions(port)}
+            return got if held_at_broker <= got else None
+
+        try:
+            _until(covered, 30, "adopted positions protected at the broker", proc)
+        except TimeoutError:
+            pass
+        protected_now = {c for c, _ in _protected_positions(port)}
+        out["unprotected_after_adopt"] = sorted(held_at_broker - protected_now)
         ours = dict(_query(db_path, "select con_id, quantity from positions where quantity != 0"))
         out["broker_positions"] = len(broker["positions"])
         out["positions_unrecorded"] = sorted(
@@ -573,8 +594,170 @@ def lost_database_lane(damage: str, workdir: Path, seed: int = 5, cap_s: float =
     return out
 
 
+# -- the overnight lane: positions carried over a weekend keep their protection at the broker ----
+
+# A Friday afternoon, half an hour before the close, at one simulated minute per real second: the
+# service trades for a few seconds, is killed (or stopped), and the standalone simulator crosses
+# the close (DAY orders expire there) and jumps over the weekend to Monday's open while no service
+# runs. The broker alone must keep every position covered, and it still must after the restart.
+OVERNIGHT_START = "2026-11-20T15:25:00"  # New York, a Friday
+OVERNIGHT_SCALE = 60
+MONDAY_OPEN = datetime(2026, 11, 23, 14, 30, 0)  # 09:30 New York, in UTC
+
+
+def overnight_config(tmp: Path, port: int) -> Path:
+    path = config(tmp, port)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["broker"]["clock_scale"] = OVERNIGHT_SCALE
+    # Hold scalps over the close ("bracket only"), enter until the close, and keep the positions
+    # open: wide exits, and an expiry after Monday so the expiry-day exit does not close them.
+    cfg["risk"].update(no_entry_last_minutes=0, flatten_scalps_before_close_minutes=0)
+    cfg["orders"].update(take_profit_pct=0.8, stop_loss_pct=0.6)
+    cfg["options"] = {"min_dte": 3}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def sim_time(port: int) -> datetime:
+    from ib_async import IB
+
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=0, timeout=10)
+    try:
+        return ib.reqCurrentTime().replace(tzinfo=None)
+    finally:
+        ib.disconnect()
+
+
+def uncovered(broker: dict) -> list[str]:
+    """Positions at the broker without working SELL exits for their whole quantity: per OCA group
+    the smaller of its take-profit and stop (a market exit covers alone), summed over groups."""
+    out = []
+    for con_id, qty in broker["positions"]:
+        groups: dict[str, dict[str, float]] = {}
+        for ref, action, oqty, oca, cid, otype, status in broker["open"]:
+            if cid == con_id and action == "SELL" and status in ("Submitted", "PreSubmitted"):
+                groups.setdefault(oca or ref, {})[otype] = oqty
+        covered = sum(
+            v["MKT"] if "MKT" in v else min(v.get("LMT", 0), v.get("STP", 0))
+            for v in groups.values()
+        )
+        if covered < qty:
+            out.append(f"position {con_id} x{qty} covered by {covered}: {groups}")
+    return out
+
+
+@dataclass
+class OvernightResult(LaneResult):
+    positions_over_weekend: int = 0
+    unprotected_over_weekend: int = 0
+
+
+def overnight_lane(index: int, runs: int, workdir: Path, seed: int) -> OvernightResult:
+    """Each run: a fresh simulator on a Friday afternoon; the service trades, is killed (even
+    runs, counting lanes) or stopped (odd) before the close; the weekend passes with no service; the broker
+    is checked on Monday; the service restarts, reconciles, stops; everything is checked."""
+    rng = random.Random(seed * 1000 + index)
+    result = OvernightResult()
+    for i in range(runs):
+        tmp = workdir / f"overnight{index}-{i}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        sim, port = start_sim(seed + index * 100 + i, OVERNIGHT_START, OVERNIGHT_SCALE)
+        log = tmp / "service.log"
+        try:
+            cfg = overnight_config(tmp, port)
+            kill = (index + i) % 2 == 0
+            # "overnight" is no crash point: the run is SIGKILLed when its time is up.
+            outcome = run_service(cfg, "overnight:1" if kill else None, rng.uniform(12, 18), log)
+            result.runs += 1
+            if outcome == "killed":
+                result.killed_randomly += 1
+            elif outcome != "stopped":
+                result.problems.append(f"overnight run {i}: {outcome}")
+            deadline = time.monotonic() + 120
+            while sim_time(port) < MONDAY_OPEN + timedelta(minutes=2):
+                if time.monotonic() > deadline:
+                    result.problems.append(f"overnight run {i}: the simulator never reached Monday")
+                    break
+                time.sleep(1)
+            monday = broker_state(port)
+            result.positions_over_weekend += len(monday["positions"])
+            bare = uncovered(monday)
+            result.unprotected_over_weekend += len(bare)
+            result.problems += [f"Monday, before the restart: {b}" for b in bare]
+            outcome = run_service(cfg, None, 6.0, log)
+            if outcome != "stopped":
+                result.problems.append(f"overnight run {i}, Monday restart: {outcome}")
+            run = LaneResult()
+            check(port, tmp / "bot.sqlite", run)
+            # Not phantom fills: reqExecutions answers with the current day's executions only,
+            # so Friday's fills are not at the broker's list on Monday.
+            for name in (
+                "orders_at_broker",
+                "duplicate_orders",
+                "executions_at_broker",
+                "lost_fills",
+                "positions",
+                "unprotected_positions",
+                "foreign_orders",
+                "unsettled_orders",
+                "stacked_entries",
+            ):
+                setattr(result, name, getattr(result, name) + getattr(run, name))
+            result.problems += run.problems
+        finally:
+            sim.send_signal(signal.SIGINT)
+            try:
+                sim.wait(10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+    return result
+
+
+def overnight_test(
+    runs: int = 4, lanes: int = 2, seed: int = 1, workdir: Path | None = None
+) -> dict:
+    import tempfile
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="overnight-"))
+    per_lane = [runs // lanes + (1 if i < runs % lanes else 0) for i in range(lanes)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(lanes) as pool:
+        results = list(
+            pool.map(lambda i: overnight_lane(i, per_lane[i], workdir, seed), range(lanes))
+        )
+    keys = (
+        "runs",
+        "killed_randomly",
+        "positions_over_weekend",
+        "unprotected_over_weekend",
+        "orders_at_broker",
+        "duplicate_orders",
+        "executions_at_broker",
+        "lost_fills",
+        "positions",
+        "unprotected_positions",
+        "foreign_orders",
+        "unsettled_orders",
+        "stacked_entries",
+    )
+    summary: dict = {k: sum(getattr(r, k) for r in results) for k in keys}
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    summary["problems"] = [p for r in results for p in r.problems][:20]
+    summary["workdir"] = str(workdir)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--lane",
+        choices=("crash", "overnight"),
+        default="crash",
+        help="crash: SIGKILL on the order path; overnight: positions carried over a weekend",
+    )
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument(
@@ -597,6 +780,9 @@ def main() -> None:
         kinds = DAMAGES if args.lost_database == "all" else (args.lost_database,)
         for kind in kinds:
             print(json.dumps(lost_database_lane(kind, workdir, args.seed), indent=2))
+
+    if args.lane == "overnight":
+        print(json.dumps(overnight_test(args.runs, args.lanes, args.seed), indent=2))
         return
     print(json.dumps(crash_test(args.runs, args.lanes, args.per_run, args.seed), indent=2))
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,30 +23,74 @@ from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 ENV_PREFIX = "OPTIONSBOT_"
+# Variables with the prefix that are not settings (actors/crash.py reads this one).
+OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT"})
+# The sentence that turns on real orders against a Gateway (live.confirm): typed, not defaulted.
+LIVE_CONFIRMATION = "I accept real orders"
+HOUR = 3600.0
+DAY = 86_400.0
+HOST = r"^[A-Za-z0-9.:\-]{1,253}$"  # a name or an address, never empty or with spaces
+SESSION_MINUTES = 390  # a regular XNYS session, 09:30-16:00
+MAX_FILE_BYTES = 1_000_000  # a settings file is a few hundred bytes; anything this big is not one
+# Positive, finite and at most an hour: a timeout of 0 fires at once, one of 1e300 never.
+Timeout = Annotated[float, Field(gt=0, le=HOUR, allow_inf_nan=False)]
+
+
+def _writable(path: Path, what: str, example: str) -> Path:
+    """Refuse a file path the service could not create or write, without creating anything.
+
+    Root passes os.access on most paths, so the shape checks (a directory where a file should be,
+    a file where a directory should be) are what catch a careless path there.
+    """
+    if str(path) in ("", "."):
+        raise ValueError(f"is empty; give the {what} a file name, e.g. {example}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give the {what} a file name inside it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{path} is not writable; fix its permissions or choose another path")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{ancestor} is a file, so {path} cannot be created; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot create {path}: {ancestor} is not writable; fix its permissions or choose"
+            " another path"
+        )
+    return path
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN pass `gt=0` and then overflow or never compare at run time: refuse them here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class LiveSettings(_Section):
+    """The opt-in for real orders: dry_run false against a Gateway needs both, typed by a human."""
+
+    enabled: bool = False
+    confirm: str = Field("", max_length=100)
 
 
 class BrokerSettings(_Section):
     """Where IB Gateway / TWS is. `embedded` starts the built-in simulator instead."""
 
     mode: Literal["embedded", "gateway"] = "embedded"
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", pattern=HOST)
     port: int = Field(4002, ge=1, le=65535)
     client_id: int = Field(17, ge=0, le=999_999)
     # On error 326 (client id in use) the next id in this range is tried.
     client_id_pool: int = Field(8, ge=1, le=100)
     # From OPTIONSBOT_BROKER__ACCOUNT (or a file outside the repo); SecretStr keeps it out of logs.
     account: SecretStr = SecretStr("")
-    connect_timeout_s: float = Field(10.0, gt=0)
-    request_timeout_s: float = Field(30.0, gt=0)  # for kinds without their own below
+    connect_timeout_s: float = Field(10.0, gt=0, le=HOUR)
+    request_timeout_s: float = Field(30.0, gt=0, le=HOUR)  # for kinds without their own below
     # Each kind's timeout (real seconds). A timeout counts toward the breaker, and the
     # requester always gets an answer. Historical requests can legitimately take a while.
     timeouts_s: dict[
         Literal["historical", "contract_details", "sec_def", "snapshot", "probe", "broker_state"],
-        float,
+        Timeout,
     ] = Field(
         default_factory=lambda: {
             "historical": 60.0,
@@ -59,25 +104,39 @@ class BrokerSettings(_Section):
     # gateway: the service's time follows the Gateway's (reqCurrentTime at every connect and
     # every clock_sync_s), advancing at clock_scale between syncs; wall: this machine's clock.
     clock: Literal["gateway", "wall"] = "gateway"
-    clock_scale: float = Field(1.0, gt=0)
-    clock_sync_s: float = Field(60.0, gt=0)
+    clock_scale: float = Field(1.0, gt=0, le=100_000)
+    clock_sync_s: float = Field(60.0, gt=0, le=DAY)
     # IB allows about 50 historical requests open at once (unconfirmed: a setting, not a fact);
     # each symbol's 1-minute stream holds one for good.
-    max_open_historical: int = Field(50, ge=1)
+    max_open_historical: int = Field(50, ge=1, le=1000)
     # IB disconnects a client that sends more than 50 messages a second. Ours go out at most
     # `message_burst` at once, then `max_messages_per_second`, orders before data.
-    max_messages_per_second: float = Field(30.0, gt=0)
-    message_burst: int = Field(10, ge=1)
+    max_messages_per_second: float = Field(30.0, gt=0, lt=50)
+    message_burst: int = Field(10, ge=1, lt=50)
     # Streaming quotes a subscription allows at once (100 for most accounts; more with
     # quote booster packs). A watch beyond it waits for a line instead of failing with 101.
-    max_market_data_lines: int = Field(100, ge=1)
-    breaker_threshold: int = Field(3, ge=1)  # consecutive failures that open the breaker
-    breaker_cooldown_s: float = Field(30.0, gt=0)
-    market_data_type: Literal[1, 2, 3, 4] = 1
+    max_market_data_lines: int = Field(100, ge=1, le=10_000)
+    breaker_threshold: int = Field(3, ge=1, le=1000)  # consecutive failures that open the breaker
+    breaker_cooldown_s: float = Field(30.0, gt=0, le=DAY)
+    # 1 live, 2 frozen, 3 delayed, 4 delayed frozen. An int, not a Literal: a Literal refuses
+    # the string "3" that OPTIONSBOT_BROKER__MARKET_DATA_TYPE gives.
+    market_data_type: int = Field(1, ge=1, le=4)
     # On an entitlement error (354, 10089, ...) switch to delayed quotes (type 3), which are
     # 15-20 minutes old: fine for dry-run and paper, not for orders with real money.
     delayed_data_fallback: bool = False
     readonly: bool = False
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, v: SecretStr) -> SecretStr:
+        # The value is never shown: not here, not in pydantic's error (see _describe).
+        text = v.get_secret_value()
+        if text != text.strip() or any(not c.isalnum() for c in text) or len(text) > 32:
+            raise ValueError(
+                "must be the account id alone, letters and digits (DU and digits for"
+                " paper); the value is not shown"
+            )
+        return v
 
     @model_validator(mode="after")
     def _message_rate(self) -> BrokerSettings:
@@ -93,14 +152,16 @@ class BrokerSettings(_Section):
 class SimSettings(_Section):
     """The embedded IB Gateway simulator (broker.mode: embedded)."""
 
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**63 - 1)
     time_scale: float = Field(60.0, gt=0, le=100_000)
     start: datetime | None = None  # None: resume the simulated clock stored in the database
     skip_closed: bool = True
     # A fault scenario (sim/scenarios/*.yaml) for the embedded simulator: the Gateway's bad days.
     scenario: Path | None = None
     pacing: bool = True  # enforce IB's pacing rules in the simulator
-    bar_update_s: float = Field(5.0, gt=0)  # simulated seconds between keepUpToDate updates
+    bar_update_s: float = Field(
+        5.0, gt=0, le=HOUR
+    )  # simulated seconds between keepUpToDate updates
 
     @field_validator("scenario")
     @classmethod
@@ -113,6 +174,8 @@ class SimSettings(_Section):
             Scenario.load(v)
         except ScenarioError as exc:
             raise ValueError(str(exc)) from None
+        except (OSError, UnicodeError, ValueError, TypeError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read the scenario {v}: {exc}") from None
         return v
 
     @field_validator("start")
@@ -124,19 +187,20 @@ class SimSettings(_Section):
 
 
 class DataSettings(_Section):
-    backfill_1min: str = "2 D"
-    backfill_1hour: str = "30 D"
+    # IB duration strings: an integer and a unit (S, D, W, M, Y).
+    backfill_1min: str = Field("2 D", pattern=r"^[1-9][0-9]{0,3} [SDWMY]$")
+    backfill_1hour: str = Field("30 D", pattern=r"^[1-9][0-9]{0,3} [SDWMY]$")
     what_to_show: Literal["TRADES", "MIDPOINT"] = "TRADES"
-    stale_after_minutes: float = Field(5.0, gt=0)
+    stale_after_minutes: float = Field(5.0, gt=0, le=24 * 60)
     # A stale stream is asked for again only after this long without a bar in real time too:
     # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
-    resubscribe_after_s: float = Field(30.0, gt=0)
+    resubscribe_after_s: float = Field(30.0, gt=0, le=DAY)
     record_bars: bool = False  # keep every delivered bar in SQLite (replay, audits)
     # A bar whose true range exceeds this many ATR(14) of the accepted bars before it (and
     # spike_floor_pct of the price) is held as suspect: dropped if the next bar reverts,
     # accepted without a signal if it confirms. The simulator's ordinary bars reach 4 ATR at
     # most (3 seeds x 6 symbols x 40 sessions); only session-open gaps pass 12, and persist.
-    spike_atr_multiple: float = Field(12.0, ge=4)
+    spike_atr_multiple: float = Field(12.0, ge=4, le=1000)
     spike_floor_pct: float = Field(0.005, gt=0, lt=1)
     # Before 14 bars give an ATR, only a move beyond this fraction of the price is suspect.
     spike_warmup_pct: float = Field(0.10, gt=0, lt=1)
@@ -144,15 +208,15 @@ class DataSettings(_Section):
 
 class ScalpSettings(_Section):
     enabled: bool = True
-    rsi_period: int = Field(14, ge=2)
-    ema_fast: int = Field(8, ge=2)
-    ema_slow: int = Field(21, ge=3)
+    rsi_period: int = Field(14, ge=2, le=1000)
+    ema_fast: int = Field(8, ge=2, le=1000)
+    ema_slow: int = Field(21, ge=3, le=1000)
     rsi_buy_min: float = Field(45.0, ge=0, le=100)
     rsi_buy_max: float = Field(70.0, ge=0, le=100)
     rsi_sell_below: float = Field(40.0, ge=0, le=100)
-    min_bars: int = Field(30, ge=1)
+    min_bars: int = Field(30, ge=1, le=10_000)
     # One idea per symbol per this many bars at most: a scalp signal repeats every bar.
-    cooldown_bars: int = Field(15, ge=0)
+    cooldown_bars: int = Field(15, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _order(self) -> ScalpSettings:
@@ -167,25 +231,25 @@ class ScalpSettings(_Section):
 
 class WhaleSettings(_Section):
     enabled: bool = True
-    lookback_days: int = Field(20, ge=2)
-    volume_multiple: float = Field(1.5, gt=0)
-    debounce_days: int = Field(3, ge=0)
+    lookback_days: int = Field(20, ge=2, le=365)
+    volume_multiple: float = Field(1.5, gt=0, le=1000)
+    debounce_days: int = Field(3, ge=0, le=365)
 
 
 class OptionSettings(_Section):
     moneyness: Literal["atm", "itm1", "otm1"] = "atm"
     strike_count: int = Field(5, ge=1, le=50)
-    min_dte: int = Field(1, ge=0)
+    min_dte: int = Field(1, ge=0, le=365)
     allow_expiry_day: bool = False
-    min_volume: float = Field(100, ge=0)
+    min_volume: float = Field(100, ge=0, le=1e9)
     max_spread_pct: float = Field(0.10, gt=0, le=1)
-    spread_allowance: float = Field(0.10, ge=0)
+    spread_allowance: float = Field(0.10, ge=0, le=100)
     # A quote's age is the age of its last change as the service saw it (IB stamps nothing).
-    max_quote_age_s: float = Field(10.0, gt=0)
-    quote_wait_s: float = Field(4.0, gt=0)
+    max_quote_age_s: float = Field(10.0, gt=0, le=HOUR)
+    quote_wait_s: float = Field(4.0, gt=0, le=HOUR)
     # A quote not seen to change within max_quote_age_s is watched on a line for this many real
     # seconds before an entry; only a change on it proves the quote alive (a frozen one sends none).
-    quote_recheck_s: float = Field(1.0, gt=0)
+    quote_recheck_s: float = Field(1.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _recheck_shorter(self) -> OptionSettings:
@@ -200,35 +264,63 @@ class OptionSettings(_Section):
 class OrderSettings(_Section):
     take_profit_pct: float = Field(0.30, gt=0, le=10)
     stop_loss_pct: float = Field(0.20, gt=0, lt=1)
-    entry_timeout_s: float = Field(120.0, gt=0)  # simulated seconds an unfilled entry may wait
-    paper_slippage_ticks: int = Field(0, ge=0)
+    entry_timeout_s: float = Field(
+        120.0, gt=0, le=7 * DAY
+    )  # simulated seconds an unfilled entry may wait
+    paper_slippage_ticks: int = Field(0, ge=0, le=1000)
     # Close a position at the open of its option's expiry day instead of holding it into expiry.
     close_on_expiry_day: bool = True
-    commission_per_contract: float = Field(0.65, ge=0)
+    commission_per_contract: float = Field(0.65, ge=0, le=100)
+    # A position found without a working stop for its full quantity: `protect` places a
+    # take-profit and a stop (GTC) for the gap; `flatten` closes the gap at market.
+    unprotected_action: Literal["protect", "flatten"] = "protect"
 
 
 class RiskSettings(_Section):
     risk_per_trade: float = Field(0.01, gt=0, le=0.2)
     max_daily_loss_pct: float = Field(0.02, gt=0, le=1)
-    max_open_positions: int = Field(3, ge=0)
-    max_contracts_per_order: int = Field(10, ge=1)
-    max_premium_per_trade: float = Field(2000.0, gt=0)
-    max_exposure_per_symbol: float = Field(5000.0, gt=0)
-    no_entry_first_minutes: int = Field(5, ge=0)
-    no_entry_last_minutes: int = Field(15, ge=0)
+    max_open_positions: int = Field(3, ge=0, le=1000)
+    max_contracts_per_order: int = Field(10, ge=1, le=10_000)
+    max_premium_per_trade: float = Field(2000.0, gt=0, le=1e9)
+    max_exposure_per_symbol: float = Field(5000.0, gt=0, le=1e9)
+    no_entry_first_minutes: int = Field(5, ge=0, le=SESSION_MINUTES)
+    no_entry_last_minutes: int = Field(15, ge=0, le=SESSION_MINUTES)
     # Close scalp positions this many minutes before the close (0: hold them, bracket only).
-    flatten_scalps_before_close_minutes: int = Field(10, ge=0)
-    paper_equity: float = Field(100_000.0, gt=0)  # dry-run starting equity
+    flatten_scalps_before_close_minutes: int = Field(10, ge=0, le=SESSION_MINUTES)
+    # The same for whale positions (0, the default: held across days, protected at the broker by
+    # their GTC take-profit and stop).
+    flatten_whales_before_close_minutes: int = Field(0, ge=0, le=SESSION_MINUTES)
+    paper_equity: float = Field(100_000.0, gt=0, le=1e12)  # dry-run starting equity
     kill_switch_file: Path = Path("var/KILL")
+
+    @field_validator("kill_switch_file")
+    @classmethod
+    def _kill_file(cls, v: Path) -> Path:
+        return _writable(v, "kill switch file", "var/KILL")
+
+    @model_validator(mode="after")
+    def _some_entry_time(self) -> RiskSettings:
+        if self.no_entry_first_minutes + self.no_entry_last_minutes >= SESSION_MINUTES:
+            raise ValueError(
+                f"no_entry_first_minutes + no_entry_last_minutes is {self.no_entry_first_minutes}"
+                f" + {self.no_entry_last_minutes}, which covers the whole {SESSION_MINUTES}-minute"
+                " session, so nothing would ever be traded; lower either (defaults 5 and 15)"
+            )
+        return self
 
 
 class StorageSettings(_Section):
     path: Path = Path("var/optionsbot.sqlite")
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path) -> Path:
+        return v if str(v) == ":memory:" else _writable(v, "database file", "var/optionsbot.sqlite")
+
 
 class MetricsSettings(_Section):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", pattern=HOST)
     port: int = Field(9108, ge=0, le=65535)  # 0: any free port
 
 
@@ -236,8 +328,14 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_file: Path | None = Path("var/optionsbot.jsonl")
 
+    @field_validator("json_file")
+    @classmethod
+    def _json_file(cls, v: Path | None) -> Path | None:
+        return None if v is None else _writable(v, "log file", "var/optionsbot.jsonl")
+
 
 SYMBOL_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ.")
+SECRET_FIELDS = {("broker", "account")}
 
 
 class Settings(BaseSettings):
@@ -248,9 +346,11 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
     )
 
     dry_run: bool = True
+    live: LiveSettings = LiveSettings()
     symbols: tuple[str, ...] = ("SPY", "QQQ", "IWM")
     broker: BrokerSettings = BrokerSettings()
     sim: SimSettings = SimSettings()
@@ -271,8 +371,18 @@ class Settings(BaseSettings):
             raise ValueError("list at least one underlying, e.g. [SPY]")
         out = []
         for s in v:
-            if not s or set(s.upper()) - SYMBOL_CHARS or len(s) > 8:
-                raise ValueError(f"{s!r} is not a US stock symbol (letters and '.', up to 8)")
+            u = s.upper()
+            if (
+                not u[:1].isalpha()
+                or set(u) - SYMBOL_CHARS
+                or len(u) > 8
+                or ".." in u
+                or u[-1] == "."
+            ):
+                raise ValueError(
+                    f"{s!r} is not a US stock symbol (a letter, then letters and single dots,"
+                    " up to 8, e.g. SPY or BRK.B)"
+                )
             out.append(s.upper())
         if len(set(out)) != len(out):
             raise ValueError("a symbol is listed twice")
@@ -285,6 +395,59 @@ class Settings(BaseSettings):
                 f"{len(self.symbols)} symbols need {len(self.symbols)} open 1-minute streams but "
                 f"broker.max_open_historical is {self.broker.max_open_historical}: list fewer symbols"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _files_apart(self) -> Settings:
+        files = {
+            "storage.path": self.storage.path,
+            "log.json_file": self.log.json_file,
+            "risk.kill_switch_file": self.risk.kill_switch_file,
+        }
+        seen: dict[Path, str] = {}
+        for name, path in files.items():
+            if path is None:
+                continue
+            key = path.absolute()
+            if key in seen:
+                raise ValueError(
+                    f"{name} and {seen[key]} are the same file ({path}); give each its own"
+                )
+            seen[key] = name
+        return self
+
+    @model_validator(mode="after")
+    def _live_opt_in(self) -> Settings:
+        """Real orders need a typed opt-in and an account, and never trade on delayed quotes.
+
+        The embedded simulator is exempt from the opt-in and the account: it is started by the
+        service itself on a loopback port, so no order can reach a real account, and demanding the
+        sentence where no money is at stake would teach people to paste it without reading.
+        """
+        if self.dry_run:
+            return self
+        problems = []
+        b = self.broker
+        if b.market_data_type in (3, 4) or b.delayed_data_fallback:
+            problems.append(
+                "broker.market_data_type / broker.delayed_data_fallback: live orders are never"
+                " placed on delayed quotes (15-20 minutes old); use market_data_type 1 and"
+                " delayed_data_fallback false, or keep dry_run: true"
+            )
+        if b.mode == "gateway":
+            if not (self.live.enabled and self.live.confirm == LIVE_CONFIRMATION):
+                problems.append(
+                    "live: dry_run is false, so real orders would go to the Gateway; to mean it,"
+                    f' set live.enabled: true and live.confirm: "{LIVE_CONFIRMATION}" (or keep'
+                    " dry_run: true)"
+                )
+            if not b.account.get_secret_value():
+                problems.append(
+                    "broker.account: live orders need the account id; set"
+                    " OPTIONSBOT_BROKER__ACCOUNT in the environment"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -325,17 +488,126 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+def _describe(err: dict[str, Any]) -> list[str]:
+    path = tuple(err.get("loc", ()))
+    loc = ".".join(str(p) for p in path)
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        return f"{loc}: unknown setting; check its spelling against configs/default.yaml"
+        return [f"{loc}: unknown setting; check its spelling against configs/default.yaml"]
     if kind == "missing":
-        return f"{loc}: required; add it"
+        return [f"{loc}: required; add it"]
+    if not loc:  # a whole-model rule: its lines name their fields themselves
+        return msg.splitlines()
     given = err.get("input")
-    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-    return f"{loc}: {msg}{shown}"
+    # A section that holds a secret is not echoed either: `broker: U1234567` is the account.
+    secret = any(path[: len(f)] == f or f[: len(path)] == path for f in SECRET_FIELDS)
+    shown = "" if secret or isinstance(given, dict | list | tuple) else f" (got {_short(given)})"
+    return [f"{loc}: {line}{shown}" for line in msg.splitlines()]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what YAML would otherwise resolve silently.
+
+    A duplicate key keeps the last value (`dry_run: true` then `dry_run: false` runs live), and
+    YAML 1.1 reads `on:` as the boolean true and `1:` as an integer, not a setting's name.
+    """
+
+
+def _strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the key {_short(key)} is not a setting's name (YAML reads it as"
+                f" {type(key).__name__}); names are words like dry_run",
+                key_node.start_mark,
+            )
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{key!r} is given twice (first at line {seen[key]}); keep one",
+                key_node.start_mark,
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def _read_yaml(source: Path) -> Any:
+    try:
+        with source.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(str(source), [f"cannot read the file: {exc.strerror}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(str(source), [f"over {MAX_FILE_BYTES} bytes: not a settings file"])
+    if b"\x00" in data:
+        raise ConfigError(str(source), ["a binary file, not YAML text; check the path"])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(source),
+            [f"not UTF-8 text (byte {exc.start}); save it as UTF-8 or check the path"],
+        ) from None
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            str(source), [f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]
+        ) from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(str(source), ["nested too deeply to be a settings file"]) from None
+
+
+def _setting_names() -> set[str]:
+    """Every OPTIONSBOT_* name pydantic-settings reads, upper case."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        top = ENV_PREFIX + name.upper()
+        names.add(top)
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            names |= {f"{top}__{k.upper()}" for k in sub.model_fields}
+    return names
+
+
+def unknown_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """OPTIONSBOT_* variables that match no setting: pydantic-settings ignores them silently."""
+    known = _setting_names()
+    problems = []
+    squashed = {k.replace("_", ""): k for k in known}
+    for var in sorted(environ):
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in OTHER_ENV:
+            continue
+        # A mapping setting's own keys (OPTIONSBOT_BROKER__TIMEOUTS_S__HISTORICAL) are read too.
+        if any(upper.startswith(k + "__") for k in known if "__" in k):
+            continue
+        guess = squashed.get(upper.replace("_", "")) or next(
+            iter(difflib.get_close_matches(upper, known, n=1, cutoff=0.8)), None
+        )
+        hint = f"did you mean {guess}?" if guess else "check its name against configs/settings.py"
+        # The value is never shown: this variable may be the account id under a wrong name.
+        problems.append(f"{var}: not a setting, so it would be ignored; {hint}")
+    return problems
 
 
 def load_settings(
@@ -346,22 +618,18 @@ def load_settings(
     Raises ConfigError naming every bad field; never a traceback for bad input.
     """
     source = Path(path) if path else DEFAULT_FILE
-    try:
-        raw = yaml.safe_load(source.read_text()) if source.exists() else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            str(source), [f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"]
-        ) from None
-    except OSError as exc:
-        raise ConfigError(str(source), [f"cannot read the file: {exc.strerror}"]) from None
     if path and not source.exists():
         raise ConfigError(str(source), ["the file does not exist"])
+    if source.is_dir():
+        raise ConfigError(str(source), ["a directory, not a settings file"])
+    raw = _read_yaml(source) if source.exists() else None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(str(source), ["the top level must be a mapping of settings"])
+    stray = unknown_env(os.environ if environ is None else environ)
+    if stray:
+        raise ConfigError("the environment", stray)
     old_env = None
     if environ is not None:
         old_env = dict(os.environ)
@@ -370,14 +638,30 @@ def load_settings(
     try:
         return Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError(str(source), [_describe(e) for e in exc.errors()]) from None
+        raise ConfigError(str(source), [p for e in exc.errors() for p in _describe(e)]) from None
     except SettingsError as exc:
         # Lists and mappings in the environment are JSON: OPTIONSBOT_SYMBOLS='["SPY","QQQ"]'.
         raise ConfigError(
             "the environment",
-            [f"{exc}; lists and mappings in OPTIONSBOT_* variables are JSON, e.g. '[\"SPY\"]'"],
+            [
+                f"{_env_field(exc)}: not valid JSON; lists and mappings in OPTIONSBOT_* variables"
+                " are JSON, e.g. '[\"SPY\"]'"
+            ],
         ) from None
+    except (OverflowError, RecursionError, MemoryError) as exc:
+        raise ConfigError(str(source), [f"a value is out of range: {exc}"]) from None
     finally:
         if old_env is not None:
             os.environ.clear()
             os.environ.update(old_env)
+
+
+def _env_field(exc: SettingsError) -> str:
+    # 'error parsing value for field "symbols" from source "EnvSettingsSource"': name the field
+    # without the value, which may be a secret.
+    text = str(exc)
+    start = text.find('field "')
+    if start < 0:
+        return "an OPTIONSBOT_* variable"
+    name = text[start + 7 : text.find('"', start + 7)]
+    return ENV_PREFIX + name.upper()

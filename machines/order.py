@@ -58,6 +58,11 @@ TABLE: list[Row] = [
     ("lose_track", [*WORKING, S.PENDING_CANCEL], S.UNKNOWN),
     # Reconciliation found no trace of it at the broker: it never went live. Never resend.
     ("not_found", S.UNKNOWN, S.CANCELLED),
+    # A fill that crossed the cancel on the wire: the broker had executed it before the cancel
+    # took. The contracts are held all the same, so it is recorded as an event (not a silent
+    # update) and the position it makes is protected like any other.
+    ("late_fill", S.CANCELLED, S.FILLED, "is_complete"),
+    ("late_fill", S.CANCELLED, S.CANCELLED),
 ]
 
 
@@ -74,6 +79,9 @@ class OrderModel:
 
     def has_fills(self, event: EventData) -> bool:
         return self.filled > 0
+
+    def is_complete(self, event: EventData) -> bool:
+        return self.filled >= self.quantity - 1e-9
 
     def prepare_event(self, event: EventData) -> None:
         self.last_reason = str(event.kwargs.get("reason", ""))

@@ -9,6 +9,8 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from storage.files import private_file, tighten
+
 migrations = Migrations("optionsbot")
 
 
@@ -237,12 +239,14 @@ def open_db(path: Path | str) -> Database:
     A `Database` belongs to the thread that opened it: each actor that persists opens its own.
     """
     path = Path(path)
-    if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+    on_disk = str(path) != ":memory:"
+    if on_disk:
+        private_file(path)  # 0600 before SQLite opens it; its -wal and -shm take its mode
     db = Database(path)
     db.conn.execute("PRAGMA busy_timeout = 10000")
-    if str(path) != ":memory:":
+    if on_disk:
         db.enable_wal()
+        tighten(path, Path(f"{path}-wal"), Path(f"{path}-shm"))
     db.conn.execute("PRAGMA synchronous = NORMAL")
     db.conn.execute("PRAGMA foreign_keys = ON")
     migrations.apply(db)

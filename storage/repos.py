@@ -10,6 +10,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
+from configs.redact import redact
 from machines.order import TERMINAL, OrderState
 from storage.db import write
 
@@ -22,7 +23,16 @@ def iso(t: datetime | None = None) -> str:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
+    return redact(json.dumps(value, default=str, sort_keys=True))
+
+
+def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The last line of defence for the account id: no text column stores one (configs.redact)."""
+    # Keys (order_ref, bracket_ref, ...) are ours and never altered: they are how IB finds us.
+    return {
+        k: redact(v) if isinstance(v, str) and not k.endswith("_ref") else v
+        for k, v in fields.items()
+    }
 
 
 class OrderRepo:
@@ -32,7 +42,7 @@ class OrderRepo:
         self.db = db
 
     def insert(self, order: Mapping[str, Any], at: datetime | None = None) -> None:
-        row = dict(order)
+        row = _clean(order)
         row.setdefault("state", OrderState.NEW.value)
         row.setdefault("filled", 0.0)
         row.setdefault("created_at", iso(at))
@@ -45,7 +55,7 @@ class OrderRepo:
         """A bracket's orders land together or not at all."""
         with write(self.db):
             for order in orders:
-                row = dict(order)
+                row = _clean(order)
                 row.setdefault("state", OrderState.NEW.value)
                 row.setdefault("filled", 0.0)
                 row.setdefault("created_at", iso(at))
@@ -65,12 +75,14 @@ class OrderRepo:
     ) -> None:
         """Persist a machine transition and its event in one transaction."""
         with write(self.db):
-            self.db["orders"].update(order_ref, {"state": dest, "updated_at": iso(at), **fields})
+            self.db["orders"].update(
+                order_ref, {"state": dest, "updated_at": iso(at), **_clean(fields)}
+            )
             self._event(order_ref, event, source, dest, detail or {}, at)
 
     def update(self, order_ref: str, **fields: Any) -> None:
         with write(self.db):
-            self.db["orders"].update(order_ref, {**fields, "updated_at": iso()})
+            self.db["orders"].update(order_ref, {**_clean(fields), "updated_at": iso()})
 
     def _event(
         self, ref: str, event: str, source: str, dest: str, detail: Mapping[str, Any], at
@@ -306,7 +318,7 @@ class JournalRepo:
                     "symbol": symbol,
                     "stage": stage,
                     "outcome": outcome,
-                    "reason": reason,
+                    "reason": redact(reason),
                     "detail": _json(detail or {}),
                 }
             )

@@ -29,3 +29,9 @@ class FakeRef:
             f"{self.name} was told no {kind.__name__}; got {[type(m).__name__ for m in self.told]}"
         )
         return found[-1]
+
+
+# The opt-in a live configuration against a Gateway needs (configs/settings.py, live.*), and the
+# simulator's own account (sim/config.py): the simulator refuses orders for any other.
+LIVE_OPT_IN = {"enabled": True, "confirm": "I accept real orders"}
+SIM_ACCOUNT = "DU123456"

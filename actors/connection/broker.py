@@ -71,6 +71,9 @@ class Broker:
             # The start-up sync may have delivered the account before this listener came.
             await self.push_account()
 
+    def _account(self) -> str:
+        return self.session.settings.broker.account.get_secret_value()
+
     def _publish(self, topic: str, msg: m.Msg) -> None:
         for ref in self.listeners[topic]:
             tell(ref, msg)
@@ -90,7 +93,7 @@ class Broker:
             order.orderId = s.ib.client.getReqId()
             order.orderRef = leg.order_ref
             order.transmit = leg.transmit
-            order.tif = "DAY"
+            order.tif = leg.tif or "DAY"
             if leg.parent_ref:
                 order.parentId = ids[leg.parent_ref]
             if leg.oca_group:
@@ -124,7 +127,7 @@ class Broker:
             return
         seen: dict[str, m.BrokerOrderStatus] = {}
         for trade in [*done, *open_trades, *ib.trades()]:
-            status = status_msg(trade)
+            status = status_msg(trade, self._account())
             if status.order_ref and status.order_ref not in seen:
                 seen[status.order_ref] = status
         execs = {f.execution.execId: exec_msg(f, s.clock) for f in [*fills, *ib.fills()]}
@@ -187,7 +190,7 @@ class Broker:
 
     # -- events (ib_async calls these on the loop) -------------------------------------------------
     def _on_trade_status(self, trade: Trade) -> None:
-        self._publish("orders", status_msg(trade))
+        self._publish("orders", status_msg(trade, self._account()))
 
     def _on_exec(self, trade: Trade, fill: Any) -> None:
         msg = exec_msg(fill, self.session.clock)

@@ -9,6 +9,7 @@ from typing import Any
 from ib_async import Option, Trade
 
 from actors import messages as m
+from configs.redact import redact
 from strategies.bars import Bar
 
 
@@ -55,7 +56,7 @@ def log_reason(trade: Any) -> str:
     return f"{entry.errorCode} {entry.message}".strip() if entry.errorCode else entry.message
 
 
-def status_msg(trade: Trade) -> m.BrokerOrderStatus:
+def status_msg(trade: Trade, account: str) -> m.BrokerOrderStatus:
     s = trade.orderStatus
     return m.BrokerOrderStatus(
         order_ref=trade.order.orderRef,
@@ -65,7 +66,9 @@ def status_msg(trade: Trade) -> m.BrokerOrderStatus:
         avg_fill_price=float(s.avgFillPrice or 0),
         order_id=trade.order.orderId,
         perm_id=trade.order.permId,
-        reason=log_reason(trade),
+        # Broker text can name the account (201 "Invalid account code ..."): masked here,
+        # before it reaches a log line, an order row or an event.
+        reason=redact(log_reason(trade), (account,)),
     )
 
 

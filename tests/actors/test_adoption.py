@@ -5,7 +5,7 @@ import math
 import sqlite3
 
 import pytest
-from support import SESSION_TIME, FakeRef
+from support import LIVE_OPT_IN, SESSION_TIME, SIM_ACCOUNT, FakeRef
 from test_order_actor import approved
 
 from actors import messages as m
@@ -70,7 +70,9 @@ def state(
 
 @pytest.fixture
 def live(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = OrderActor(settings, metrics, clock, FakeRef("connection"), FakeRef("risk"))
     actor.on_start()
@@ -219,7 +221,9 @@ def test_risk_refuses_while_unvouched_and_takes_the_brokers_start_equity(make_se
     from actors.hours import MarketHours
     from actors.risk import RiskActor
 
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     risk = RiskActor(settings, metrics, ManualClock(SESSION_TIME), MarketHours())
     risk.on_start()
     try:
@@ -304,7 +308,9 @@ def test_rolled_back_is_pure_and_ignores_another_databases_mark():
 def test_the_adopt_command_records_the_request_for_the_service(make_settings, tmp_path, capsys):
     from actors.cli import main
 
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     config = str(tmp_path / "settings.yaml")
     assert main(["adopt", "--config", config, "--wait", "0"]) == 0
     assert "no running service answered" in capsys.readouterr().out

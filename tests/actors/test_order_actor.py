@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import SESSION_TIME, FakeRef
+from support import LIVE_OPT_IN, SESSION_TIME, SIM_ACCOUNT, FakeRef
 
 from actors import messages as m
 from actors.orders import OrderActor
@@ -159,7 +159,9 @@ def test_unfilled_entry_is_cancelled_after_its_timeout(env):
 
 @pytest.fixture
 def live(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -272,7 +274,9 @@ def test_restart_resumes_the_paper_book_without_sending_anything_twice(env, metr
 
 
 def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -384,7 +388,9 @@ def test_flatten_for_whale_leaves_scalp_positions_alone(env):
 
 
 def test_an_execution_correction_replaces_the_fill_it_corrects(make_settings, metrics):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -440,7 +446,9 @@ def test_a_position_is_closed_at_the_open_of_its_expiry_day(env):
 def test_after_shutdown_no_new_entry_starts_and_in_flight_orders_are_counted(
     make_settings, metrics
 ):
-    settings = make_settings(dry_run=False, broker={"mode": "gateway"})
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
     clock = ManualClock(SESSION_TIME)
     actor = start(settings, metrics, clock)
     actor.reconciled = True
@@ -537,3 +545,301 @@ def test_a_quote_never_seen_to_change_is_stale(env):
     finished = actor.risk.last(m.EntryFinished)
     assert not finished.placed and "never seen to change" in finished.reason
     assert OrderRepo(actor.db).open_orders() == []
+
+
+# -- the protection invariant (issue 11) ------------------------------------------------------
+
+
+def execution(ref, qty, exec_id, clock, side="BOT", price=2.43):
+    return m.BrokerExecution(
+        order_ref=ref, exec_id=exec_id, side=side, quantity=qty, price=price, time=clock.now()
+    )
+
+
+def gauge(metrics, name, labels=None):
+    return metrics.registry.get_sample_value(name, labels or {})
+
+
+def filled_live_bracket(settings, clock, actor):
+    """A live bracket whose entry filled in full: TP and SL working at the broker."""
+    place(actor, clock)
+    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Submitted"))
+    actor.on_BrokerExecution(execution(entry, 4, "e.1", clock))
+    return entry, tp, sl
+
+
+def test_a_bracket_enters_for_the_day_and_protects_until_cancelled(live):
+    """The defect: every leg was DAY, so a position held over the close lost its exits."""
+    settings, clock, actor = live
+    place(actor, clock)
+    legs = {
+        leg.order_ref.rsplit("-", 1)[1]: leg.tif
+        for leg in actor.connection.last(m.PlaceBracket).legs
+    }
+    assert legs == {"E": "DAY", "TP": "GTC", "SL": "GTC"}
+
+
+def test_a_stop_cancelled_at_the_broker_is_replaced_within_one_check(live, metrics):
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    sent = len(actor.connection.of(m.PlaceBracket))
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+    # Someone cancels the stop (and OCA takes the take-profit) from another client.
+    for ref in (sl, tp):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert len(placed) == 1
+    legs = placed[0].legs
+    assert [(leg.action, leg.order_type, leg.quantity, leg.tif) for leg in legs] == [
+        ("SELL", "LMT", 4, "GTC"),
+        ("SELL", "STP", 4, "GTC"),
+    ]
+    assert legs[0].limit_price == 3.16 and legs[1].aux_price == 1.94
+    assert legs[0].oca_group == legs[1].oca_group and not legs[0].parent_ref
+    # Written ahead like every order, and working in the machines: the next check adds nothing.
+    rows = {r["order_ref"]: r for r in OrderRepo(actor.db).open_orders()}
+    assert {rows[leg.order_ref]["state"] for leg in legs} == {"pending_submit"}
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == sent + 1
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+    assert (
+        gauge(
+            metrics,
+            "optionsbot_protection_placed_total",
+            {"reason": "exit_gone", "action": "protect"},
+        )
+        == 1
+    )
+
+
+def test_a_fill_after_the_cancel_is_a_transition_and_its_position_is_protected(live, metrics):
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    sent = len(actor.connection.of(m.PlaceBracket))
+    # The broker had filled 2 before the cancel took; the execution arrives after it.
+    actor.on_BrokerExecution(execution(entry, 2, "late.1", clock))
+    assert PositionRepo(actor.db).open()[0]["quantity"] == 2
+    events = [e["event"] for e in OrderRepo(actor.db).events(entry)]
+    assert events[-1] == "late_fill"
+    assert OrderRepo(actor.db).get(entry)["filled"] == 2
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 2), ("STP", 2)]
+    ]
+
+
+def test_a_late_fill_that_completes_the_order_makes_it_filled(live):
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    actor.on_BrokerExecution(execution(entry, 4, "late.1", clock))
+    assert OrderRepo(actor.db).get(entry)["state"] == "filled"
+
+
+def test_exits_that_expired_while_the_service_was_down_are_replaced_at_reconciliation(
+    make_settings, metrics
+):
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    actor.on_stop()
+    clock.advance(timedelta(days=3))  # Friday to Monday
+    again = start(settings, metrics, clock)
+    try:
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        # The broker's word: the exits are gone (DAY orders, expired at Friday's close).
+        gone = tuple(status(ref, "Cancelled") for ref in (tp, sl))
+        again.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=((1680, 4.0),)))
+        placed = again.connection.last(m.PlaceBracket)
+        assert [(leg.order_type, leg.quantity, leg.tif) for leg in placed.legs] == [
+            ("LMT", 4, "GTC"),
+            ("STP", 4, "GTC"),
+        ]
+        assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+    finally:
+        again.on_stop()
+
+
+def test_no_protection_is_placed_before_reconciliation(make_settings, metrics):
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    filled_live_bracket(settings, clock, actor)
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        # Restored as unknown: they may be working at the broker; nothing is sent on a guess.
+        again.on_Tick(m.Tick(now=clock.now()))
+        assert again.connection.of(m.PlaceBracket) == []
+    finally:
+        again.on_stop()
+
+
+def test_unprotected_action_flatten_closes_the_gap_at_market(make_settings, metrics):
+    settings = make_settings(
+        dry_run=False,
+        broker={"mode": "gateway", "account": SIM_ACCOUNT},
+        live=LIVE_OPT_IN,
+        orders={"unprotected_action": "flatten"},
+    )
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    try:
+        entry, tp, sl = filled_live_bracket(settings, clock, actor)
+        for ref in (sl, tp):
+            actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+        legs = actor.connection.last(m.PlaceBracket).legs
+        assert [(leg.action, leg.order_type, leg.quantity) for leg in legs] == [("SELL", "MKT", 4)]
+    finally:
+        actor.on_stop()
+
+
+def test_paper_entries_expire_at_the_close_and_paper_exits_do_not(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_Tick(m.Tick(now=clock.now()))
+    # The entry fills: its GTC exits go live in the paper book.
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
+    assert PositionRepo(actor.db).open()[0]["quantity"] == 4
+    # A second bracket on another day would be DAY; here: over the close, the exits stay.
+    close = actor.hours.session_at(clock.now()).close
+    clock.set(close + timedelta(minutes=1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    states = {r["role"]: r["state"] for r in OrderRepo(actor.db).open_orders()}
+    assert states == {"take_profit": "submitted", "stop_loss": "submitted"}
+    assert len(actor.paper.orders) == 2
+
+
+def test_an_unfilled_paper_entry_dies_at_the_close_with_its_children(make_settings, metrics):
+    settings = make_settings(orders={"entry_timeout_s": 86_400})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    try:
+        place(actor, clock)
+        actor.on_Tick(m.Tick(now=clock.now()))
+        close = actor.hours.session_at(clock.now()).close
+        clock.set(close + timedelta(minutes=1))
+        actor.on_Tick(m.Tick(now=clock.now()))
+        assert OrderRepo(actor.db).open_orders() == [] and actor.paper.orders == {}
+        assert OrderRepo(actor.db).count_by_state() == {"cancelled": 3}
+    finally:
+        actor.on_stop()
+
+
+def test_a_second_late_fill_gets_its_own_group_and_nothing_is_covered_twice(live):
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
+    actor.on_BrokerExecution(execution(entry, 2, "part.1", clock))
+    for ref in (entry, tp, sl):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    first = actor.connection.last(m.PlaceBracket).legs
+    assert [leg.quantity for leg in first] == [2, 2]
+    assert first[0].oca_group == f"OCA-{entry[:-2]}"
+    for leg in first:
+        actor.on_BrokerOrderStatus(status(leg.order_ref, "Submitted"))
+    # One more contract crossed the cancel: covered by a group of its own, for exactly 1.
+    actor.on_BrokerExecution(execution(entry, 1, "late.2", clock))
+    second = actor.connection.last(m.PlaceBracket).legs
+    assert [leg.quantity for leg in second] == [1, 1]
+    assert second[0].oca_group == second[1].oca_group != first[0].oca_group
+    sent = len(actor.connection.of(m.PlaceBracket))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == sent
+
+
+def test_a_rejected_protection_is_retried_but_not_on_every_tick(live, metrics):
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    for ref in (sl, tp):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    legs = actor.connection.last(m.PlaceBracket).legs
+    for leg in legs:
+        actor.on_BrokerOrderStatus(status(leg.order_ref, "Cancelled", reason="201 Order rejected"))
+    sent = len(actor.connection.of(m.PlaceBracket))
+    for _ in range(5):
+        actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == sent
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 1
+
+
+def test_a_paper_entry_from_an_earlier_day_expires_at_the_first_tick_after_a_restart(
+    make_settings, metrics
+):
+    settings = make_settings(orders={"entry_timeout_s": 86_400 * 7})
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    place(actor, clock)
+    actor.on_stop()  # down over the close and the weekend
+    clock.advance(timedelta(days=3))
+    again = start(settings, metrics, clock)
+    try:
+        assert len(again.paper.orders) == 3
+        again.on_Tick(m.Tick(now=clock.now()))
+        assert again.paper.orders == {}
+        assert OrderRepo(again.db).count_by_state() == {"cancelled": 3}
+    finally:
+        again.on_stop()
+
+
+def test_a_fill_on_a_rejected_order_is_recorded_and_flagged(live, metrics):
+    settings, clock, actor = live
+    place(actor, clock)
+    entry = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+    actor.on_BrokerOrderStatus(status(entry, "Cancelled", reason="201 Order rejected"))
+    assert OrderRepo(actor.db).get(entry)["state"] == "rejected"
+    before = gauge(metrics, "optionsbot_reconciliation_mismatches_total")
+    actor.on_BrokerExecution(execution(entry, 1, "odd.1", clock))
+    assert OrderRepo(actor.db).get(entry)["filled"] == 1
+    assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") == before + 1
+    assert PositionRepo(actor.db).open()[0]["quantity"] == 1
+
+
+def test_protection_never_covers_more_than_the_broker_holds(make_settings, metrics):
+    """A stop for contracts the broker does not hold (a sell the service never saw) would open a
+    short when it fires: the broker's count caps the protection, and the difference is flagged."""
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        before = gauge(metrics, "optionsbot_reconciliation_mismatches_total")
+        gone = tuple(status(ref, "Cancelled") for ref in (tp, sl))
+        again.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=((1680, 1.0),)))
+        assert [leg.quantity for leg in again.connection.last(m.PlaceBracket).legs] == [1, 1]
+        assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") > before
+        # The broker holds nothing: nothing is placed at all.
+        again.on_stop()
+        third = start(settings, metrics, clock)
+        third.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        rows = OrderRepo(third.db).open_orders()
+        gone = tuple(status(r["order_ref"], "Cancelled") for r in rows)
+        third.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=()))
+        assert third.connection.of(m.PlaceBracket) == []
+        again = third
+    finally:
+        again.on_stop()

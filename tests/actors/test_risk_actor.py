@@ -174,6 +174,21 @@ def test_scalps_are_flattened_once_before_the_close(risk):
     assert len(flattens) == 1 and flattens[0].strategy == "scalp"
 
 
+def test_whales_are_held_by_default_and_flattened_only_when_configured(make_settings, metrics):
+    close = HOURS.session_at(SESSION_TIME).close
+    for whale_minutes, expected in ((0, ["scalp"]), (20, ["scalp", "whale"])):
+        settings = make_settings(risk={"flatten_whales_before_close_minutes": whale_minutes})
+        actor = RiskActor(settings, metrics, ManualClock(close - timedelta(minutes=5)), HOURS)
+        actor.on_start()
+        actor.order_actor = FakeRef("orders")
+        try:
+            actor.on_Tick(m.Tick(now=actor.clock.now()))
+            actor.on_Tick(m.Tick(now=actor.clock.now()))
+            assert [f.strategy for f in actor.order_actor.of(m.Flatten)] == expected
+        finally:
+            actor.on_stop()
+
+
 def test_pdt_guard_counts_round_trips_from_stored_fills(make_settings, metrics):
     settings = make_settings(risk={"paper_equity": 20_000})
     clock = ManualClock(SESSION_TIME)

@@ -47,8 +47,28 @@ def test_database_lost_lane(tmp_path, damage):
     assert out["adopt_rc"] == 0 and "adopted" in out["adopt_output"], out["adopt_output"]
     assert out["broker_positions"] >= 1 and out["positions_unrecorded"] == []
     assert out["positions_without_exits_in_db"] == []
+    assert out["unprotected_after_adopt"] == []
     assert out["cleared_journaled"] == 1 and out["unvouched_gauge_after"] == 0
     # The loss guard starts from the broker's start of day (the simulator's starting cash: its
     # reqPnL counts from there), not from the equity the restart found.
     assert out["start_equity"] == pytest.approx(100_000.0, abs=0.01)
     assert out["exit_code"] == 0
+
+
+def test_positions_carried_over_a_weekend_keep_their_protection_at_the_broker(tmp_path):
+    """The overnight lane: killed or stopped on a Friday afternoon, no service over the weekend,
+    Monday's broker still covers every position; after the restart, everything checks out."""
+    from bench.crash import overnight_test
+
+    summary = overnight_test(runs=2, lanes=2, seed=5, workdir=tmp_path)
+    print("\novernight lane:", json.dumps(summary, indent=2))
+    assert summary["runs"] == 2 and summary["killed_randomly"] == 1
+    assert summary["positions_over_weekend"] > 0, "positions were carried over the weekend"
+    assert summary["unprotected_over_weekend"] == 0
+    assert summary["unprotected_positions"] == 0
+    assert summary["duplicate_orders"] == 0
+    assert summary["lost_fills"] == 0
+    assert summary["unsettled_orders"] == 0
+    assert summary["foreign_orders"] == 0
+    assert summary["stacked_entries"] == 0
+    assert summary["problems"] == []

@@ -45,7 +45,7 @@ from sim.clock import ManualClock
 from sim.config import SimOptions
 from sim.faults import Fault, Scenario
 from sim.runner import EmbeddedSim
-from tests.support import SESSION_TIME
+from tests.support import LIVE_OPT_IN, SESSION_TIME, SIM_ACCOUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("SPY", "QQQ")
@@ -218,8 +218,8 @@ def test_whole_pool_in_use(sim, var, fault):
 def test_read_only_gateway_fails_live_and_warns_dry_run(sim, var, fault):
     before = sim.faults.summary()["applied"].get("read_only", 0)
     fault("read_only")
-    live = {"dry_run": False}
-    got = assert_only(run(sim, var, **live), {"read_only": FAIL, "config": FAIL})
+    live = {"dry_run": False, "live": LIVE_OPT_IN, "broker": {"account": SIM_ACCOUNT}}
+    got = assert_only(run(sim, var, **live), {"read_only": FAIL})
     assert "321" in got["read_only"].detail and "Read-Only API" in got["read_only"].fix
     got = assert_only(run(sim, var), {"read_only": WARN})
     assert "dry-run places none" in got["read_only"].detail
@@ -371,12 +371,27 @@ def test_storage_modes_and_disk(tmp_path):
 
 def test_config_live_without_opt_in_and_risky_settings(make_settings):
     assert check_config(make_settings()).status == OK
-    c = check_config(make_settings(dry_run=False, broker={"mode": "gateway"}))
-    assert c.status == FAIL and "opt-in" in c.detail
-    c = check_config(
-        make_settings(dry_run=False, broker={"mode": "gateway", "market_data_type": 3})
+    # Live without the opt-in, or live on delayed quotes, never loads at all (exit 2 before the
+    # doctor runs); the check still says so for settings built another way.
+    with pytest.raises(ValueError, match="live.enabled"):
+        make_settings(dry_run=False, broker={"mode": "gateway"})
+    with pytest.raises(ValueError, match="delayed"):
+        make_settings(
+            dry_run=False,
+            broker={"mode": "gateway", "account": SIM_ACCOUNT, "market_data_type": 3},
+            live=LIVE_OPT_IN,
+        )
+    opted = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
     )
-    assert "delayed quotes" in c.detail
+    assert check_config(opted).status == OK
+    unopted = opted.model_copy(update={"live": opted.live.model_copy(update={"enabled": False})})
+    c = check_config(unopted)
+    assert c.status == FAIL and "opt-in" in c.detail
+    delayed = opted.model_copy(
+        update={"broker": opted.broker.model_copy(update={"market_data_type": 3})}
+    )
+    assert "delayed quotes" in check_config(delayed).detail
     c = check_config(make_settings(risk={"risk_per_trade": 0.05}))
     assert c.status == WARN and "risk_per_trade" in c.fix
 

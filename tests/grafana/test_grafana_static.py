@@ -44,6 +44,7 @@ EXPECTED_ALERTS = {
     "ReconciliationMismatch",
     "KillSwitchEngaged",
     "UnvouchedBrokerState",
+    "UnprotectedPosition",
 }
 SEVERITIES = {"critical", "warning", "info"}
 # Added by Prometheus to every series, and the series it makes of each scrape.

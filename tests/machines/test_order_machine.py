@@ -30,8 +30,22 @@ def test_every_pair_is_allowed_or_raises(state, trigger):
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL, key=lambda s: s.value), ids=lambda s: s.value)
-def test_terminal_states_accept_nothing(state):
-    assert not [t for (s, t) in PAIRS if s == state.value]
+def test_terminal_states_accept_nothing_but_a_late_fill(state):
+    allowed = {t for (s, t) in PAIRS if s == state.value}
+    assert allowed == ({"late_fill"} if state is S.CANCELLED else set())
+
+
+def test_a_fill_after_the_cancel_is_a_real_transition():
+    # Complete: the order is filled after all, and the event history says how it got there.
+    model = at(S.CANCELLED, quantity=4, filled=4)
+    model.late_fill()
+    assert model.state == S.FILLED.value
+    assert model.history == [("cancelled", "late_fill", "filled")]
+    # In part: still cancelled (the rest will not fill), but the fill is an event, not silence.
+    model = at(S.CANCELLED, quantity=4, filled=1)
+    model.late_fill()
+    assert model.state == S.CANCELLED.value
+    assert model.history == [("cancelled", "late_fill", "cancelled")]
 
 
 def test_happy_path_with_partial_fills():

@@ -263,3 +263,29 @@ def test_what_if_uses_the_id_but_keeps_nothing(book: OrderBook) -> None:
     assert impact["init_change"] == pytest.approx(500.0) and impact["commission"] == pytest.approx(
         1.30
     )
+
+
+def test_at_the_close_day_orders_expire_and_gtc_exits_of_a_filled_entry_stay(
+    book: OrderBook, quotes: dict[int, Quote]
+) -> None:
+    """The service's brackets: entry DAY, take-profit and stop GTC. Filled: the exits outlive the
+    session (and any number of closes). Not filled: the entry expires, and its GTC children go
+    with it, as IB takes a bracket's children down with their parent."""
+    filled = book.place(1, spec(1, lmt_price=2.55, tif="DAY", transmit=False), OPT, NOW)
+    tp = book.place(
+        1, spec(2, "SELL", lmt_price=3.50, parent_id=1, tif="GTC", transmit=False), OPT, NOW
+    )
+    sl = book.place(
+        1, spec(3, "SELL", otype="STP", aux_price=1.50, parent_id=1, tif="GTC"), OPT, NOW
+    )
+    waiting = book.place(1, spec(4, lmt_price=1.00, tif="DAY", transmit=False), OPT, NOW)
+    child = book.place(
+        1, spec(5, "SELL", otype="STP", aux_price=0.50, parent_id=4, tif="GTC"), OPT, NOW
+    )
+    book.match(NOW)
+    assert filled.status == "Filled" and tp.status == sl.status == "Submitted"
+    for day in range(3):  # Friday's close, then the weekend's sessions that never come
+        book.expire_day_orders(NOW + timedelta(hours=1 + 24 * day))
+    assert waiting.status == child.status == "Cancelled"
+    assert tp.status == sl.status == "Submitted"
+    assert book.positions[OPT.con_id].quantity == 1

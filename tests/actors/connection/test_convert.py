@@ -37,3 +37,25 @@ def test_net_liquidation_is_read_from_usd_or_base_only():
     assert net_liquidation(value("NetLiquidation", "EUR", "7")) is None
     assert net_liquidation(value("NetLiquidation", "USD", "n/a")) is None
     assert net_liquidation(value("BuyingPower", "USD", "7")) is None
+
+
+def test_a_status_reason_never_names_the_account():
+    from ib_async import Order, OrderStatus, Trade, TradeLogEntry
+
+    from actors.connection.convert import status_msg
+
+    trade = Trade(
+        order=Order(orderRef="e1", orderId=5, permId=9),
+        orderStatus=OrderStatus(status="Cancelled"),
+        log=[
+            TradeLogEntry(
+                time=datetime(2026, 11, 20, tzinfo=UTC),
+                status="Cancelled",
+                message="Invalid account code DU1234567 for U7654321",
+                errorCode=201,
+            )
+        ],
+    )
+    msg = status_msg(trade, "DU1234567")
+    assert msg.reason.startswith("201 ") and "1234567" not in msg.reason
+    assert "7654321" not in msg.reason
