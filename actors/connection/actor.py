@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,9 +147,9 @@ class ConnectionActor(BaseActor):
         self.session.stop()
         self.db.close()
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Work for the loop thread: the only way in."""
-        self.session.submit(coro)  # type: ignore[arg-type]
+        self.session.submit(coro)
 
     def _send(self, refuse: Callable[[str], None], work: Callable[[], Awaitable[Any]]) -> None:
         """One request for the Gateway, refused with its reason while the machine may not send;

@@ -162,9 +162,9 @@ class Session:
     def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
         asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call(self, coro: Awaitable[Any], timeout: float | None = 15) -> Any:
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 15) -> Any:
         """Run a coroutine on the loop and wait (only for start-up, the resync clock and stop)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def later(self, delay: float, msg: m.Msg) -> None:
         """Tell the actor `msg` in `delay` seconds: a timer on the loop, not a thread."""
