@@ -18,6 +18,14 @@ class Ping(m.Msg):
     """Answered by every actor once it has started: the start-up barrier."""
 
 
+def tell(ref: Any, msg: m.Msg) -> None:
+    """Tell an actor that may have stopped meanwhile (a reply, a timer, an event from a loop)."""
+    try:
+        ref.tell(msg)
+    except pykka.ActorDeadError:
+        pass
+
+
 class BaseActor(pykka.ThreadingActor):
     """Routes a message `Foo` (or `_Foo`) to `on_Foo`; an unknown message is logged, not fatal."""
 

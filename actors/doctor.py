@@ -41,6 +41,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from actors.ibcodes import (
+    CLIENT_ID_IN_USE,
+    COMPETING_SESSION,
+    DELAYED_INSTEAD,
+    ENTITLEMENT_TEXT,
+    FARM_BROKEN,
+    FARM_OK,
+    FROZEN_TICKER_ID,
+    NO_SECURITY_DEFINITION,
+    READ_ONLY,
+)
 from configs.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -56,19 +67,10 @@ API_SETTINGS = (
     " this machine's address in 'Trusted IPs'"
 )
 NO_CONNECTION = "skipped: no connection to the Gateway"
-COMPETING_SESSION = 10197  # "No market data during competing live session"
 COMPETING_FIX = (
     "the same IB username is logged in elsewhere (TWS, mobile, web) and holds the market data:"
     " log that session out, or give the Gateway a second username of the account"
 )
-# Entitlement errors, what each means, and the subscription to buy (IB error code list).
-ENTITLEMENT_TEXT = {
-    354: "not subscribed to this market data",
-    10089: "the market data needs an additional subscription for API use",
-    10091: "part of the market data needs an additional subscription for API use",
-    10168: "not subscribed, and delayed market data is not enabled",
-    10186: "not subscribed, and delayed market data is not enabled",
-}
 DELAYED_MEANING = (
     "broker.market_data_type: 3 gives delayed quotes, 15-20 minutes old: fine for dry-run, never"
     " for real orders"
@@ -379,7 +381,7 @@ class _Session:
                 await self._connect_one(ib, host, port, cid)
             except Exception as exc:  # noqa: BLE001 - every connect failure is reported
                 ib.disconnect()
-                if any(code == 326 for _, code, _, _ in self.errors):
+                if any(code == CLIENT_ID_IN_USE for _, code, _, _ in self.errors):
                     in_use.append(cid)
                     continue
                 text = str(exc)
@@ -440,7 +442,7 @@ class _Session:
         refused = asyncio.Event()
 
         def watch(req_id: int, code: int, *_: Any) -> None:
-            if code == 326:
+            if code == CLIENT_ID_IN_USE:
                 refused.set()
 
         ib.errorEvent += watch
@@ -614,7 +616,7 @@ class _Session:
         other: list[tuple[int, str]] = []
 
         def watch(req_id: int, code: int, text: str, *_: Any) -> None:
-            if code == 321:
+            if code == READ_ONLY:
                 refused.set()
             elif req_id > 0:
                 other.append((code, text))
@@ -669,8 +671,6 @@ class _Session:
             )
 
     def check_farms(self) -> None:
-        from actors.connection import FARM_BROKEN, FARM_OK
-
         names = {
             "farm:market_data": "market data",
             "farm:historical": "HMDS",
@@ -704,7 +704,7 @@ class _Session:
     async def _quote(self, contract: Any) -> tuple[Any, list[tuple[int, str]]]:
         """A streaming quote until bid and ask are finite, an error arrives, or the timeout."""
         ticker = self.ib.reqMktData(contract, "", False, False)
-        hard = set(ENTITLEMENT_TEXT) | {200, 300, COMPETING_SESSION}
+        hard = set(ENTITLEMENT_TEXT) | {NO_SECURITY_DEFINITION, FROZEN_TICKER_ID, COMPETING_SESSION}
         deadline = time.monotonic() + self.t.quote
         try:
             while time.monotonic() < deadline:
@@ -749,7 +749,10 @@ class _Session:
     async def _market_data(self, sym: str, stock: Any, market_open: bool | None) -> None:
         name = f"market_data:{sym}"
         ticker, errs = await self._quote(stock)
-        delayed = any(c == 10167 for c, _ in errs) or self.s.broker.market_data_type in (3, 4)
+        delayed = any(c == DELAYED_INSTEAD for c, _ in errs) or self.s.broker.market_data_type in (
+            3,
+            4,
+        )
         if _finite(ticker.bid) and _finite(ticker.ask):
             self.spots[sym] = (ticker.bid + ticker.ask) / 2
             detail = f"bid {ticker.bid:g} ask {ticker.ask:g}"
@@ -836,7 +839,7 @@ class _Session:
             self.put(Check(name, OK, f"{len(minute)} 1-minute and {len(hour)} 1-hour bars"))
             return
         missing = " and ".join(k for k, v in (("1-minute", minute), ("1-hour", hour)) if not v)
-        errs = [(c, t) for c, t in self.errors_for(stock.conId, mark) if c != 10167]
+        errs = [(c, t) for c, t in self.errors_for(stock.conId, mark) if c != DELAYED_INSTEAD]
         if silent:
             said = f"; the Gateway did not answer ({', '.join(silent)})"
         elif errs:

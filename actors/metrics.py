@@ -16,29 +16,12 @@ from prometheus_client import (
     start_http_server,
 )
 
+from actors.ibcodes import ERROR_CLASSES
 from machines.connection import ConnState
 from machines.order import OrderState
 
 PREFIX = "optionsbot"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-# Error codes worth their own label value; everything else is "other". Keeps cardinality fixed.
-ERROR_CLASSES = {
-    "connectivity": {502, 504, 326, 1100, 1101, 1102, 1300, 10197},
-    "farm": {2103, 2104, 2105, 2106, 2107, 2108, 2157, 2158},
-    "entitlement": {354, 10089, 10090, 10091, 10167, 10168, 10186},
-    "historical": {162, 165, 366},
-    "pacing": {100, 101},
-    "contract": {200},
-    "order": {103, 110, 201, 202, 321, 399, 10147, 10148},
-}
-
-
-def error_class(code: int) -> str:
-    for name, codes in ERROR_CLASSES.items():
-        if code in codes:
-            return name
-    return "info" if 2100 <= code <= 2199 else "other"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from actors.adoption import Adoption
 from actors.base import BaseActor
 from actors.crash import crashpoint
 from actors.hours import MarketHours
+from actors.ibcodes import CANCEL_REFUSED, ORDER_REJECTED, error_code
 from actors.ledger import Holding, apply_fill, fold
 from actors.metrics import Metrics
 from actors.paper import PaperBook, PaperFill, PaperOrder
@@ -39,9 +40,6 @@ from strategies.signals import Direction
 from strategies.ticks import bracket_prices, entry_limit, tick_size
 
 log = logging.getLogger("optionsbot.orders")
-
-# IB errors that refuse a cancel: the order is filled or otherwise not cancellable, and stays so.
-CANCEL_REFUSED = frozenset({"161", "10148"})
 
 # Time in force by role. Entries are DAY: an entry not filled by the close should die with the
 # session. Exits are GTC: the broker keeps protecting the position over the close, a weekend, a
@@ -71,12 +69,6 @@ STATUS_TRIGGER = {
     "Inactive": "deactivate",
     "Filled": "fill",
 }
-
-
-def error_code(reason: str) -> str:
-    """IB's error code at the head of a status reason ("201 Order rejected - ..."), or ""."""
-    head = (reason or "").split(" ", 1)[0]
-    return head if head.isdigit() else ""
 
 
 def option_params(settings: Settings) -> OptionParams:
@@ -1224,7 +1216,7 @@ class OrderActor(Adoption, BaseActor):
         if trigger == "fill":
             return  # fills are counted from executions, which carry the quantities
         code = error_code(msg.reason)
-        if trigger == "cancelled" and code == "201":
+        if trigger == "cancelled" and code == ORDER_REJECTED:
             trigger = "reject"
         elif trigger == "cancelled" and code in CANCEL_REFUSED:
             # ib_async reports any order error as Cancelled, a refused cancel too: the order is
@@ -1265,7 +1257,7 @@ class OrderActor(Adoption, BaseActor):
         elif s in ("Cancelled", "ApiCancelled"):
             self._fire(
                 ref,
-                "reject" if error_code(status.reason) == "201" else "cancelled",
+                "reject" if error_code(status.reason) == ORDER_REJECTED else "cancelled",
                 reason=f"reconciled: {s}",
             )
         elif s == "Inactive":

@@ -110,7 +110,7 @@ def soak(
         market = system.sim.market
         connection = system.refs["connection"].proxy()
         final_state = connection.model.get(timeout=5).state
-        streams_open = len(connection.open_streams.get(timeout=5))
+        streams_open = connection.open_stream_count().get(timeout=10)
     finally:
         system.stop()
     elapsed = time.monotonic() - t0

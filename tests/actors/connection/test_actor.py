@@ -6,16 +6,10 @@ from hypothesis import strategies as st
 from support import FakeRef
 
 from actors import messages as m
-from actors.connection import ConnectionActor, _ConnectResult, _IbError, backoff_delay
+from actors.connection import ConnectionActor, backoff_delay
+from actors.connection.session import _ConnectResult, _IbError
 from machines.connection import connection_machine
 from storage import MachineStateRepo, open_db
-
-
-class FakeIB:
-    connected = True
-
-    def isConnected(self):  # noqa: N802 - ib_async's name
-        return self.connected
 
 
 @pytest.fixture
@@ -24,10 +18,9 @@ def conn(make_settings, metrics):
     actor = ConnectionActor(settings, metrics, clock=None, port=4002)
     actor.db = open_db(settings.storage.path)
     actor.states = MachineStateRepo(actor.db)
-    actor.ib = FakeIB()
     connection_machine(actor.model)
     listener = FakeRef("listener")
-    actor.listeners["connection"].append(listener)
+    actor.listeners.append(listener)
     actor.stopping = True  # no reconnect timers in unit tests
     yield actor, listener
     actor.db.close()
@@ -141,80 +134,6 @@ def test_gateway_clock_follows_the_gateway_between_syncs():
     assert clock.sync(gateway + timedelta(seconds=61)) == -1.0
 
 
-class HistoryIB(FakeIB):
-    """Records the historical requests that reach the wire."""
-
-    def __init__(self):
-        self.durations = []
-
-    async def qualifyContractsAsync(self, contract):  # noqa: N802
-        contract.conId = 756733
-        return [contract]
-
-    async def reqHistoricalDataAsync(self, contract, **kw):  # noqa: N802
-        self.durations.append(kw["durationStr"])
-        return []
-
-
-def test_a_gap_request_that_waited_its_turn_still_reaches_back_to_the_last_bar(conn):
-    import asyncio
-    from datetime import timedelta
-
-    from support import SESSION_TIME
-
-    from sim.clock import ManualClock
-
-    actor, _ = conn
-    actor.clock = ManualClock(SESSION_TIME)
-    actor.ib = HistoryIB()
-    reply = FakeRef()
-    since = SESSION_TIME - timedelta(minutes=10)
-    msg = m.FetchBars(symbol="SPY", bar_size="1 min", duration="720 S", reply_to=reply, since=since)
-
-    async def run():
-        actor.hist_slots = asyncio.Semaphore(1)
-        await actor.hist_slots.acquire()  # every open-request slot is taken: the request waits
-        task = asyncio.create_task(actor._history(msg, 0.0, stream=False))
-        await asyncio.sleep(0.01)
-        assert actor.ib.durations == []
-        actor.clock.advance(timedelta(minutes=20))  # the wait lasted 20 minutes
-        actor.hist_slots.release()
-        await task
-
-    asyncio.run(run())
-    # 30 minutes since the last bar, plus two bars: not the 12 minutes known when it was queued.
-    assert actor.ib.durations == ["1920 S"]
-    assert reply.last(m.BarsBackfilled).symbol == "SPY"
-
-
-def test_the_sessions_last_bar_is_delivered_from_the_stream_once(conn):
-    import asyncio
-    from datetime import UTC, datetime, timedelta
-
-    from ib_async import BarData
-
-    actor, _ = conn
-    reply = FakeRef()
-    last = datetime(2026, 11, 20, 20, 59, tzinfo=UTC)
-
-    def ib_bar(t):
-        return BarData(date=t, open=1, high=2, low=0.5, close=1.5, volume=100)
-
-    stream = [ib_bar(last - timedelta(minutes=1)), ib_bar(last)]
-    actor.open_streams[("SPY", "1 min")] = stream
-
-    async def run(bar_time):
-        await actor._close_last_bar(
-            m.CloseLastBar(symbol="SPY", bar_size="1 min", bar_time=bar_time, reply_to=reply)
-        )
-
-    asyncio.run(run(last - timedelta(minutes=5)))  # not the stream's forming bar: nothing
-    assert reply.of(m.BarStreamed) == []
-    asyncio.run(run(last))
-    assert [b.bar.time for b in reply.of(m.BarStreamed)] == [last]
-    assert actor.closed_early[("SPY", "1 min")] == last
-
-
 @pytest.mark.parametrize(
     ("allowed", "codes", "switched"),
     [
@@ -228,86 +147,12 @@ def test_entitlement_errors_switch_to_delayed_data_once_when_allowed(
 ):
     settings = make_settings(broker={"delayed_data_fallback": allowed})
     actor = ConnectionActor(settings, metrics, clock=None, port=4002)
-    actor.ib = FakeIB()
     spawned = []
     actor._spawn = lambda coro: (spawned.append(coro.__qualname__), coro.close())
     for code in codes:
         actor.on_IbError(_IbError(req_id=7, code=code, text="not subscribed"))
-    assert spawned == ["ConnectionActor._request_market_data_type"] * switched
+    assert spawned == ["Session.use_market_data_type"] * switched
     assert actor.market_data_type == (3 if switched else 1)
     assert (
         metrics.registry.get_sample_value("optionsbot_market_data_type") == actor.market_data_type
     )
-
-
-@pytest.mark.parametrize(
-    ("seconds_after_close", "delivered"),
-    [(-30, ["20:57", "20:58"]), (60, ["20:57", "20:58", "20:59"])],
-)
-def test_a_streams_last_bar_is_history_only_once_the_market_has_closed(
-    conn, seconds_after_close, delivered
-):
-    """Mid-session a keepUpToDate answer ends with the bar still forming; after the close
-    (a reconnect in the evening) that bar is the session's last, and final."""
-    import asyncio
-    from datetime import UTC, datetime, timedelta
-
-    from ib_async import BarData, BarDataList
-
-    from sim.clock import ManualClock
-
-    actor, _ = conn
-    close = datetime(2026, 11, 20, 21, 0, tzinfo=UTC)
-    actor.clock = ManualClock(close + timedelta(seconds=seconds_after_close))
-    answer = BarDataList()
-    answer += [
-        BarData(date=close - timedelta(minutes=n), open=1, high=2, low=0.5, close=1.5, volume=9)
-        for n in (3, 2, 1)
-    ]
-
-    class StreamIB(HistoryIB):
-        async def reqHistoricalDataAsync(self, contract, **kw):  # noqa: N802
-            return answer
-
-    actor.ib = StreamIB()
-    reply = FakeRef()
-    msg = m.StreamBars(symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply)
-
-    async def run():
-        actor.hist_slots = asyncio.Semaphore(50)
-        await actor._history(msg, 0.0, stream=True)
-
-    asyncio.run(run())
-    got = [b.time.strftime("%H:%M") for b in reply.last(m.BarsBackfilled).bars]
-    assert got == delivered
-
-
-def test_a_watch_waiting_for_a_line_is_dropped_when_unwatched(conn):
-    """All quote lines are taken; a watch waits; its unwatch comes first: when a line frees,
-    the watch gives it back instead of subscribing quotes nobody wants."""
-    import asyncio
-
-    actor, _ = conn
-    contract = m.OptionContract("SPY", "20261123", 680, "C", con_id=4242)
-
-    class QuoteIB(FakeIB):
-        def __init__(self):
-            self.subscribed = []
-
-        def reqMktData(self, contract, *args):  # noqa: N802
-            self.subscribed.append(contract.conId)
-
-    actor.ib = QuoteIB()
-
-    async def run():
-        actor.lines = asyncio.Semaphore(1)
-        await actor.lines.acquire()  # every line in use
-        waiting = asyncio.create_task(actor._watch(m.WatchQuotes(contract=contract, reply_to=None)))
-        await asyncio.sleep(0.01)
-        await actor._stop_watching(contract.con_id)
-        actor.lines.release()  # a line frees
-        await waiting
-        return actor.lines.locked()
-
-    assert asyncio.run(run()) is False  # the line was given back
-    assert actor.ib.subscribed == [] and actor.quote_lines == {}

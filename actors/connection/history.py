@@ -1,0 +1,202 @@
+"""Historical bars (loop thread only): plain and gap requests, keepUpToDate streams, the
+session's last bar at the close, and the pacing and open-request slots they all share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from actors import messages as m
+from actors.base import tell
+from actors.connection.convert import bar_from_ib
+from actors.pacing import HistoricalPacer, bar_seconds, gap_duration
+
+if TYPE_CHECKING:
+    from actors.connection.session import Session
+
+log = logging.getLogger("optionsbot.connection")
+
+
+def refused(msg: m.StreamBars | m.FetchBars, reason: str) -> None:
+    """The requester always hears back, a refusal too."""
+    tell(msg.reply_to, m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=reason))
+
+
+class History:
+    # IB allows about broker.max_open_historical requests open at once, and a keepUpToDate
+    # stream holds its request open for good. Requests beyond the limit wait here for a slot
+    # (the wait is not part of their timeout) instead of queueing, or failing, at the Gateway.
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.pacer = HistoricalPacer()
+        self.slots = asyncio.Semaphore(session.settings.broker.max_open_historical)
+        self.open_streams: dict[tuple[str, str], Any] = {}
+        self.stream_generation: dict[tuple[str, str], int] = {}
+        # The session's last bar, delivered at the close: not again at the next session's
+        # first update.
+        self.closed_early: dict[tuple[str, str], datetime] = {}
+
+    async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
+        """Book a pacing slot and send one historical request; the requester always hears back."""
+        # The identical-request key leaves out the duration: it is only known at send time
+        # (`since`), so any two requests for one series are kept 15 s apart.
+        delay = self.pacer.reserve(
+            (msg.symbol, msg.bar_size, stream),
+            (msg.symbol, "TRADES"),
+            time.monotonic(),
+            small_bars=bar_seconds(msg.bar_size) <= 30,
+        )
+        self.session.metrics.pacing_wait.observe(delay)
+        await self.fetch(msg, delay, stream)
+
+    async def end_stream(self, key: tuple[str, str]) -> None:
+        bars = self.open_streams.pop(key, None)
+        if bars is not None:
+            if self.session.ib.isConnected():
+                self.session.ib.cancelHistoricalData(bars)
+            self.slots.release()
+
+    def drop(self) -> None:
+        """The socket closed: the Gateway forgot every stream: every slot free again."""
+        for _ in range(len(self.open_streams)):
+            self.slots.release()
+        self.open_streams.clear()
+
+    async def fetch(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
+        s = self.session
+        ib = s.ib
+        key = (msg.symbol, msg.bar_size)
+        if stream:
+            # Requests for one stream can overlap (a resync and a stale resubscribe): only the
+            # newest may register; an older one that answers later is cancelled, not leaked.
+            generation = self.stream_generation[key] = self.stream_generation.get(key, 0) + 1
+            await self.end_stream(key)
+        queued = delay > 0 or self.slots.locked()
+        if queued:
+            s.metrics.pacing_queue_depth.inc()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self.slots.acquire()
+        if queued:
+            s.metrics.pacing_queue_depth.dec()
+        if not ib.isConnected():
+            self.slots.release()
+            refused(msg, "not connected (lost while queued)")
+            return
+        try:
+            contract = await s.stock(msg.symbol)
+            # Computed now, not when queued: the wait must not open a hole in the history.
+            # The Gateway answers up to the historical timeout later, its clock running at the
+            # clock's scale meanwhile (120x in a fast simulation): ask for that much more.
+            slack = s.timeout("historical") * getattr(s.clock, "scale", 1.0)
+            duration = (
+                msg.duration
+                if msg.since is None
+                else gap_duration(msg.since, s.clock.now(), msg.bar_size, msg.duration, slack)
+            )
+            timeout = s.timeout("historical")
+            bars = await s.timed(
+                "historical",
+                self._request(contract, duration, msg.bar_size, stream, timeout),
+                timeout + 5.0,  # a backstop: ib_async's own timeout comes first
+            )
+        except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
+            self.slots.release()
+            refused(
+                msg,
+                "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__,
+            )
+            return
+        if not stream:
+            self.slots.release()
+        # The last bar of a keepUpToDate answer is still forming, unless the market has closed
+        # (no newer bar a minute after it ended). A plain answer may end with a forming bar
+        # too; DataActor drops that one by its end time.
+        history = list(bars)
+        if stream and history and not self._final(history[-1], msg.bar_size):
+            history.pop()
+        tell(
+            msg.reply_to,
+            m.BarsBackfilled(
+                symbol=msg.symbol,
+                bar_size=msg.bar_size,
+                bars=tuple(bar_from_ib(b) for b in history),
+            ),
+        )
+        if not stream:
+            return
+        reply_to, symbol, size = msg.reply_to, msg.symbol, msg.bar_size
+
+        def on_update(bar_list: Any, has_new_bar: bool) -> None:
+            if has_new_bar and len(bar_list) >= 2:
+                bar = bar_from_ib(bar_list[-2])
+                if self.closed_early.pop(key, None) == bar.time:
+                    return
+                tell(reply_to, m.BarStreamed(symbol=symbol, bar_size=size, bar=bar))
+
+        if self.stream_generation.get(key) != generation:
+            if ib.isConnected():
+                ib.cancelHistoricalData(bars)
+            self.slots.release()
+            return
+        await self.end_stream(key)
+        bars.updateEvent += on_update
+        self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
+
+    def _final(self, ib_bar: Any, bar_size: str) -> bool:
+        """A stream's last bar is final a minute after it ended: by then a newer one would have
+        started, had the market been open."""
+        end = bar_from_ib(ib_bar).time + timedelta(seconds=bar_seconds(bar_size) + 60)
+        return end <= self.session.clock.now()
+
+    async def _request(
+        self, contract: Any, duration: str, bar_size: str, stream: bool, timeout: float
+    ) -> Any:
+        """One historical request; raises TimeoutError when no answer came in `timeout` seconds.
+
+        The timeout is ib_async's own, because on a timeout it also cancels the request at the
+        Gateway. A request cancelled only here would stay open there, holding one of the ~50
+        open-request slots for good (a stalled HMDS would use them all up).
+        """
+        ib = self.session.ib
+        t0 = time.monotonic()
+        bars = await ib.reqHistoricalDataAsync(
+            contract,
+            endDateTime="",
+            durationStr=duration,
+            barSizeSetting=bar_size,
+            whatToShow=self.session.settings.data.what_to_show,
+            useRTH=True,
+            formatDate=2,
+            keepUpToDate=stream,
+            timeout=timeout,
+        )
+        if not bars and time.monotonic() - t0 >= timeout - 0.05:
+            # ib_async timed out: it cancelled at the Gateway and returned the list emptied.
+            if stream:
+                ib.wrapper.endSubscription(bars)
+            raise TimeoutError(f"no answer in {timeout:g}s")
+        return bars
+
+    async def close_last_bar(self, msg: m.CloseLastBar) -> None:
+        key = (msg.symbol, msg.bar_size)
+        bars = self.open_streams.get(key)
+        bar = bar_from_ib(bars[-1]) if bars else None
+        if bar is None or bar.time != msg.bar_time:
+            # The next (re)subscription's history brings it.
+            log.info(
+                "%s: the session's last bar %s is not in the stream (its last: %s)",
+                msg.symbol,
+                msg.bar_time.isoformat(),
+                bar.time.isoformat() if bar else "no stream",
+            )
+            return
+        self.closed_early[key] = bar.time
+        tell(msg.reply_to, m.BarStreamed(symbol=msg.symbol, bar_size=msg.bar_size, bar=bar))
+
+    async def stream_count(self) -> int:
+        return len(self.open_streams)

@@ -1,0 +1,303 @@
+"""Option quotes and chains (loop thread only): snapshots, streaming lines, the brief lines that
+recheck a quote's age, the marks that say when a bid or ask last changed, and chains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ib_async import Ticker
+
+from actors import messages as m
+from actors.base import tell
+from actors.connection.convert import finite, ib_option, option_value, price
+from strategies.sanity import QuoteMark, observe_quote, quote_age_s
+
+if TYPE_CHECKING:
+    from actors.connection.session import Session
+
+log = logging.getLogger("optionsbot.connection")
+
+
+def quotes_refused(msg: m.FetchQuotes, reason: str) -> None:
+    tell(
+        msg.reply_to,
+        m.QuotesFetched(quotes=(), missing=tuple((c, reason) for c in msg.contracts), tag=msg.tag),
+    )
+
+
+def chain_refused(msg: m.FetchChain, reason: str) -> None:
+    tell(msg.reply_to, m.ChainFetched(symbol=msg.symbol, chain=None, spot=math.nan, reason=reason))
+
+
+class LineStart:
+    """Whether a new line has brought its first bid and ask: until it has, its values are what
+    IB held when the line opened (frozen or not), not a change seen as it happened."""
+
+    BID, ASK = frozenset({1, 66}), frozenset({2, 67})  # live and delayed tick types
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def settled(self, t: Ticker) -> bool:
+        """True when the line had settled before this update (so a change in it is fresh)."""
+        was = len(self.seen) == 2
+        for tick in t.ticks:
+            if tick.tickType in self.BID:
+                self.seen.add("bid")
+            elif tick.tickType in self.ASK:
+                self.seen.add("ask")
+        return was
+
+
+class Quotes:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.lines = asyncio.Semaphore(session.settings.broker.max_market_data_lines)
+        self.quote_lines: dict[int, Any] = {}  # conId -> streaming Ticker
+        # conId -> what has been seen of its bid/ask, across snapshots and lines: a quote's
+        # age is the age of its last change, never of its arrival.
+        self.quote_marks: dict[int, QuoteMark] = {}
+        # conId -> the latest watch or unwatch asked: a watch still waiting for a line when a
+        # newer one, or an unwatch, comes is dropped when its line frees.
+        self.watch_seq: dict[int, int] = {}
+
+    def drop(self) -> None:
+        """The socket closed: the Gateway forgot every quote line: all free again."""
+        for _ in range(len(self.quote_lines)):
+            self.lines.release()
+        self.quote_lines.clear()
+        self.session.metrics.market_data_lines.set(0)
+
+    # -- chains ---------------------------------------------------------------------------------
+    async def chain(self, msg: m.FetchChain) -> None:
+        s = self.session
+        try:
+            stock = await s.stock(msg.symbol)
+            rows = await s.timed(
+                "sec_def",
+                s.ib.reqSecDefOptParamsAsync(msg.symbol, "", "STK", stock.conId),
+            )
+        except Exception as exc:  # noqa: BLE001
+            chain_refused(msg, str(exc))
+            return
+        smart = [r for r in rows if r.exchange == "SMART"] or list(rows)
+        # The weekly class carries the symbol's own name (SPY, not SPYW); prefer it, then the richest row.
+        smart.sort(key=lambda r: (r.tradingClass != msg.symbol, -len(r.expirations)))
+        if not smart or not smart[0].expirations or not smart[0].strikes:
+            chain_refused(msg, "empty option chain")
+            return
+        row = smart[0]
+        chain = m.Chain(
+            symbol=msg.symbol,
+            con_id=stock.conId,
+            trading_class=row.tradingClass,
+            multiplier=int(float(row.multiplier or 100)),
+            expirations=tuple(sorted(row.expirations)),
+            strikes=tuple(sorted(row.strikes)),
+        )
+        tell(msg.reply_to, m.ChainFetched(symbol=msg.symbol, chain=chain, spot=math.nan))
+
+    # -- snapshots ------------------------------------------------------------------------------
+    async def fetch(self, msg: m.FetchQuotes) -> None:
+        s = self.session
+        missing: list[tuple[m.OptionContract, str]] = []
+        quotes: list[m.OptionQuote] = []
+        try:
+            contracts = [ib_option(c) for c in msg.contracts]
+            qualified = await s.timed("contract_details", s.ib.qualifyContractsAsync(*contracts))
+            pairs = [
+                (c, q)
+                for c, q in zip(msg.contracts, qualified, strict=False)
+                if q is not None and q.conId
+            ]
+            missing += [
+                (c, "no such contract (200)")
+                for c, q in zip(msg.contracts, qualified, strict=False)
+                if q is None or not q.conId
+            ]
+            tickers = (
+                await s.timed(
+                    "snapshot", s.ib.reqTickersAsync(*[q for _, q in pairs]), msg.wait_s + 8.0
+                )
+                if pairs
+                else []
+            )
+        except Exception as exc:  # noqa: BLE001
+            quotes_refused(
+                msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
+            )
+            return
+        by_con = {t.contract.conId: t for t in tickers}
+        self._mark_snapshot(by_con)
+        options = s.settings.options
+        scale = getattr(s.clock, "scale", 1.0)
+        unproven = [
+            q
+            for _, q in pairs
+            if (mark := self.quote_marks.get(q.conId)) is not None
+            and quote_age_s(mark, s.clock.now(), scale) > options.max_quote_age_s
+        ]
+        if unproven:
+            # Seen for the first time, or not since long ago: watch them for a moment. A live
+            # quote moves meanwhile and the line says exactly when; a frozen one does not.
+            await self._watch_briefly(unproven, options.quote_recheck_s)
+            # ib_async keeps one Ticker per contract: the snapshot's now holds the line's last.
+        now = s.clock.now()
+        for c, q in pairs:
+            t: Ticker | None = by_con.get(q.conId)
+            value = option_value(q, c)
+            bid, ask = (price(t.bid), price(t.ask)) if t else (math.nan, math.nan)
+            if t is None or math.isnan(bid) or math.isnan(ask):
+                missing.append(
+                    (value, "no quote (NaN): no entitlement, market closed, or no market")
+                )
+                continue
+            mark = self.quote_marks.get(q.conId)
+            quotes.append(
+                m.OptionQuote(
+                    contract=value,
+                    bid=bid,
+                    ask=ask,
+                    last=finite(t.last),
+                    volume=finite(t.volume),
+                    time=(mark.since or mark.seen) if mark else now,
+                    age_known=mark is not None and mark.since is not None,
+                )
+            )
+        tell(
+            msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
+        )
+
+    async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
+        """Open a line on each contract for `seconds` and mark every bid/ask change it brings.
+
+        A line, not a second snapshot: IB may take up to 11 s to end a snapshot, which would
+        age the quote it was meant to prove fresh. A contract already watched is skipped (its
+        line marks it all along); with every line in use, the rest keep their first look.
+        """
+        ib, clock = self.session.ib, self.session.clock
+        opened: list[tuple[Any, Ticker, Callable[[Ticker], None]]] = []
+        try:
+            for q in contracts:
+                if q.conId in self.quote_lines or not ib.isConnected():
+                    continue
+                try:
+                    await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
+                except TimeoutError:
+                    break
+                ticker = ib.reqMktData(q, "", False, False)
+                start = LineStart()
+
+                def on_tick(t: Ticker, con_id: int = q.conId, start: LineStart = start) -> None:
+                    watched = start.settled(t)
+                    bid, ask = price(t.bid), price(t.ask)
+                    if not (math.isnan(bid) or math.isnan(ask)):
+                        self._mark(con_id, bid, ask, clock.now(), watched)
+
+                ticker.updateEvent += on_tick
+                opened.append((q, ticker, on_tick))
+            if opened:
+                await asyncio.sleep(seconds)
+        finally:
+            for q, ticker, on_tick in opened:
+                ticker.updateEvent -= on_tick
+                if ib.isConnected() and q.conId not in self.quote_lines:
+                    ib.cancelMktData(q)
+                self.lines.release()
+
+    def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
+        now = self.session.clock.now()
+        for con_id, t in by_con.items():
+            self._mark(con_id, price(t.bid), price(t.ask), now, watched=False)
+
+    def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
+        mark = self.quote_marks[con_id] = observe_quote(
+            self.quote_marks.get(con_id), bid, ask, now, watched
+        )
+        if len(self.quote_marks) > 5000:
+            # Marks of contracts not looked at for long are worth nothing: the next look is a
+            # first sight anyway. Oldest first.
+            for key in sorted(self.quote_marks, key=lambda k: self.quote_marks[k].seen)[:1000]:
+                self.quote_marks.pop(key, None)
+        return mark
+
+    # -- streaming lines ------------------------------------------------------------------------
+    async def watch(self, msg: m.WatchQuotes) -> None:
+        s = self.session
+        c = msg.contract
+        contract = ib_option(c)
+        if not c.con_id:
+            q = await s.ib.qualifyContractsAsync(contract)
+            if not q or q[0] is None:
+                log.warning("%s: cannot watch quotes, no such contract (200)", c.symbol)
+                return
+            contract = q[0]
+        seq = self._next_watch(contract.conId)
+        # A watch asked again (after a resync) replaces the old line instead of taking another.
+        await self._unwatch(contract.conId)
+        if self.lines.locked():
+            log.warning(
+                "%s waits for a market data line (all %d in use)",
+                c.symbol,
+                s.settings.broker.max_market_data_lines,
+            )
+        await self.lines.acquire()
+        if not s.ib.isConnected() or self.watch_seq.get(contract.conId) != seq:
+            self.lines.release()  # lost while waiting (resubscribed on resync), or superseded
+            return
+        ticker = s.ib.reqMktData(contract, "", False, False)
+        self.quote_lines[contract.conId] = ticker
+        s.metrics.market_data_lines.set(len(self.quote_lines))
+        reply_to = msg.reply_to
+        last: list[tuple[float, float]] = [(math.nan, math.nan)]
+        con_id = contract.conId
+
+        start = LineStart()
+
+        def on_tick(t: Ticker) -> None:
+            # A line's first values are whatever IB holds, frozen or not; after that every
+            # change comes as a tick, so a change is known to be fresh.
+            watched = start.settled(t)
+            bid, ask = price(t.bid), price(t.ask)
+            if (bid, ask) == last[0] or math.isnan(bid) or math.isnan(ask):
+                return
+            last[0] = (bid, ask)
+            mark = self._mark(con_id, bid, ask, s.clock.now(), watched)
+            tell(
+                reply_to,
+                m.QuoteUpdated(
+                    quote=m.OptionQuote(
+                        contract=c,
+                        bid=bid,
+                        ask=ask,
+                        last=finite(t.last),
+                        volume=finite(t.volume),
+                        time=mark.since or mark.seen,
+                        age_known=mark.since is not None,
+                    )
+                ),
+            )
+
+        ticker.updateEvent += on_tick
+
+    def _next_watch(self, con_id: int) -> int:
+        seq = self.watch_seq[con_id] = self.watch_seq.get(con_id, 0) + 1
+        return seq
+
+    async def stop_watching(self, con_id: int) -> None:
+        self._next_watch(con_id)  # a watch still waiting for a line gives it back unused
+        await self._unwatch(con_id)
+
+    async def _unwatch(self, con_id: int) -> None:
+        ticker = self.quote_lines.pop(con_id, None)
+        if ticker is None:
+            return
+        if self.session.ib.isConnected():
+            self.session.ib.cancelMktData(ticker.contract)
+        self.lines.release()
+        self.session.metrics.market_data_lines.set(len(self.quote_lines))

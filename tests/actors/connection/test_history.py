@@ -1,0 +1,118 @@
+"""History's requests and streams, on an event loop of the test's own, with a fake IB client."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from ib_async import BarData, BarDataList
+from support import SESSION_TIME, FakeRef
+
+from actors import messages as m
+from actors.connection.session import Session
+from sim.clock import ManualClock
+
+
+class HistoryIB:
+    """Records the historical requests that reach the wire."""
+
+    def __init__(self):
+        self.durations = []
+
+    def isConnected(self):  # noqa: N802 - ib_async's name
+        return True
+
+    async def qualifyContractsAsync(self, contract):  # noqa: N802
+        contract.conId = 756733
+        return [contract]
+
+    async def reqHistoricalDataAsync(self, contract, **kw):  # noqa: N802
+        self.durations.append(kw["durationStr"])
+        return []
+
+
+@pytest.fixture
+def session(make_settings, metrics):
+    """A session as the loop thread sees it, its IB client a fake: never started."""
+    s = Session(make_settings(symbols=["SPY", "QQQ"]), metrics, None, actor=FakeRef("actor"))
+    s.ib = HistoryIB()
+    return s
+
+
+def test_a_gap_request_that_waited_its_turn_still_reaches_back_to_the_last_bar(session):
+    session.clock = ManualClock(SESSION_TIME)
+    history = session.history
+    reply = FakeRef()
+    since = SESSION_TIME - timedelta(minutes=10)
+    msg = m.FetchBars(symbol="SPY", bar_size="1 min", duration="720 S", reply_to=reply, since=since)
+
+    async def run():
+        history.slots = asyncio.Semaphore(1)
+        await history.slots.acquire()  # every open-request slot is taken: the request waits
+        task = asyncio.create_task(history.fetch(msg, 0.0, stream=False))
+        await asyncio.sleep(0.01)
+        assert session.ib.durations == []
+        session.clock.advance(timedelta(minutes=20))  # the wait lasted 20 minutes
+        history.slots.release()
+        await task
+
+    asyncio.run(run())
+    # 30 minutes since the last bar, plus two bars: not the 12 minutes known when it was queued.
+    assert session.ib.durations == ["1920 S"]
+    assert reply.last(m.BarsBackfilled).symbol == "SPY"
+
+
+def test_the_sessions_last_bar_is_delivered_from_the_stream_once(session):
+    history = session.history
+    reply = FakeRef()
+    last = datetime(2026, 11, 20, 20, 59, tzinfo=UTC)
+
+    def ib_bar(t):
+        return BarData(date=t, open=1, high=2, low=0.5, close=1.5, volume=100)
+
+    stream = [ib_bar(last - timedelta(minutes=1)), ib_bar(last)]
+    history.open_streams[("SPY", "1 min")] = stream
+
+    async def run(bar_time):
+        await history.close_last_bar(
+            m.CloseLastBar(symbol="SPY", bar_size="1 min", bar_time=bar_time, reply_to=reply)
+        )
+
+    asyncio.run(run(last - timedelta(minutes=5)))  # not the stream's forming bar: nothing
+    assert reply.of(m.BarStreamed) == []
+    asyncio.run(run(last))
+    assert [b.bar.time for b in reply.of(m.BarStreamed)] == [last]
+    assert history.closed_early[("SPY", "1 min")] == last
+
+
+@pytest.mark.parametrize(
+    ("seconds_after_close", "delivered"),
+    [(-30, ["20:57", "20:58"]), (60, ["20:57", "20:58", "20:59"])],
+)
+def test_a_streams_last_bar_is_history_only_once_the_market_has_closed(
+    session, seconds_after_close, delivered
+):
+    """Mid-session a keepUpToDate answer ends with the bar still forming; after the close
+    (a reconnect in the evening) that bar is the session's last, and final."""
+    close = datetime(2026, 11, 20, 21, 0, tzinfo=UTC)
+    session.clock = ManualClock(close + timedelta(seconds=seconds_after_close))
+    answer = BarDataList()
+    answer += [
+        BarData(date=close - timedelta(minutes=n), open=1, high=2, low=0.5, close=1.5, volume=9)
+        for n in (3, 2, 1)
+    ]
+
+    class StreamIB(HistoryIB):
+        async def reqHistoricalDataAsync(self, contract, **kw):  # noqa: N802
+            return answer
+
+    session.ib = StreamIB()
+    reply = FakeRef()
+    msg = m.StreamBars(symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply)
+
+    async def run():
+        session.history.slots = asyncio.Semaphore(50)
+        await session.history.fetch(msg, 0.0, stream=True)
+
+    asyncio.run(run())
+    got = [b.time.strftime("%H:%M") for b in reply.last(m.BarsBackfilled).bars]
+    assert got == delivered

@@ -1,0 +1,137 @@
+"""The session: the only door from the actor thread to the loop, and back only by message."""
+
+import asyncio
+import threading
+
+import pytest
+from support import FakeRef
+
+from actors import messages as m
+from actors.connection.session import Session, Target, _ConnectResult, _Dialing
+
+
+class Inbox(FakeRef):
+    """A FakeRef that can be waited on from another thread."""
+
+    def __init__(self, name="actor"):
+        super().__init__(name)
+        self.arrived = threading.Event()
+
+    def tell(self, msg):
+        super().tell(msg)
+        self.arrived.set()
+
+
+class SocketIB:
+    """Just enough of ib_async.IB to say whether the socket is open and record requests."""
+
+    def __init__(self, connected):
+        self.connected = connected
+        self.calls = []
+
+    def isConnected(self):  # noqa: N802 - ib_async's name
+        return self.connected
+
+    def reqMarketDataType(self, kind):  # noqa: N802
+        self.calls.append(("reqMarketDataType", kind))
+
+    async def reqCurrentTimeAsync(self):  # noqa: N802
+        self.calls.append(("reqCurrentTime",))
+        return None
+
+    async def connectAsync(self, host, port, **kw):  # noqa: N802
+        self.calls.append(("connect", host, port, kw["clientId"]))
+        self.connected = True
+
+    errorEvent = None  # noqa: N815
+
+
+@pytest.fixture
+def session(make_settings, metrics):
+    return Session(make_settings(), metrics, None, actor=Inbox())
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_a_request_is_refused_on_the_loop_when_the_socket_closed_after_the_actor_said_go(
+    session, connected
+):
+    """The actor knows the machine, the loop the socket: a request the machine allowed still
+    meets a socket that closed meanwhile, and is refused with the actor's reason."""
+    session.ib = SocketIB(connected)
+    refused, ran = [], []
+
+    async def work():
+        ran.append(True)
+
+    asyncio.run(session.guarded("not connected (connection connected)", refused.append, work))
+    assert (ran, refused) == (
+        ([True], []) if connected else ([], ["not connected (connection connected)"])
+    )
+
+
+def test_a_half_open_probe_over_an_open_socket_is_one_request_not_a_new_connection(session):
+    session.ib = SocketIB(connected=True)
+    asyncio.run(session.attempt(True, Target("h", 1, 7)))
+    assert session.ib.calls == [("reqCurrentTime",)]
+    assert [type(t) for t in session.actor.told] == [_ConnectResult]
+    assert session.actor.last(_ConnectResult).probe and session.actor.last(_ConnectResult).ok
+
+
+def test_a_connect_counts_as_an_attempt_before_its_result_and_uses_the_actors_client_id(
+    session,
+):
+    from ib_async import Event
+
+    session.ib = SocketIB(connected=False)
+    session.ib.errorEvent = Event("errorEvent")
+    asyncio.run(session.attempt(False, Target("gw", 4002, 19)))
+    assert session.ib.calls == [("connect", "gw", 4002, 19)]
+    assert [type(t) for t in session.actor.told] == [_Dialing, _ConnectResult]
+
+
+def test_the_market_data_type_changes_by_message_and_every_later_connect_asks_for_it(session):
+    from ib_async import Event
+
+    session.ib = SocketIB(connected=False)
+    session.ib.errorEvent = Event("errorEvent")
+    asyncio.run(session.use_market_data_type(3))
+    assert session.ib.calls == []  # no socket: nothing to send now
+    asyncio.run(session.attempt(False, Target("gw", 4002, 19)))
+    assert ("reqMarketDataType", 3) in session.ib.calls
+
+
+def test_timers_fire_on_the_loop_and_none_after_the_close(session):
+    session.start()
+    try:
+        session.later(0.01, _Dialing())
+        assert session.actor.arrived.wait(5), "the timer never fired"
+        session.actor.told.clear()
+        session.actor.arrived.clear()
+        session.later(0.3, _Dialing())
+        session.call(session.close(0.0), timeout=5)
+        assert not session.actor.arrived.wait(0.6), "a timer fired after the close"
+        assert session.timers == set()
+    finally:
+        session.call(session.cancel_tasks(), timeout=5)
+        session.stop()
+
+
+def test_order_listeners_are_added_on_the_loop_and_hear_the_loops_events(session):
+    """The listeners are read by ib_async's events on the loop: they are added there too."""
+    session.start()
+    try:
+        listener = FakeRef("orders")
+        session.call(session.broker.subscribe(("orders",), listener), timeout=5)
+
+        class Report:
+            execId, commission = "e1", 1.25
+
+        session.call(_on_loop(lambda: session.broker._on_commission(None, None, Report())))
+        assert listener.last(m.BrokerCommission).commission == 1.25
+    finally:
+        session.call(session.cancel_tasks(), timeout=5)
+        session.stop()
+
+
+async def _on_loop(fn):
+    fn()
