@@ -186,9 +186,7 @@ def entry_gate(
 def open_positions_reason(open_positions: int, in_flight: int, max_open: int) -> str | None:
     """Approved entries still in flight count as open: each may become a position."""
     if open_positions + in_flight >= max_open:
-        return (
-            f"max_open_positions: {open_positions} open + {in_flight} pending >= {max_open}"
-        )
+        return f"max_open_positions: {open_positions} open + {in_flight} pending >= {max_open}"
     return None
 
 

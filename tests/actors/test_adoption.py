@@ -10,9 +10,9 @@ from test_order_actor import approved
 
 from actors import messages as m
 from actors.orders import OrderActor
-from actors.risk import entry_gate
 from sim.clock import ManualClock
 from storage import JournalRepo, OrderRepo, PositionRepo, TradingDayRepo, identity, open_db
+from strategies.risk import entry_gate
 
 ACCOUNT = "DU7654321"
 

@@ -7,9 +7,10 @@ from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
 from actors.hours import MarketHours
-from actors.risk import RiskActor, entry_gate
+from actors.risk import RiskActor
 from sim.clock import ManualClock
 from storage import JournalRepo
+from strategies.risk import entry_gate
 from strategies.signals import Direction, Signal
 
 HOURS = MarketHours()
@@ -62,7 +63,7 @@ def test_a_healthy_idea_is_approved(risk, metrics):
             lambda r: r.on_SymbolStale(m.SymbolStale(symbol="SPY", stale=True, age_s=600)),
             "stale_data",
         ),
-        (lambda r: r.pending.add("SPY"), "busy"),
+        (lambda r: r.in_flight.update({0: "SPY"}), "busy"),
         (lambda r: setattr(r, "open_positions", 3), "max_open_positions"),
     ],
 )
