@@ -221,7 +221,8 @@ class TradingDayRepo:
 
     def recent(self, n: int) -> list[TradingDay]:
         """The last `n` trading days, newest first (`optionsbot status`)."""
-        rows = self.db["trading_days"].rows_where(order_by="trading_date desc", limit=n)
+        # A query, not rows_where: a missing table must raise (a damaged file), not read as empty.
+        rows = self.db.query("select * from trading_days order by trading_date desc limit ?", [n])
         return [TradingDay.from_row(r) for r in rows]
 
     def start_day(self, day: date, equity: float) -> TradingDay:

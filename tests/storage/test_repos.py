@@ -153,3 +153,12 @@ def test_fills_since_returns_exactly_those_at_or_after_the_day(db, offsets, sinc
     cut = datetime(since.year, since.month, since.day, tzinfo=UTC)
     want = {i for i, m in enumerate(offsets) if base + timedelta(minutes=m) >= cut}
     assert {f.con_id for f in got} == want
+
+
+def test_recent_days_on_a_file_that_lost_the_table_raises_rather_than_reads_empty(db):
+    """`optionsbot status` turns this into its one-line error; an empty answer would hide it."""
+    import sqlite3
+
+    db.execute("drop table trading_days")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        TradingDayRepo(db).recent(3)
