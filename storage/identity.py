@@ -18,7 +18,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage.db import write
-from storage.rows import AdoptionRequest, ForeignOrder, MetaEntry
+from storage.rows import AdoptionRequest, ForeignOrder, KeyValue
 
 NEW, SAME, OTHER, UNKNOWN = "new", "same", "other", "unknown"
 
@@ -29,10 +29,10 @@ def _iso() -> str:
     return iso()
 
 
-def meta_entries(db: Database) -> list[MetaEntry]:
+def meta_entries(db: Database) -> list[KeyValue]:
     if "meta" not in db.table_names():
         return []
-    return [MetaEntry(**r) for r in db["meta"].rows]
+    return [KeyValue(**r) for r in db["meta"].rows]
 
 
 def meta(db: Database) -> dict[str, str]:
@@ -43,7 +43,7 @@ def meta(db: Database) -> dict[str, str]:
 def _set(db: Database, **values: str) -> None:
     with write(db):
         for key, value in values.items():
-            db["meta"].upsert(asdict(MetaEntry(key, value, _iso())), pk="key")
+            db["meta"].upsert(asdict(KeyValue(key, value, _iso())), pk="key")
 
 
 def account_hash(salt: str, account: str) -> str:
@@ -80,20 +80,20 @@ def clear_damaged(db: Database) -> None:
 
 
 def request_adoption(db: Database) -> None:
-    _set(db, adopt_request=json.dumps(asdict(AdoptionRequest(at=_iso()))))
+    _set(db, adopt_request=AdoptionRequest(at=_iso()).to_json())
     with write(db):
         db.execute("delete from meta where key = 'adopt_result'")
 
 
 def pending_adoption(db: Database) -> AdoptionRequest | None:
     row = db.execute("select value from meta where key = 'adopt_request'").fetchone()
-    return AdoptionRequest(**json.loads(row[0])) if row else None
+    return AdoptionRequest.from_json(row[0]) if row else None
 
 
 def finish_adoption(db: Database, result: str) -> None:
     with write(db):
         db.execute("delete from meta where key = 'adopt_request'")
-        db["meta"].upsert(asdict(MetaEntry("adopt_result", result, _iso())), pk="key")
+        db["meta"].upsert(asdict(KeyValue("adopt_result", result, _iso())), pk="key")
 
 
 def adoption_result(db: Database) -> str | None:

@@ -272,10 +272,8 @@ class FillRepo:
 
     def since(self, day: date) -> list[FillSide]:
         """Fills stamped on or after the start of `day` (UTC ISO text compares in time order)."""
-        rows = self.db.execute(
-            "select con_id, side, at from fills where at >= ?", [day.isoformat()]
-        ).fetchall()
-        return [FillSide(con_id, side, datetime.fromisoformat(at)) for con_id, side, at in rows]
+        rows = self.db.query("select con_id, side, at from fills where at >= ?", [day.isoformat()])
+        return [FillSide.from_row(r) for r in rows]
 
 
 class MachineStateRepo:
@@ -354,18 +352,15 @@ class JournalRepo:
             self.db["decisions"].insert(_without_id(asdict(row)))
 
     def decisions(self, symbol: str | None = None) -> list[Decision]:
-        if symbol is None:
-            rows = self.db["decisions"].rows_where(order_by="id")
-        else:
-            rows = self.db["decisions"].rows_where("symbol = ?", [symbol], order_by="id")
-        return [Decision.from_row(r) for r in rows]
+        return [Decision.from_row(r) for r in self._rows("decisions", symbol)]
 
     def signals(self, symbol: str | None = None) -> list[SignalRow]:
+        return [SignalRow.from_row(r) for r in self._rows("signals", symbol)]
+
+    def _rows(self, table: str, symbol: str | None) -> Iterable[dict[str, Any]]:
         if symbol is None:
-            rows = self.db["signals"].rows_where(order_by="id")
-        else:
-            rows = self.db["signals"].rows_where("symbol = ?", [symbol], order_by="id")
-        return [SignalRow.from_row(r) for r in rows]
+            return self.db[table].rows_where(order_by="id")
+        return self.db[table].rows_where("symbol = ?", [symbol], order_by="id")
 
 
 class WhaleRepo:

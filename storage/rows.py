@@ -107,6 +107,9 @@ class Decision(_ByKey):
 
 @dataclass(frozen=True, slots=True)
 class KeyValue:
+    """A named value: the service's (kv: the last clock) and the database's own facts (meta:
+    its id, salt, account hash, damage, adoption), two tables of one shape."""
+
     key: str
     value: str
     updated_at: str
@@ -132,17 +135,12 @@ class FillSide:
     side: str
     at: datetime
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
+        return cls(con_id=row["con_id"], side=row["side"], at=_datetime(row["at"]))
+
 
 # -- storage.identity -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MetaEntry:
-    """One fact about the database itself: its id, salt, account hash, damage, adoption."""
-
-    key: str
-    value: str
-    updated_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +148,13 @@ class AdoptionRequest(_ByKey):
     """The operator's `optionsbot adopt`, waiting for the service (meta key adopt_request)."""
 
     at: str
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls(**json.loads(text))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,6 @@ ROWS: dict[str, type] = {
     "decisions": Decision,
     "kv": KeyValue,
     "whale_debounce": WhaleDebounce,
-    "meta": MetaEntry,
+    "meta": KeyValue,
     "foreign_orders": ForeignOrder,
 }

@@ -209,6 +209,19 @@ class GateInputs:
     open_positions: int
 
 
+# The GateInputs fields entry_gate takes as they are.
+_ENTRY_GATE_INPUTS = (
+    "kill_switch",
+    "unvouched",
+    "may_trade",
+    "connection_state",
+    "minutes_since_open",
+    "minutes_to_close",
+    "stale",
+    "loss_reason",
+)
+
+
 def gate_idea(
     inputs: GateInputs, limits: RiskLimits, no_entry_first: int, no_entry_last: int
 ) -> str | None:
@@ -217,17 +230,10 @@ def gate_idea(
     if i.stopping:
         return "stopping: the service is shutting down"
     reason = entry_gate(
-        kill_switch=i.kill_switch,
-        may_trade=i.may_trade,
-        connection_state=i.connection_state,
-        minutes_since_open=i.minutes_since_open,
-        minutes_to_close=i.minutes_to_close,
+        **{name: getattr(i, name) for name in _ENTRY_GATE_INPUTS},
         no_entry_first=no_entry_first,
         no_entry_last=no_entry_last,
-        stale=i.stale,
-        loss_reason=i.loss_reason,
         busy=i.symbol in i.in_flight_symbols or i.exposure > 0,
-        unvouched=i.unvouched,
     )
     if reason is None:
         reason = open_positions_reason(

@@ -1,16 +1,7 @@
 """storage.identity's rows: the adoption request and result, the foreign orders, the meta facts."""
 
-import pytest
-
-from storage import identity, open_db
-from storage.rows import AdoptionRequest, ForeignOrder, MetaEntry
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = open_db(tmp_path / "bot.sqlite")
-    yield db
-    db.close()
+from storage import identity
+from storage.rows import AdoptionRequest, ForeignOrder, KeyValue
 
 
 def test_an_adoption_request_waits_then_its_result_replaces_it(db):
@@ -41,7 +32,7 @@ def test_meta_facts_by_key_and_as_rows(db):
     assert identity.ensure(db, "") == identity.NEW
     identity.mark_damaged(db, "tables recreated empty: positions")
     entries = identity.meta_entries(db)
-    assert all(isinstance(e, MetaEntry) for e in entries)
+    assert all(isinstance(e, KeyValue) for e in entries)
     facts = identity.meta(db)
     assert facts == {e.key: e.value for e in entries}
     assert facts["damaged"] == "tables recreated empty: positions" and len(facts["db_id"]) == 32

@@ -13,18 +13,10 @@ from storage import (
     OrderRepo,
     TradingDayRepo,
     WhaleRepo,
-    open_db,
 )
 from storage.rows import Decision, FillSide, KeyValue, SignalRow, TradingDay, WhaleDebounce
 
 DAY = date(2026, 11, 23)
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = open_db(tmp_path / "bot.sqlite")
-    yield db
-    db.close()
 
 
 def test_a_day_starts_once_and_keeps_its_first_equity(db):

@@ -4,15 +4,7 @@ import dataclasses
 
 import pytest
 
-from storage import open_db
 from storage.rows import ROWS, AdoptionRequest, Decision, TradingDay
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = open_db(tmp_path / "bot.sqlite")
-    yield db
-    db.close()
 
 
 @pytest.mark.parametrize("table", sorted(ROWS))
