@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _status(path: Path) -> int:
     from sqlite_utils import Database
 
-    from storage import OrderRepo, PositionRepo
+    from storage import OrderRepo, PositionRepo, TradingDayRepo
 
     # Read-only: a status check never migrates or repairs the file it is looking at.
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
@@ -158,10 +158,10 @@ def _status(path: Path) -> int:
         print(
             f"  {p['local_symbol'] or p['symbol']}: {p['quantity']:g} @ {p['avg_cost'] / 100:.2f}"
         )
-    for d in db.query("select * from trading_days order by trading_date desc limit 3"):
+    for d in TradingDayRepo(db).recent(3):
         print(
-            f"day {d['trading_date']}: start equity {d['start_equity']:.2f}, realized {d['realized_pnl']:+.2f}"
-            f"{', LOSS GUARD TRIPPED' if d['guard_tripped'] else ''}"
+            f"day {d.trading_date.isoformat()}: start equity {d.start_equity:.2f}, realized {d.realized_pnl:+.2f}"
+            f"{', LOSS GUARD TRIPPED' if d.guard_tripped else ''}"
         )
     return 0
 

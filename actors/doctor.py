@@ -53,6 +53,7 @@ from actors.ibcodes import (
     READ_ONLY,
 )
 from configs.settings import Settings
+from storage.db import integrity_check
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GATEWAY_PORTS = {
@@ -227,15 +228,7 @@ def check_storage(
             "; ".join(fixes),
         )
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-        deadline = time.monotonic() + check_seconds
-        # A large database on a Pi's SD card could take minutes: give up rather than hang.
-        db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        try:
-            rows = db.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            db.close()
-        verdict = "; ".join(str(r[0]) for r in rows[:3])
+        verdict = "; ".join(integrity_check(path, check_seconds)[:3])
     except sqlite3.OperationalError as exc:
         if "interrupted" not in str(exc):
             verdict = str(exc)

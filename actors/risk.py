@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from datetime import datetime
@@ -13,8 +12,19 @@ from actors.base import BaseActor
 from actors.hours import MarketHours
 from actors.metrics import Metrics
 from configs.settings import Settings
-from storage import JournalRepo, TradingDayRepo, open_db
-from strategies.risk import RiskLimits, check_entry, count_day_trades, daily_loss_reason
+from storage import FillRepo, JournalRepo, TradingDayRepo, open_db
+from strategies.risk import (
+    GateInputs,
+    RiskLimits,
+    count_day_trades,
+    daily_loss_reason,
+    flattens_due,
+    gate_idea,
+    guard_newly_tripped,
+    kill_file_flatten,
+    pdt_window_start,
+    size_reason,
+)
 from strategies.sizing import size_position
 
 log = logging.getLogger("optionsbot.risk")
@@ -23,44 +33,6 @@ log = logging.getLogger("optionsbot.risk")
 def reason_code(reason: str) -> str:
     """The fixed label part of a reason ("max_open_positions: 3 open >= 3" -> "max_open_positions")."""
     return reason.split(":", 1)[0].strip().replace(" ", "_")[:40] or "unknown"
-
-
-def entry_gate(
-    *,
-    kill_switch: bool,
-    may_trade: bool,
-    connection_state: str,
-    minutes_since_open: float | None,
-    minutes_to_close: float | None,
-    no_entry_first: int,
-    no_entry_last: int,
-    stale: bool,
-    loss_reason: str | None,
-    busy: bool,
-    unvouched: str = "",
-) -> str | None:
-    """The pre-trade checks that need no option price, in order; None means go on.
-
-    `unvouched`: why the database cannot vouch for the broker's state (actors.adoption)."""
-    if kill_switch:
-        return "kill_switch: entries paused (remove the kill file or run `optionsbot resume`)"
-    if unvouched:
-        return unvouched
-    if not may_trade:
-        return f"connection: {connection_state}, no new entries"
-    if minutes_since_open is None or minutes_to_close is None:
-        return "market_closed: outside regular trading hours"
-    if minutes_since_open < no_entry_first:
-        return f"opening_window: {minutes_since_open:.0f} min after the open < {no_entry_first}"
-    if minutes_to_close < no_entry_last:
-        return f"closing_window: {minutes_to_close:.0f} min before the close < {no_entry_last}"
-    if stale:
-        return "stale_data: no fresh bars for this symbol"
-    if loss_reason:
-        return loss_reason
-    if busy:
-        return "busy: an entry for this symbol is already in progress or open"
-    return None
 
 
 class RiskActor(BaseActor):
@@ -83,7 +55,9 @@ class RiskActor(BaseActor):
         self.equity = r.paper_equity if settings.dry_run else math.nan
         self.open_positions = 0
         self.exposure: dict[str, float] = {}
-        self.pending: set[str] = set()
+        # The approvals this actor issued and OrderActor has not finished: correlation id ->
+        # symbol. OrderActor owns the entry itself; this is only what the gate counts.
+        self.in_flight: dict[int, str] = {}
         self.stale: set[str] = set()
         self.may_trade = False
         self.connection_state = "disconnected"
@@ -99,6 +73,7 @@ class RiskActor(BaseActor):
         self.db = open_db(self.settings.storage.path)
         self.days = TradingDayRepo(self.db)
         self.journal = JournalRepo(self.db)
+        self.fills = FillRepo(self.db)
         self.kill = self.settings.risk.kill_switch_file.exists()
         self.metrics.kill_switch.set(1 if self.kill else 0)
         self._roll_day(self.clock.now())
@@ -115,7 +90,7 @@ class RiskActor(BaseActor):
         if day == self.day or not math.isfinite(self.equity):
             return
         row = self.days.start_day(day, self.equity)
-        self.day, self.start_equity = day, float(row["start_equity"])
+        self.day, self.start_equity = day, row.start_equity
         self.metrics.start_equity.set(self.start_equity)
         log.info(
             "trading day %s: start-of-day equity $%.2f%s",
@@ -129,7 +104,7 @@ class RiskActor(BaseActor):
         self.metrics.loss_guard.set(1 if reason else 0)
         if reason and self.day is not None:
             row = self.days.get(self.day)
-            if row and not row["guard_tripped"]:
+            if guard_newly_tripped(reason, None if row is None else row.guard_tripped):
                 self.days.trip_guard(self.day)
                 log.error(
                     "daily loss guard tripped: %s; no new entries until the next trading day",
@@ -148,8 +123,8 @@ class RiskActor(BaseActor):
             flatten = False
             if engaged:
                 try:
-                    flatten = bool(json.loads(path.read_text() or "{}").get("flatten"))
-                except (ValueError, OSError, AttributeError):
+                    flatten = kill_file_flatten(path.read_text())
+                except OSError:
                     flatten = False
             self.on_KillSwitch(
                 m.KillSwitch(engaged=engaged, flatten=flatten, reason=f"file {path}")
@@ -165,16 +140,13 @@ class RiskActor(BaseActor):
         if self.order_actor is None:
             return
         left = self.hours.minutes_to_close(now)
-        if left is None:
-            return
         r = self.settings.risk
         day = MarketHours.trading_date(now)
-        for strategy, minutes in (
+        minutes_by_strategy = (
             ("scalp", r.flatten_scalps_before_close_minutes),
             ("whale", r.flatten_whales_before_close_minutes),
-        ):
-            if not minutes or left > minutes or self.flattened_on.get(strategy) == day:
-                continue
+        )
+        for strategy, minutes in flattens_due(left, minutes_by_strategy, self.flattened_on, day):
             self.flattened_on[strategy] = day
             log.info("%.0f minutes to the close: flattening %s positions", left, strategy)
             self.order_actor.tell(
@@ -226,21 +198,24 @@ class RiskActor(BaseActor):
         self._loss_reason()
 
     def on_EntryFinished(self, msg: m.EntryFinished) -> None:
-        self.pending.discard(msg.symbol)
+        if self.in_flight.pop(msg.corr, None) is not None:
+            return
+        # Transitional, until OrderActor echoes the approval's correlation id on EntryFinished
+        # (its `_finish`: corr=entry.idea.corr): a reply this actor cannot match releases the
+        # oldest approval for its symbol, as the symbol-keyed `pending` set did.
+        for corr, symbol in self.in_flight.items():
+            if symbol == msg.symbol:
+                del self.in_flight[corr]
+                return
 
     def _day_trades(self) -> int:
         """Round trips in the last five sessions, from the fills SQLite holds (paper or broker)."""
         now = self.clock.now()
-        sessions = [x for x in self.hours.sessions if x.open <= now][-5:]
-        if not sessions:
+        since = pdt_window_start(x.date for x in self.hours.sessions if x.open <= now)
+        if since is None:
             return 0
-        since = sessions[0].date
-        rows = self.db.query(
-            "select con_id, side, at from fills where at >= ?", [since.isoformat()]
-        )
         fills = [
-            (r["con_id"], r["side"], MarketHours.trading_date(datetime.fromisoformat(r["at"])))
-            for r in rows
+            (f.con_id, f.side, MarketHours.trading_date(f.at)) for f in self.fills.since(since)
         ]
         return count_day_trades(fills, since)
 
@@ -259,31 +234,23 @@ class RiskActor(BaseActor):
         sig = msg.signal
         now = self.clock.now()
         self._roll_day(now)
-        reason = (
-            "stopping: the service is shutting down"
-            if self.stopping
-            else entry_gate(
-                kill_switch=self.kill,
-                may_trade=self.may_trade,
-                connection_state=self.connection_state,
-                minutes_since_open=self.hours.minutes_since_open(now),
-                minutes_to_close=self.hours.minutes_to_close(now),
-                no_entry_first=self.settings.risk.no_entry_first_minutes,
-                no_entry_last=self.settings.risk.no_entry_last_minutes,
-                stale=sig.symbol in self.stale,
-                loss_reason=self._loss_reason(),
-                busy=sig.symbol in self.pending or self.exposure.get(sig.symbol, 0.0) > 0,
-                unvouched=self.unvouched,
-            )
+        inputs = GateInputs(
+            symbol=sig.symbol,
+            stopping=self.stopping,
+            kill_switch=self.kill,
+            unvouched=self.unvouched,
+            may_trade=self.may_trade,
+            connection_state=self.connection_state,
+            minutes_since_open=self.hours.minutes_since_open(now),
+            minutes_to_close=self.hours.minutes_to_close(now),
+            stale=sig.symbol in self.stale,
+            loss_reason=self._loss_reason(),
+            in_flight_symbols=tuple(self.in_flight.values()),
+            exposure=self.exposure.get(sig.symbol, 0.0),
+            open_positions=self.open_positions,
         )
-        if (
-            reason is None
-            and self.open_positions + len(self.pending) >= self.limits.max_open_positions
-        ):
-            reason = (
-                f"max_open_positions: {self.open_positions} open + {len(self.pending)} pending "
-                f">= {self.limits.max_open_positions}"
-            )
+        r = self.settings.risk
+        reason = gate_idea(inputs, self.limits, r.no_entry_first_minutes, r.no_entry_last_minutes)
         detail = {
             "strategy": sig.kind,
             "direction": sig.direction and sig.direction.value,
@@ -292,8 +259,10 @@ class RiskActor(BaseActor):
         }
         self._decide(sig.symbol, "risk_gate", reason, detail)
         if reason is None and self.order_actor is not None:
-            self.pending.add(sig.symbol)
-            self.order_actor.tell(m.EntryApproved(idea=msg, equity=self.equity))
+            # The approval carries the idea's correlation id, and so does every later message of
+            # this entry: EntryFinished is matched by it, never by symbol.
+            self.in_flight[msg.corr] = sig.symbol
+            self.order_actor.tell(m.EntryApproved(idea=msg, equity=self.equity, corr=msg.corr))
 
     def on_SizeRequest(self, msg: m.SizeRequest) -> None:
         sig = msg.idea.signal
@@ -307,18 +276,18 @@ class RiskActor(BaseActor):
             max_contracts=self.limits.max_contracts_per_order,
             max_premium=self.limits.max_premium_per_trade,
         )
-        reason = None if sizing.contracts > 0 else sizing.reason
-        if reason is None:
-            reason = check_entry(
-                self.limits,
-                open_positions=self.open_positions,
-                symbol_exposure=self.exposure.get(sig.symbol, 0.0),
-                new_premium_total=sizing.contracts * msg.premium * msg.contract.multiplier,
-                equity=self.equity,
-                day_trades_5d=self._day_trades(),
-                contracts=sizing.contracts,
-                start_of_day_equity=self.start_equity,
-            )
+        reason = size_reason(
+            self.limits,
+            contracts=sizing.contracts,
+            sizing_reason=sizing.reason,
+            premium=msg.premium,
+            multiplier=msg.contract.multiplier,
+            open_positions=self.open_positions,
+            symbol_exposure=self.exposure.get(sig.symbol, 0.0),
+            equity=self.equity,
+            start_of_day_equity=self.start_equity,
+            day_trades_5d=self._day_trades() if sizing.contracts > 0 else 0,
+        )
         contracts = 0 if reason else sizing.contracts
         detail = {
             "premium": msg.premium,

@@ -12,7 +12,7 @@ from actors.hours import MarketHours
 from actors.metrics import Metrics
 from configs.settings import Settings
 from storage import JournalRepo, WhaleRepo, open_db
-from strategies.scalp import ScalpParams, ScalpStrategy
+from strategies.scalp import Cooldown, ScalpParams, ScalpStrategy
 from strategies.signals import Signal
 from strategies.whale import WhaleParams, WhaleStrategy
 
@@ -51,15 +51,16 @@ class StrategyActor(BaseActor):
         self.metrics = metrics
         self.risk = risk
         self.scalp = ScalpStrategy(symbol, scalp_params(settings))
-        self.bars_since_idea = 10**9  # no idea yet: the cooldown does not apply
+        self.cooldown = Cooldown(settings.scalp.cooldown_bars)
 
     def on_start(self) -> None:
         self.db = open_db(self.settings.storage.path)
         self.journal = JournalRepo(self.db)
         self.whale_repo = WhaleRepo(self.db)
-        self.whale_persisted = self.whale_repo.last_fired(self.symbol)
         self.whale = WhaleStrategy(
-            self.symbol, whale_params(self.settings), last_fired=self.whale_persisted
+            self.symbol,
+            whale_params(self.settings),
+            last_fired=self.whale_repo.last_fired(self.symbol),
         )
 
     def on_stop(self) -> None:
@@ -71,18 +72,13 @@ class StrategyActor(BaseActor):
             if not self.settings.scalp.enabled:
                 return None
             signal = self.scalp.on_bar(msg.bar, session)
-            self.bars_since_idea += 1
+            self.cooldown.on_bar()
         else:
             if not self.settings.whale.enabled:
                 return None
-            signal = self.whale.on_bar(msg.bar, session)
-            if signal.direction is not None:
-                if msg.live:
-                    self.whale_persisted = self.whale.last_fired
-                    self.whale_repo.fired(self.symbol, msg.bar.time)
-                else:
-                    # A breakout in old history was never traded: it must not debounce a live one.
-                    self.whale.last_fired = self.whale_persisted
+            signal = self.whale.on_bar(msg.bar, session, live=msg.live)
+            if signal.direction is not None and msg.live:
+                self.whale_repo.fired(self.symbol, msg.bar.time)
         if not msg.live:
             return signal
         self.metrics.cycles.labels(self.symbol).inc()
@@ -103,17 +99,15 @@ class StrategyActor(BaseActor):
         if signal.direction is None:
             log.debug("%s %s HOLD: %s", self.symbol, signal.kind, "; ".join(signal.reasons))
             return signal
-        if signal.kind == "scalp" and self.bars_since_idea < self.settings.scalp.cooldown_bars:
+        if signal.kind == "scalp" and not self.cooldown.admit():
             log.debug(
                 "%s scalp %s within cooldown (%d/%d bars)",
                 self.symbol,
                 direction,
-                self.bars_since_idea,
-                self.settings.scalp.cooldown_bars,
+                self.cooldown.since_idea,
+                self.cooldown.bars,
             )
             return signal
-        if signal.kind == "scalp":
-            self.bars_since_idea = 0
         log.info(
             "%s %s signal %s (confidence %.2f): %s",
             self.symbol,

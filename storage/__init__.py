@@ -3,6 +3,7 @@
 from storage.db import open_db
 from storage.repos import (
     BarRepo,
+    FillRepo,
     JournalRepo,
     KeyValueRepo,
     MachineStateRepo,
@@ -14,6 +15,7 @@ from storage.repos import (
 
 __all__ = [
     "BarRepo",
+    "FillRepo",
     "JournalRepo",
     "KeyValueRepo",
     "MachineStateRepo",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,6 +233,19 @@ def repair_schema(db: Database) -> list[str]:
             for sql in schema[table]:
                 db.execute(sql)
     return missing
+
+
+def integrity_check(path: Path | str, seconds: float) -> list[str]:
+    """SQLite's own verdict on a file ("ok", or its problems), read-only: never creates or
+    migrates it. Raises sqlite3.OperationalError "interrupted" after `seconds`: a large
+    database on a Pi's SD card could take minutes, and the doctor gives up rather than hang."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    deadline = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    finally:
+        conn.close()
 
 
 def open_db(path: Path | str) -> Database:

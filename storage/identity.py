@@ -10,12 +10,15 @@ import json
 import os
 import secrets
 import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from storage.db import write
+from storage.rows import AdoptionRequest, ForeignOrder, KeyValue
 
 NEW, SAME, OTHER, UNKNOWN = "new", "same", "other", "unknown"
 
@@ -26,16 +29,21 @@ def _iso() -> str:
     return iso()
 
 
-def meta(db: Database) -> dict[str, str]:
+def meta_entries(db: Database) -> list[KeyValue]:
     if "meta" not in db.table_names():
-        return {}
-    return {r["key"]: r["value"] for r in db["meta"].rows}
+        return []
+    return [KeyValue(**r) for r in db["meta"].rows]
+
+
+def meta(db: Database) -> dict[str, str]:
+    """The facts about this database by key (db_id, salt, account_hash, damaged, ...)."""
+    return {e.key: e.value for e in meta_entries(db)}
 
 
 def _set(db: Database, **values: str) -> None:
     with write(db):
         for key, value in values.items():
-            db["meta"].upsert({"key": key, "value": value, "updated_at": _iso()}, pk="key")
+            db["meta"].upsert(asdict(KeyValue(key, value, _iso())), pk="key")
 
 
 def account_hash(salt: str, account: str) -> str:
@@ -72,20 +80,20 @@ def clear_damaged(db: Database) -> None:
 
 
 def request_adoption(db: Database) -> None:
-    _set(db, adopt_request=json.dumps({"at": _iso()}))
+    _set(db, adopt_request=AdoptionRequest(at=_iso()).to_json())
     with write(db):
         db.execute("delete from meta where key = 'adopt_result'")
 
 
-def pending_adoption(db: Database) -> dict[str, Any] | None:
+def pending_adoption(db: Database) -> AdoptionRequest | None:
     row = db.execute("select value from meta where key = 'adopt_request'").fetchone()
-    return json.loads(row[0]) if row else None
+    return AdoptionRequest.from_json(row[0]) if row else None
 
 
 def finish_adoption(db: Database, result: str) -> None:
     with write(db):
         db.execute("delete from meta where key = 'adopt_request'")
-        db["meta"].upsert({"key": "adopt_result", "value": result, "updated_at": _iso()}, pk="key")
+        db["meta"].upsert(asdict(KeyValue("adopt_result", result, _iso())), pk="key")
 
 
 def adoption_result(db: Database) -> str | None:
@@ -93,14 +101,22 @@ def adoption_result(db: Database) -> str | None:
     return row[0] if row else None
 
 
+def foreign_orders(db: Database) -> list[ForeignOrder]:
+    return [ForeignOrder(**r) for r in db["foreign_orders"].rows_where(order_by="perm_id")]
+
+
 def foreign_perm_ids(db: Database) -> set[int]:
-    return {r["perm_id"] for r in db["foreign_orders"].rows}
+    return {o.perm_id for o in foreign_orders(db)}
 
 
-def record_foreign(db: Database, rows: list[dict[str, Any]]) -> None:
+def record_foreign(db: Database, rows: Iterable[ForeignOrder | Mapping[str, Any]]) -> None:
+    """Remember orders as adopted-but-not-ours. Mappings are accepted until actors/adoption.py
+    builds `ForeignOrder`s (it passes dicts today)."""
+    at = _iso()
     with write(db):
         for row in rows:
-            db["foreign_orders"].upsert({**row, "adopted_at": _iso()}, pk="perm_id")
+            order = row if isinstance(row, ForeignOrder) else ForeignOrder(**row)
+            db["foreign_orders"].upsert(asdict(replace(order, adopted_at=at)), pk="perm_id")
 
 
 # -- the history mark: a sidecar file that outlives a rollback of the database ---------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlite_utils.db import NotFoundError
 from configs.redact import redact
 from machines.order import TERMINAL, OrderState
 from storage.db import write
+from storage.rows import Decision, FillSide, KeyValue, SignalRow, TradingDay, WhaleDebounce
 
 TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
 
@@ -24,6 +26,12 @@ def iso(t: datetime | None = None) -> str:
 
 def _json(value: Any) -> str:
     return redact(json.dumps(value, default=str, sort_keys=True))
+
+
+def _without_id(row: dict[str, Any]) -> dict[str, Any]:
+    """An autoincrement row before its insert: SQLite picks the id."""
+    row.pop("id")
+    return row
 
 
 def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,13 +213,19 @@ class TradingDayRepo:
     def __init__(self, db: Database):
         self.db = db
 
-    def get(self, day: date) -> dict[str, Any] | None:
+    def get(self, day: date) -> TradingDay | None:
         try:
-            return self.db["trading_days"].get(day.isoformat())
+            return TradingDay.from_row(self.db["trading_days"].get(day.isoformat()))
         except NotFoundError:
             return None
 
-    def start_day(self, day: date, equity: float) -> dict[str, Any]:
+    def recent(self, n: int) -> list[TradingDay]:
+        """The last `n` trading days, newest first (`optionsbot status`)."""
+        # A query, not rows_where: a missing table must raise (a damaged file), not read as empty.
+        rows = self.db.query("select * from trading_days order by trading_date desc limit ?", [n])
+        return [TradingDay.from_row(r) for r in rows]
+
+    def start_day(self, day: date, equity: float) -> TradingDay:
         """The first call of a day fixes its start equity; later calls return the stored row."""
         with write(self.db):
             self.db.execute(
@@ -223,7 +237,7 @@ class TradingDayRepo:
         assert row is not None
         return row
 
-    def seed(self, day: date, start_equity: float, realized: float | None = None) -> dict[str, Any]:
+    def seed(self, day: date, start_equity: float, realized: float | None = None) -> TradingDay:
         """Set the day's start equity (and realized P&L) from the broker's figures, when the
         database did not know the day's beginning: see strategies.broker_state."""
         self.start_day(day, start_equity)
@@ -248,6 +262,18 @@ class TradingDayRepo:
             self.db["trading_days"].update(
                 day.isoformat(), {"guard_tripped": 1, "updated_at": iso()}
             )
+
+
+class FillRepo:
+    """The fills as the risk side reads them (OrderRepo writes them)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def since(self, day: date) -> list[FillSide]:
+        """Fills stamped on or after the start of `day` (UTC ISO text compares in time order)."""
+        rows = self.db.query("select con_id, side, at from fills where at >= ?", [day.isoformat()])
+        return [FillSide.from_row(r) for r in rows]
 
 
 class MachineStateRepo:
@@ -287,18 +313,20 @@ class JournalRepo:
         bar_time: datetime,
         at: datetime | None = None,
     ) -> None:
+        row = SignalRow(
+            id=None,
+            at=iso(at),
+            bar_time=iso(bar_time),
+            symbol=symbol,
+            strategy=strategy,
+            direction=direction or "hold",
+            confidence=confidence,
+            price=price,
+            reasons=tuple(reasons),
+        )
         with write(self.db):
             self.db["signals"].insert(
-                {
-                    "at": iso(at),
-                    "bar_time": iso(bar_time),
-                    "symbol": symbol,
-                    "strategy": strategy,
-                    "direction": direction or "hold",
-                    "confidence": confidence,
-                    "price": price,
-                    "reasons": _json(list(reasons)),
-                }
+                _without_id({**asdict(row), "reasons": _json(list(row.reasons))})
             )
 
     def decision(
@@ -311,53 +339,69 @@ class JournalRepo:
         detail: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> None:
+        row = Decision(
+            id=None,
+            at=iso(at),
+            symbol=symbol,
+            stage=stage,
+            outcome=outcome,
+            reason=redact(reason),
+            detail=_json(detail or {}),
+        )
         with write(self.db):
-            self.db["decisions"].insert(
-                {
-                    "at": iso(at),
-                    "symbol": symbol,
-                    "stage": stage,
-                    "outcome": outcome,
-                    "reason": redact(reason),
-                    "detail": _json(detail or {}),
-                }
-            )
+            self.db["decisions"].insert(_without_id(asdict(row)))
 
-    def decisions(self, symbol: str | None = None) -> list[dict[str, Any]]:
+    def decisions(self, symbol: str | None = None) -> list[Decision]:
+        return [Decision.from_row(r) for r in self._rows("decisions", symbol)]
+
+    def signals(self, symbol: str | None = None) -> list[SignalRow]:
+        return [SignalRow.from_row(r) for r in self._rows("signals", symbol)]
+
+    def _rows(self, table: str, symbol: str | None) -> Iterable[dict[str, Any]]:
         if symbol is None:
-            return list(self.db["decisions"].rows_where(order_by="id"))
-        return list(self.db["decisions"].rows_where("symbol = ?", [symbol], order_by="id"))
+            return self.db[table].rows_where(order_by="id")
+        return self.db[table].rows_where("symbol = ?", [symbol], order_by="id")
 
 
 class WhaleRepo:
     def __init__(self, db: Database):
         self.db = db
 
-    def last_fired(self, symbol: str) -> datetime | None:
+    def get(self, symbol: str) -> WhaleDebounce | None:
         try:
-            row = self.db["whale_debounce"].get(symbol)
+            return WhaleDebounce.from_row(self.db["whale_debounce"].get(symbol))
         except NotFoundError:
             return None
-        return datetime.fromisoformat(row["last_fired"])
+
+    def last_fired(self, symbol: str) -> datetime | None:
+        row = self.get(symbol)
+        return None if row is None else row.last_fired
 
     def fired(self, symbol: str, at: datetime) -> None:
+        row = WhaleDebounce(symbol=symbol, last_fired=at)
         with write(self.db):
-            self.db["whale_debounce"].upsert({"symbol": symbol, "last_fired": iso(at)}, pk="symbol")
+            self.db["whale_debounce"].upsert(
+                {"symbol": row.symbol, "last_fired": iso(row.last_fired)}, pk="symbol"
+            )
 
 
 class KeyValueRepo:
     def __init__(self, db: Database):
         self.db = db
 
-    def get(self, key: str, default: str | None = None) -> str | None:
+    def row(self, key: str) -> KeyValue | None:
         try:
-            return self.db["kv"].get(key)["value"]
+            return KeyValue(**self.db["kv"].get(key))
         except NotFoundError:
-            return default
+            return None
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self.row(key)
+        return default if row is None else row.value
 
     def set(self, key: str, value: str) -> None:
         with write(self.db):
-            self.db["kv"].upsert({"key": key, "value": value, "updated_at": iso()}, pk="key")
+            self.db["kv"].upsert(asdict(KeyValue(key, value, iso())), pk="key")
 
 
 class BarRepo:

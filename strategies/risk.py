@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -139,3 +140,170 @@ def count_day_trades(fills: Iterable[tuple[object, str, date]], since: date) -> 
             continue
         sides.setdefault((key, day), set()).add("buy" if side in ("BOT", "BUY") else "sell")
     return sum(1 for s in sides.values() if s == {"buy", "sell"})
+
+
+# -- the entry gate: everything RiskActor checks before OrderActor looks for an option ---------
+
+
+def entry_gate(
+    *,
+    kill_switch: bool,
+    may_trade: bool,
+    connection_state: str,
+    minutes_since_open: float | None,
+    minutes_to_close: float | None,
+    no_entry_first: int,
+    no_entry_last: int,
+    stale: bool,
+    loss_reason: str | None,
+    busy: bool,
+    unvouched: str = "",
+) -> str | None:
+    """The pre-trade checks that need no option price, in order; None means go on.
+
+    `unvouched`: why the database cannot vouch for the broker's state (actors.adoption)."""
+    if kill_switch:
+        return "kill_switch: entries paused (remove the kill file or run `optionsbot resume`)"
+    if unvouched:
+        return unvouched
+    if not may_trade:
+        return f"connection: {connection_state}, no new entries"
+    if minutes_since_open is None or minutes_to_close is None:
+        return "market_closed: outside regular trading hours"
+    if minutes_since_open < no_entry_first:
+        return f"opening_window: {minutes_since_open:.0f} min after the open < {no_entry_first}"
+    if minutes_to_close < no_entry_last:
+        return f"closing_window: {minutes_to_close:.0f} min before the close < {no_entry_last}"
+    if stale:
+        return "stale_data: no fresh bars for this symbol"
+    if loss_reason:
+        return loss_reason
+    if busy:
+        return "busy: an entry for this symbol is already in progress or open"
+    return None
+
+
+def open_positions_reason(open_positions: int, in_flight: int, max_open: int) -> str | None:
+    """Approved entries still in flight count as open: each may become a position."""
+    if open_positions + in_flight >= max_open:
+        return f"max_open_positions: {open_positions} open + {in_flight} pending >= {max_open}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GateInputs:
+    """What RiskActor knows when an idea arrives: the inputs of `gate_idea`, nothing else."""
+
+    symbol: str
+    stopping: bool
+    kill_switch: bool
+    unvouched: str
+    may_trade: bool
+    connection_state: str
+    minutes_since_open: float | None
+    minutes_to_close: float | None
+    stale: bool
+    loss_reason: str | None
+    in_flight_symbols: tuple[str, ...]  # the symbols of the approvals not yet finished
+    exposure: float  # this symbol's exposure, working entries included (OrderActor's figure)
+    open_positions: int
+
+
+# The GateInputs fields entry_gate takes as they are.
+_ENTRY_GATE_INPUTS = (
+    "kill_switch",
+    "unvouched",
+    "may_trade",
+    "connection_state",
+    "minutes_since_open",
+    "minutes_to_close",
+    "stale",
+    "loss_reason",
+)
+
+
+def gate_idea(
+    inputs: GateInputs, limits: RiskLimits, no_entry_first: int, no_entry_last: int
+) -> str | None:
+    """The whole risk gate for one trade idea: None approves it, else the first reason to skip."""
+    i = inputs
+    if i.stopping:
+        return "stopping: the service is shutting down"
+    reason = entry_gate(
+        **{name: getattr(i, name) for name in _ENTRY_GATE_INPUTS},
+        no_entry_first=no_entry_first,
+        no_entry_last=no_entry_last,
+        busy=i.symbol in i.in_flight_symbols or i.exposure > 0,
+    )
+    if reason is None:
+        reason = open_positions_reason(
+            i.open_positions, len(i.in_flight_symbols), limits.max_open_positions
+        )
+    return reason
+
+
+def size_reason(
+    limits: RiskLimits,
+    *,
+    contracts: int,
+    sizing_reason: str,
+    premium: float,
+    multiplier: float,
+    open_positions: int,
+    symbol_exposure: float,
+    equity: float,
+    start_of_day_equity: float,
+    day_trades_5d: int,
+) -> str | None:
+    """The sizing stage's verdict on a sized entry: None places it, else why not."""
+    if contracts <= 0:
+        return sizing_reason
+    return check_entry(
+        limits,
+        open_positions=open_positions,
+        symbol_exposure=symbol_exposure,
+        new_premium_total=contracts * premium * multiplier,
+        equity=equity,
+        day_trades_5d=day_trades_5d,
+        contracts=contracts,
+        start_of_day_equity=start_of_day_equity,
+    )
+
+
+def guard_newly_tripped(loss_reason: str | None, already_tripped: bool | None) -> bool:
+    """Whether to record (and log) the daily loss guard's trip now: once per day, and only
+    for a day the database knows (`already_tripped` None: no row for the day)."""
+    return bool(loss_reason) and already_tripped is False
+
+
+def pdt_window_start(session_dates_opened: Iterable[date]) -> date | None:
+    """The first day of the pattern-day-trader window: the oldest of the last five sessions
+    that have opened (oldest first in the input), or None before any session."""
+    dates = list(session_dates_opened)[-5:]
+    return dates[0] if dates else None
+
+
+def kill_file_flatten(text: str) -> bool:
+    """Whether the kill file asks to flatten (`optionsbot kill --flatten` writes {"flatten": true});
+    anything unreadable means no: the kill switch itself is the file's existence."""
+    try:
+        return bool(json.loads(text or "{}").get("flatten"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def flattens_due(
+    minutes_to_close: float | None,
+    minutes_by_strategy: Iterable[tuple[str, int]],
+    flattened_on: dict[str, date],
+    day: date,
+) -> list[tuple[str, int]]:
+    """The strategies whose positions are to be closed now: once a day each, `minutes` before
+    the close; 0 minutes means hold overnight (their exits are GTC at the broker)."""
+    if minutes_to_close is None:
+        return []
+    return [
+        (strategy, minutes)
+        for strategy, minutes in minutes_by_strategy
+        if minutes and minutes_to_close <= minutes and flattened_on.get(strategy) != day
+    ]

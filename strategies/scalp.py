@@ -42,6 +42,33 @@ class ScalpParams:
         return max(self.min_bars, self.ema_slow, self.rsi_period + 1)
 
 
+class Cooldown:
+    """At most one scalp idea per `bars` 1-minute bars: an idea inside the cooldown is suppressed.
+
+    Every bar the scalp rule sees counts (backfill included), so a service that starts with
+    history has no cooldown left to sit out; before the first idea there is none at all."""
+
+    def __init__(self, bars: int) -> None:
+        if bars < 0:
+            raise ValueError("cooldown bars must not be negative")
+        self.bars = bars
+        self.since_idea = 10**9  # no idea yet: the cooldown does not apply
+
+    def on_bar(self) -> None:
+        self.since_idea += 1
+
+    @property
+    def cooling(self) -> bool:
+        return self.since_idea < self.bars
+
+    def admit(self) -> bool:
+        """True lets an idea out (and restarts the cooldown); False suppresses it."""
+        if self.cooling:
+            return False
+        self.since_idea = 0
+        return True
+
+
 class ScalpStrategy:
     """Scalp rules on closed 1-minute bars for one symbol.
 

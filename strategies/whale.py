@@ -51,8 +51,9 @@ class WhaleStrategy:
     CALL when close > range high and volume > volume_multiple * average; PUT when
     close < range low with the same spike. At most one signal per `debounce_days`: a
     breakout is HOLD "debounced until T" while bar.time - last_fired < debounce_days * 24 h
-    (elapsed calendar time between bar start times, not trading sessions). Firing sets
-    `self.last_fired = bar.time`; the caller persists it and passes it back at start.
+    (elapsed calendar time between bar start times, not trading sessions). Firing on a live
+    bar sets `self.last_fired = bar.time`; the caller persists it and passes it back at start.
+    A breakout in history (`live=False`) is reported but never traded, so it debounces nothing.
 
     Confidence (0 for HOLD), with ratio = volume / average and beyond = how far the close
     is past the level as a fraction of it:
@@ -107,7 +108,7 @@ class WhaleStrategy:
             return None
         return self.last_fired + timedelta(days=self.params.debounce_days)
 
-    def on_bar(self, bar: Bar, session_date: date) -> Signal:
+    def on_bar(self, bar: Bar, session_date: date, live: bool = True) -> Signal:
         problem = bar_problem(bar, self.last_bar)
         if problem is None and self._current is not None:
             if session_date < self._current.session_date:
@@ -168,7 +169,8 @@ class WhaleStrategy:
         volume_score = clip01((ratio - p.volume_multiple) / p.volume_multiple)
         breakout_score = clip01(abs(close - level) / level / p.full_breakout_pct)
         confidence = clip01(0.5 + 0.25 * volume_score + 0.25 * breakout_score)
-        self.last_fired = bar.time
+        if live:
+            self.last_fired = bar.time
         return Signal(
             kind="whale",
             symbol=self.symbol,

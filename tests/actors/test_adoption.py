@@ -10,9 +10,9 @@ from test_order_actor import approved
 
 from actors import messages as m
 from actors.orders import OrderActor
-from actors.risk import entry_gate
 from sim.clock import ManualClock
 from storage import JournalRepo, OrderRepo, PositionRepo, TradingDayRepo, identity, open_db
+from strategies.risk import entry_gate
 
 ACCOUNT = "DU7654321"
 
@@ -216,7 +216,7 @@ def test_the_risk_gate_refuses_an_unvouched_state_first_after_the_kill_switch():
 
 
 def test_risk_refuses_while_unvouched_and_takes_the_brokers_start_equity(make_settings, metrics):
-    from test_risk_actor import idea
+    from risk.test_actor import idea
 
     from actors.hours import MarketHours
     from actors.risk import RiskActor

@@ -7,9 +7,10 @@ from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
 from actors.hours import MarketHours
-from actors.risk import RiskActor, entry_gate
+from actors.risk import RiskActor
 from sim.clock import ManualClock
 from storage import JournalRepo
+from strategies.risk import entry_gate
 from strategies.signals import Direction, Signal
 
 HOURS = MarketHours()
@@ -62,7 +63,7 @@ def test_a_healthy_idea_is_approved(risk, metrics):
             lambda r: r.on_SymbolStale(m.SymbolStale(symbol="SPY", stale=True, age_s=600)),
             "stale_data",
         ),
-        (lambda r: r.pending.add("SPY"), "busy"),
+        (lambda r: r.in_flight.update({0: "SPY"}), "busy"),
         (lambda r: setattr(r, "open_positions", 3), "max_open_positions"),
     ],
 )
@@ -217,3 +218,65 @@ def test_pdt_guard_counts_round_trips_from_stored_fills(make_settings, metrics):
         assert decision.contracts == 0 and decision.reason.startswith("pdt")
     finally:
         actor.on_stop()
+
+
+# -- the entry flow: OrderActor owns an approved entry; the gate keeps only its correlation id --
+
+
+def test_the_approval_carries_the_ideas_correlation_id(risk):
+    sent = idea()
+    risk.on_TradeIdea(sent)
+    assert risk.order_actor.last(m.EntryApproved).corr == sent.corr
+    assert risk.in_flight == {sent.corr: "SPY"}
+
+
+def test_entry_finished_is_matched_by_correlation_id_not_by_symbol(risk):
+    spy, qqq = idea("SPY"), idea("QQQ")
+    risk.on_TradeIdea(spy)
+    risk.on_TradeIdea(qqq)
+    assert len(risk.order_actor.of(m.EntryApproved)) == 2
+    # The reply names QQQ's approval: SPY's stays in flight, whatever the symbol field says.
+    risk.on_EntryFinished(m.EntryFinished(symbol="SPY", placed=False, reason="x", corr=qqq.corr))
+    assert risk.in_flight == {spy.corr: "SPY"}
+    risk.on_TradeIdea(idea("SPY"))
+    assert len(risk.order_actor.of(m.EntryApproved)) == 2  # SPY still busy
+    risk.on_TradeIdea(idea("QQQ"))
+    assert len(risk.order_actor.of(m.EntryApproved)) == 3  # QQQ free again
+
+
+def test_a_finished_entry_frees_its_symbol_and_its_open_position_slot(risk):
+    first = idea("SPY")
+    risk.on_TradeIdea(first)
+    risk.on_TradeIdea(idea("SPY"))
+    assert len(risk.order_actor.of(m.EntryApproved)) == 1
+    assert JournalRepo(risk.db).decisions("SPY")[-1].reason.startswith("busy")
+    risk.on_EntryFinished(m.EntryFinished(symbol="SPY", placed=False, reason="x", corr=first.corr))
+    assert risk.in_flight == {}
+    risk.on_TradeIdea(idea("SPY"))
+    assert len(risk.order_actor.of(m.EntryApproved)) == 2
+
+
+def test_in_flight_approvals_count_toward_max_open_positions(risk):
+    risk.open_positions = 1
+    for symbol in ("SPY", "QQQ", "IWM"):
+        risk.on_TradeIdea(idea(symbol))
+    # max 3: one open + two in flight fill it.
+    assert [a.idea.signal.symbol for a in risk.order_actor.of(m.EntryApproved)] == ["SPY", "QQQ"]
+    assert (
+        JournalRepo(risk.db)
+        .decisions("IWM")[-1]
+        .reason.startswith("max_open_positions: 1 open + 2 pending >= 3")
+    )
+
+
+def test_a_reply_without_the_approvals_id_still_frees_its_symbol(risk):
+    """Transitional: an OrderActor that does not echo the correlation id yet (see on_EntryFinished)."""
+    risk.on_TradeIdea(idea("SPY"))
+    risk.on_EntryFinished(m.EntryFinished(symbol="SPY", placed=True))
+    assert risk.in_flight == {}
+
+
+def test_a_stray_reply_frees_nothing(risk):
+    risk.on_TradeIdea(idea("SPY"))
+    risk.on_EntryFinished(m.EntryFinished(symbol="QQQ", placed=False, reason="x"))
+    assert list(risk.in_flight.values()) == ["SPY"]

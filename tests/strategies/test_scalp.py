@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies.bars import Bar
-from strategies.scalp import ScalpParams, ScalpStrategy
+from strategies.scalp import Cooldown, ScalpParams, ScalpStrategy
 from strategies.signals import Direction
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -202,3 +202,47 @@ def test_signals_follow_the_rules(steps, volumes, split):
         else:
             assert sig.is_hold and sig.confidence == 0.0
             assert sig.reasons[-1].startswith("hold: ")
+
+
+# -- the cooldown: at most one idea per `bars` bars ----------------------------------------------
+
+
+def test_cooldown_lets_the_first_idea_out_then_waits_its_bars():
+    c = Cooldown(3)
+    assert c.admit()  # no idea yet: nothing to cool down from
+    outcomes = []
+    for _ in range(7):
+        c.on_bar()
+        outcomes.append(c.admit())
+    assert outcomes == [False, False, True, False, False, True, False]
+
+
+def test_zero_cooldown_admits_every_idea():
+    c = Cooldown(0)
+    assert all(c.admit() for _ in range(5))
+
+
+def test_negative_cooldown_is_refused():
+    with pytest.raises(ValueError, match="cooldown"):
+        Cooldown(-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bars=st.integers(0, 20),
+    wants=st.lists(st.booleans(), max_size=120),
+)
+def test_cooldown_admitted_ideas_are_at_least_bars_apart_and_none_is_lost_needlessly(bars, wants):
+    """`wants[i]`: bar i produced a directional signal. Admitted ones are >= bars apart, and a
+    wanted idea is suppressed only while the previous admitted one is fewer than bars back."""
+    c = Cooldown(bars)
+    admitted: list[int] = []
+    for i, want in enumerate(wants):
+        c.on_bar()
+        if want:
+            ok = c.admit()
+            cooling = bool(admitted) and i - admitted[-1] < bars
+            assert ok is not cooling
+            if ok:
+                admitted.append(i)
+    assert all(b - a >= bars for a, b in zip(admitted, admitted[1:], strict=False))

@@ -170,3 +170,20 @@ def test_naive_last_fired_rejected():
 def test_bad_params_rejected(kwargs):
     with pytest.raises(ValueError):
         WhaleParams(**kwargs)
+
+
+def test_a_breakout_in_history_is_reported_but_debounces_nothing():
+    """A breakout seen in backfill was never traded: the next live one must still fire."""
+    w = warmed()
+    old = w.on_bar(hbar(20, 2, close=102.0, volume=5000.0), day(20), live=False)
+    assert old.direction is Direction.CALL  # reported: the journal and the warm-up see it
+    assert w.last_fired is None
+    live = w.on_bar(hbar(20, 3, close=103.0, volume=5000.0), day(20), live=True)
+    assert live.direction is Direction.CALL and w.last_fired == at(20, 3)
+
+
+def test_history_keeps_the_live_debounce_it_was_started_with():
+    fired = at(19, 6)
+    w = warmed(last_fired=fired)
+    w.on_bar(hbar(23, 0, close=130.0, volume=5000.0), day(23), live=False)  # past the debounce
+    assert w.last_fired == fired
