@@ -6,13 +6,15 @@ import sqlite3
 
 import pytest
 from support import LIVE_OPT_IN, SESSION_TIME, SIM_ACCOUNT, FakeRef
-from test_order_actor import approved
 
 from actors import messages as m
 from actors.orders import OrderActor
 from actors.risk import entry_gate
 from sim.clock import ManualClock
 from storage import JournalRepo, OrderRepo, PositionRepo, TradingDayRepo, identity, open_db
+from storage.rows import Order, Position
+
+from .test_actor import approved
 
 ACCOUNT = "DU7654321"
 
@@ -115,9 +117,9 @@ def test_an_empty_database_refuses_entries_until_adopt(live):
     actor.on_BrokerState(state(held(), orders=(*exits, manual), daily=-3_100.0, realized=-2_600.0))
 
     [pos] = PositionRepo(actor.db).open()
-    assert (pos["con_id"], pos["quantity"], pos["avg_cost"]) == (5001, 2.0, 243.0)
-    assert pos["bracket_ref"] == bracket and pos["strategy"] == "adopted"
-    roles = {r["order_ref"]: (r["role"], r["state"]) for r in OrderRepo(actor.db).open_orders()}
+    assert (pos.con_id, pos.quantity, pos.avg_cost) == (5001, 2.0, 243.0)
+    assert pos.bracket_ref == bracket and pos.strategy == "adopted"
+    roles = {r.order_ref: (r.role, r.state) for r in OrderRepo(actor.db).open_orders()}
     assert roles == {
         f"{bracket}-TP": ("take_profit", "submitted"),
         f"{bracket}-SL": ("stop_loss", "submitted"),
@@ -193,7 +195,7 @@ def test_a_dropped_table_is_recreated_and_the_database_marked_damaged(tmp_path):
     assert identity.meta(db)["damaged"] == "tables recreated empty: positions"
     identity.clear_damaged(db)
     assert "damaged" not in identity.meta(db)
-    PositionRepo(db).upsert({"con_id": 1, "symbol": "SPY", "quantity": 1.0, "avg_cost": 1.0})
+    PositionRepo(db).upsert(Position(con_id=1, symbol="SPY", quantity=1.0, avg_cost=1.0))
 
 
 def test_the_risk_gate_refuses_an_unvouched_state_first_after_the_kill_switch():
@@ -266,13 +268,9 @@ def test_a_rolled_back_database_is_caught_by_its_history_mark(live):
     orders = OrderRepo(actor.db)
     for i in range(3):
         orders.insert(
-            {
-                "order_ref": f"SPY-x-{i}",
-                "symbol": "SPY",
-                "action": "BUY",
-                "quantity": 1.0,
-                "state": "cancelled",
-            }
+            Order(
+                order_ref=f"SPY-x-{i}", symbol="SPY", action="BUY", quantity=1.0, state="cancelled"
+            )
         )
     actor.on_Tick(m.Tick(now=clock.now()))
     mark = identity.read_mark(settings.storage.path)
