@@ -147,6 +147,7 @@ def _status(path: Path) -> int:
     from sqlite_utils import Database
 
     from storage import OrderRepo, PositionRepo, TradingDayRepo
+    from storage.rows import multiplier
 
     # Read-only: a status check never migrates or repairs the file it is looking at.
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
@@ -155,9 +156,7 @@ def _status(path: Path) -> int:
     print("orders by state:", json.dumps(orders.count_by_state(), sort_keys=True))
     print("open positions:")
     for p in PositionRepo(db).open():
-        print(
-            f"  {p['local_symbol'] or p['symbol']}: {p['quantity']:g} @ {p['avg_cost'] / 100:.2f}"
-        )
+        print(f"  {p.local_symbol or p.symbol}: {p.quantity:g} @ {p.avg_cost / multiplier(p):.2f}")
     for d in TradingDayRepo(db).recent(3):
         print(
             f"day {d.trading_date.isoformat()}: start equity {d.start_equity:.2f}, realized {d.realized_pnl:+.2f}"

@@ -215,7 +215,8 @@ class RiskActor(BaseActor):
         if since is None:
             return 0
         fills = [
-            (f.con_id, f.side, MarketHours.trading_date(f.at)) for f in self.fills.since(since)
+            (f.con_id, f.side, MarketHours.trading_date(datetime.fromisoformat(f.at)))
+            for f in self.fills.since(since)
         ]
         return count_day_trades(fills, since)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from transitions import EventData, Machine
 
+from actors.ibcodes import CANCEL_REFUSED, ORDER_REJECTED, error_code
 from machines.base import Row, build
 
 
@@ -66,7 +67,7 @@ TABLE: list[Row] = [
 ]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a shared machine finds and removes its models by `==`
 class OrderModel:
     """One order's machine model. The owning actor persists `state` after each trigger."""
 
@@ -96,6 +97,81 @@ class OrderModel:
     @property
     def is_terminal(self) -> bool:
         return self.order_state in TERMINAL
+
+
+class OrderMachines:
+    """One machine for every order of one owner: models join it (`add_model`) when an order is
+    written or restored and leave it when it becomes terminal, so a long-running service holds
+    only its working orders. Not thread-safe (transitions' plain Machine; LockedMachine is the
+    threaded one): its owner, OrderActor, uses it from its own thread only."""
+
+    def __init__(self) -> None:
+        self.machine = build(
+            None,
+            OrderState,
+            TABLE,
+            OrderState.NEW,
+            name="order",
+            prepare_event="prepare_event",
+            after_state_change="after_state_change",
+        )
+
+    def add(self, model: OrderModel, state: OrderState | str = OrderState.NEW) -> OrderModel:
+        self.machine.add_model(model, initial=OrderState(state).value)
+        return model
+
+    def remove(self, model: OrderModel) -> None:
+        if model in self.machine.models:
+            self.machine.remove_model(model)
+
+    def __len__(self) -> int:
+        return len(self.machine.models)
+
+
+# IB order status -> trigger (None: nothing to do). Checked against IB's TWS API docs (Order
+# Management, "Possible Order States") and ib_async's OrderStatus: ApiCancelled and Cancelled both
+# end an order; PendingSubmit, ApiPending and PendingCancel say nothing the machine needs.
+STATUS_TRIGGER: dict[str, str | None] = {
+    "PendingSubmit": None,
+    "ApiPending": None,
+    "PreSubmitted": "accept",
+    "Submitted": "accept",
+    "PendingCancel": None,
+    "ApiCancelled": "cancelled",
+    "Cancelled": "cancelled",
+    "Inactive": "deactivate",
+    "Filled": "fill",
+}
+# Statuses of an order still working at the broker, whose cancel can be sent again.
+STILL_WORKING = frozenset({"PreSubmitted", "Submitted", "PendingSubmit"})
+
+
+def status_trigger(status: str, reason: str = "") -> str | None:
+    """The trigger for a live order status from the broker (None: nothing to do).
+
+    ib_async reports any order error as Cancelled: a 201 is a reject, and a refused cancel
+    (161, 10148) leaves the order working (or already filled) at the broker."""
+    trigger = STATUS_TRIGGER.get(status)
+    if trigger == "cancelled":
+        code = error_code(reason)
+        if code == ORDER_REJECTED:
+            return "reject"
+        if code in CANCEL_REFUSED:
+            return "cancel_failed"
+    return trigger
+
+
+def settle_trigger(status: str, reason: str = "") -> str:
+    """The trigger that settles an order left unknown (a crash) from the broker's status for it.
+
+    An unknown order has no cancel in flight, so a refused cancel means nothing here: any end is
+    cancelled (or rejected, on a 201); a status that does not end the order means it is working."""
+    trigger = STATUS_TRIGGER.get(status)
+    if trigger == "cancelled":
+        return "reject" if error_code(reason) == ORDER_REJECTED else "cancelled"
+    if trigger in ("fill", "deactivate"):
+        return trigger
+    return "accept"
 
 
 def order_machine(

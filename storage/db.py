@@ -206,6 +206,15 @@ def m003_identity(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_multiplier(db: Database) -> None:
+    # The contract multiplier, so that money is premium x the contract's own multiplier (from the
+    # chain) rather than an assumed 100. Rows from before stay NULL: storage.rows reads them as
+    # the standard 100 that every contract traded then had.
+    db["orders"].add_column("multiplier", float)
+    db["positions"].add_column("multiplier", float)
+
+
 def _reference_schema() -> dict[str, list[str]]:
     """Every table's CREATE statement (and its indexes') as the migrations build them."""
     ref = Database(memory=True)

@@ -12,9 +12,19 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from configs.redact import redact
-from machines.order import TERMINAL, OrderState
+from machines.order import TERMINAL
 from storage.db import write
-from storage.rows import Decision, FillSide, KeyValue, SignalRow, TradingDay, WhaleDebounce
+from storage.rows import (
+    Decision,
+    Fill,
+    KeyValue,
+    Order,
+    OrderEvent,
+    Position,
+    SignalRow,
+    TradingDay,
+    WhaleDebounce,
+)
 
 TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
 
@@ -49,24 +59,15 @@ class OrderRepo:
     def __init__(self, db: Database):
         self.db = db
 
-    def insert(self, order: Mapping[str, Any], at: datetime | None = None) -> None:
-        row = _clean(order)
-        row.setdefault("state", OrderState.NEW.value)
-        row.setdefault("filled", 0.0)
-        row.setdefault("created_at", iso(at))
-        row["updated_at"] = row["created_at"]
-        with write(self.db):
-            self.db["orders"].insert(row, pk="order_ref")
-            self._event(row["order_ref"], "created", "", row["state"], {}, at)
+    def insert(self, order: Order, at: datetime | None = None) -> None:
+        self.insert_many([order], at)
 
-    def insert_many(self, orders: Iterable[Mapping[str, Any]], at: datetime | None = None) -> None:
+    def insert_many(self, orders: Iterable[Order], at: datetime | None = None) -> None:
         """A bracket's orders land together or not at all."""
         with write(self.db):
             for order in orders:
-                row = _clean(order)
-                row.setdefault("state", OrderState.NEW.value)
-                row.setdefault("filled", 0.0)
-                row.setdefault("created_at", iso(at))
+                row = _clean(order.to_db())
+                row["created_at"] = row["created_at"] or iso(at)
                 row["updated_at"] = row["created_at"]
                 self.db["orders"].insert(row, pk="order_ref")
                 self._event(row["order_ref"], "created", "", row["state"], {}, at)
@@ -106,39 +107,52 @@ class OrderRepo:
             }
         )
 
-    def get(self, order_ref: str) -> dict[str, Any] | None:
+    def get(self, order_ref: str) -> Order | None:
         try:
-            return self.db["orders"].get(order_ref)
+            return Order.from_db(self.db["orders"].get(order_ref))
         except NotFoundError:
             return None
 
-    def open_orders(self) -> list[dict[str, Any]]:
+    def open_orders(self) -> list[Order]:
         marks = ",".join("?" * len(TERMINAL_VALUES))
-        return list(
-            self.db["orders"].rows_where(
+        return [
+            Order.from_db(r)
+            for r in self.db["orders"].rows_where(
                 f"state not in ({marks})", TERMINAL_VALUES, order_by="created_at"
             )
-        )
+        ]
 
-    def by_bracket(self, bracket_ref: str) -> list[dict[str, Any]]:
-        return list(
-            self.db["orders"].rows_where("bracket_ref = ?", [bracket_ref], order_by="created_at")
-        )
+    def by_bracket(self, bracket_ref: str) -> list[Order]:
+        return [
+            Order.from_db(r)
+            for r in self.db["orders"].rows_where(
+                "bracket_ref = ?", [bracket_ref], order_by="created_at"
+            )
+        ]
 
-    def events(self, order_ref: str) -> list[dict[str, Any]]:
-        return list(self.db["order_events"].rows_where("order_ref = ?", [order_ref], order_by="id"))
+    def events(self, order_ref: str) -> list[OrderEvent]:
+        return [
+            OrderEvent.from_db(r)
+            for r in self.db["order_events"].rows_where("order_ref = ?", [order_ref], order_by="id")
+        ]
 
-    def add_fill(self, fill: Mapping[str, Any]) -> bool:
+    def add_fill(self, fill: Fill) -> bool:
         """Record a fill once: False when this execution id is already known (a duplicate)."""
         with write(self.db):
             cur = self.db.execute(
                 "insert or ignore into fills (exec_id, order_ref, at, side, quantity, price, commission, con_id, symbol)"
                 " values (:exec_id, :order_ref, :at, :side, :quantity, :price, :commission, :con_id, :symbol)",
-                {"commission": 0.0, "con_id": None, "symbol": None, **fill},
+                fill.to_db(),
             )
             return cur.rowcount == 1
 
-    def fill_with_base(self, exec_id: str) -> dict[str, Any] | None:
+    def fill(self, exec_id: str) -> Fill | None:
+        try:
+            return Fill.from_db(self.db["fills"].get(exec_id))
+        except NotFoundError:
+            return None
+
+    def fill_with_base(self, exec_id: str) -> Fill | None:
         """A recorded fill whose execId matches this one up to its last dot (IB's corrections)."""
         base = exec_id.rsplit(".", 1)[0]
         rows = list(
@@ -147,12 +161,12 @@ class OrderRepo:
         if not rows:
             return None
         # Only the last dot separates the correction counter: "a.b.01.01" and "a.b.01.02".
-        return rows[0] if rows[0]["exec_id"].rsplit(".", 1)[0] == base else None
+        return Fill.from_db(rows[0]) if rows[0]["exec_id"].rsplit(".", 1)[0] == base else None
 
-    def replace_fill(self, old_exec_id: str, fill: Mapping[str, Any]) -> None:
+    def replace_fill(self, old_exec_id: str, fill: Fill) -> None:
         with write(self.db):
             self.db["fills"].delete(old_exec_id)
-            self.db["fills"].insert(dict(fill), pk="exec_id")
+            self.db["fills"].insert(fill.to_db(), pk="exec_id")
 
     def filled_quantity(self, order_ref: str) -> float:
         row = self.db.execute(
@@ -160,24 +174,28 @@ class OrderRepo:
         )
         return float(row.fetchone()[0])
 
-    def fills_for_contract(self, con_id: int) -> list[dict[str, Any]]:
-        return list(self.db["fills"].rows_where("con_id = ?", [con_id], order_by="at, rowid"))
+    def fills_for_contract(self, con_id: int) -> list[Fill]:
+        return [
+            Fill.from_db(r)
+            for r in self.db["fills"].rows_where("con_id = ?", [con_id], order_by="at, rowid")
+        ]
 
     def set_commission(self, exec_id: str, commission: float) -> float | None:
         """Record a commission once; returns the change, or None when the fill is unknown."""
-        try:
-            row = self.db["fills"].get(exec_id)
-        except NotFoundError:
+        fill = self.fill(exec_id)
+        if fill is None:
             return None
-        delta = commission - (row["commission"] or 0.0)
+        delta = commission - (fill.commission or 0.0)
         with write(self.db):
             self.db["fills"].update(exec_id, {"commission": commission})
         return delta
 
-    def fills(self, order_ref: str | None = None) -> list[dict[str, Any]]:
+    def fills(self, order_ref: str | None = None) -> list[Fill]:
         if order_ref is None:
-            return list(self.db["fills"].rows_where(order_by="at"))
-        return list(self.db["fills"].rows_where("order_ref = ?", [order_ref], order_by="at"))
+            rows = self.db["fills"].rows_where(order_by="at")
+        else:
+            rows = self.db["fills"].rows_where("order_ref = ?", [order_ref], order_by="at")
+        return [Fill.from_db(r) for r in rows]
 
     def count_by_state(self) -> dict[str, int]:
         return {
@@ -190,21 +208,24 @@ class PositionRepo:
     def __init__(self, db: Database):
         self.db = db
 
-    def upsert(self, row: Mapping[str, Any]) -> None:
+    def upsert(self, position: Position) -> None:
         with write(self.db):
-            self.db["positions"].upsert({**row, "updated_at": iso()}, pk="con_id")
+            self.db["positions"].upsert({**position.to_db(), "updated_at": iso()}, pk="con_id")
 
-    def get(self, con_id: int) -> dict[str, Any] | None:
+    def get(self, con_id: int) -> Position | None:
         try:
-            return self.db["positions"].get(con_id)
+            return Position.from_db(self.db["positions"].get(con_id))
         except NotFoundError:
             return None
 
-    def open(self) -> list[dict[str, Any]]:
-        return list(self.db["positions"].rows_where("quantity != 0", order_by="con_id"))
+    def open(self) -> list[Position]:
+        return [
+            Position.from_db(r)
+            for r in self.db["positions"].rows_where("quantity != 0", order_by="con_id")
+        ]
 
-    def all(self) -> list[dict[str, Any]]:
-        return list(self.db["positions"].rows_where(order_by="con_id"))
+    def all(self) -> list[Position]:
+        return [Position.from_db(r) for r in self.db["positions"].rows_where(order_by="con_id")]
 
 
 class TradingDayRepo:
@@ -270,10 +291,10 @@ class FillRepo:
     def __init__(self, db: Database):
         self.db = db
 
-    def since(self, day: date) -> list[FillSide]:
+    def since(self, day: date) -> list[Fill]:
         """Fills stamped on or after the start of `day` (UTC ISO text compares in time order)."""
-        rows = self.db.query("select con_id, side, at from fills where at >= ?", [day.isoformat()])
-        return [FillSide.from_row(r) for r in rows]
+        rows = self.db.query("select * from fills where at >= ?", [day.isoformat()])
+        return [Fill.from_db(r) for r in rows]
 
 
 class MachineStateRepo:

@@ -1,40 +1,121 @@
-"""The rows of the non-order tables, one dataclass each: what the repositories take and return.
+"""Every table's row, typed, once: what the repositories take and return.
 
-Each class's fields are its table's columns, in the migrations' order (storage.db); a test
-holds the two together (tests/storage/test_rows.py). Values are typed on the way out: dates
-and times as `date`/`datetime`, flags as `bool`, JSON columns decoded.
+Each class's fields are its table's columns. The tables are created by the migrations
+(storage.db), which are history and never rewritten; tests/storage/test_rows.py holds each class
+here against the schema the migrations build, column for column, so the two cannot drift apart.
+Values are typed on the way out where the order side does not need the stored text: dates and
+times as `date`/`datetime`, flags as `bool`, JSON columns decoded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, Self
 
+# The standard US equity option multiplier, for rows stored before the multiplier column
+# existed (m004): every contract the service traded then was a standard one.
+STANDARD_MULTIPLIER = 100.0
 
-class _ByKey:
-    """Transitional: `row["field"]` and `row.get("field")` for code written against the dict
-    rows (actors/orders.py, actors/adoption.py and their tests, in another branch this round).
-    Remove once those read attributes; nothing in storage/ relies on it."""
+
+class Row:
+    """Conversion to and from the dicts sqlite-utils speaks, by field name."""
 
     __slots__ = ()
 
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> Self:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in row.items() if k in names})
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.keys() else default
+    def to_db(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
-    def keys(self) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order(Row):
+    order_ref: str  # our idempotency key, echoed by IB on executions
+    bracket_ref: str | None = None
+    parent_ref: str | None = None
+    role: str | None = None  # entry | take_profit | stop_loss | exit
+    symbol: str
+    strategy: str | None = None
+    con_id: int | None = None
+    local_symbol: str | None = None
+    expiry: str | None = None
+    strike: float | None = None
+    right: str | None = None
+    action: str  # BUY | SELL
+    order_type: str | None = None
+    quantity: float
+    limit_price: float | None = None
+    aux_price: float | None = None
+    oca_group: str | None = None
+    state: str = "new"
+    filled: float | None = 0.0
+    avg_fill_price: float | None = None
+    order_id: int | None = None
+    perm_id: int | None = None
+    client_id: int | None = None
+    dry_run: int | None = None
+    reason: str | None = None
+    trading_date: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    multiplier: float | None = None  # the contract's; None: stored before m004
+
+    @property
+    def remaining(self) -> float:
+        return self.quantity - (self.filled or 0.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderEvent(Row):
+    id: int | None = None
+    order_ref: str | None = None
+    at: str | None = None
+    event: str | None = None
+    source: str | None = None
+    dest: str | None = None
+    detail: str | None = None  # JSON
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fill(Row):
+    exec_id: str  # IB's execution id: a duplicate is the same fill
+    order_ref: str | None = None
+    at: str | None = None
+    side: str | None = None  # BOT | SLD
+    quantity: float | None = None
+    price: float | None = None
+    commission: float | None = 0.0
+    con_id: int | None = None
+    symbol: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position(Row):
+    con_id: int
+    symbol: str | None = None
+    local_symbol: str | None = None
+    expiry: str | None = None
+    strike: float | None = None
+    right: str | None = None
+    quantity: float = 0.0
+    avg_cost: float = 0.0  # per contract: premium x multiplier
+    realized_pnl: float | None = 0.0
+    bracket_ref: str | None = None
+    strategy: str | None = None
+    updated_at: str | None = None
+    multiplier: float | None = None  # the contract's; None: stored before m004
+
+
+def multiplier(row: Order | Position) -> float:
+    """The contract multiplier of an order's or a position's contract."""
+    return row.multiplier or STANDARD_MULTIPLIER
 
 
 def _date(value: str | date) -> date:
@@ -46,7 +127,7 @@ def _datetime(value: str | datetime) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
-class TradingDay(_ByKey):
+class TradingDay:
     """Start-of-day equity and realized P&L of one New York trading date."""
 
     trading_date: date
@@ -86,7 +167,7 @@ class SignalRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision(_ByKey):
+class Decision:
     """One decision of the entry flow: a stage, its outcome and the reason."""
 
     id: int | None
@@ -127,24 +208,11 @@ class WhaleDebounce:
         return cls(symbol=row["symbol"], last_fired=_datetime(row["last_fired"]))
 
 
-@dataclass(frozen=True, slots=True)
-class FillSide:
-    """The part of a fill the pattern-day-trader count reads (the fills table is OrderRepo's)."""
-
-    con_id: int | None
-    side: str
-    at: datetime
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(con_id=row["con_id"], side=row["side"], at=_datetime(row["at"]))
-
-
 # -- storage.identity -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class AdoptionRequest(_ByKey):
+class AdoptionRequest:
     """The operator's `optionsbot adopt`, waiting for the service (meta key adopt_request)."""
 
     at: str
@@ -158,7 +226,7 @@ class AdoptionRequest(_ByKey):
 
 
 @dataclass(frozen=True, slots=True)
-class ForeignOrder(_ByKey):
+class ForeignOrder:
     """An order at the broker the operator adopted as known but not ours."""
 
     perm_id: int
@@ -170,6 +238,10 @@ class ForeignOrder(_ByKey):
 
 # Table -> row class, for the schema test: each class's fields are that table's columns.
 ROWS: dict[str, type] = {
+    "orders": Order,
+    "order_events": OrderEvent,
+    "fills": Fill,
+    "positions": Position,
     "trading_days": TradingDay,
     "signals": SignalRow,
     "decisions": Decision,

@@ -122,12 +122,11 @@ def test_library_callers_get_private_files_under_umask_022(tmp_path):
 
 def test_storage_masks_an_account_that_reaches_it(tmp_path):
     from storage import JournalRepo, OrderRepo
+    from storage.rows import Order
 
     db = open_db(tmp_path / "bot.sqlite")
     orders = OrderRepo(db)
-    orders.insert(
-        {"order_ref": "SPY-1-abc", "symbol": "SPY", "action": "BUY", "quantity": 1.0},
-    )
+    orders.insert(Order(order_ref="SPY-1-abc", symbol="SPY", action="BUY", quantity=1.0))
     orders.transition(
         "SPY-1-abc",
         "reject",

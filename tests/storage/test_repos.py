@@ -14,7 +14,7 @@ from storage import (
     TradingDayRepo,
     WhaleRepo,
 )
-from storage.rows import Decision, FillSide, KeyValue, SignalRow, TradingDay, WhaleDebounce
+from storage.rows import Decision, Fill, KeyValue, SignalRow, TradingDay, WhaleDebounce
 
 DAY = date(2026, 11, 23)
 
@@ -129,19 +129,18 @@ def test_fills_since_returns_exactly_those_at_or_after_the_day(db, offsets, sinc
     orders = OrderRepo(db)
     for i, minutes in enumerate(offsets):
         orders.add_fill(
-            {
-                "exec_id": f"e{i}",
-                "order_ref": None,
-                "at": (base + timedelta(minutes=minutes)).isoformat(),
-                "side": "BOT",
-                "quantity": 1,
-                "price": 1.0,
-                "con_id": i,
-            }
+            Fill(
+                exec_id=f"e{i}",
+                at=(base + timedelta(minutes=minutes)).isoformat(),
+                side="BOT",
+                quantity=1,
+                price=1.0,
+                con_id=i,
+            )
         )
     since = DAY + timedelta(days=since_days)
     got = FillRepo(db).since(since)
-    assert all(isinstance(f, FillSide) for f in got)
+    assert all(isinstance(f, Fill) for f in got)
     cut = datetime(since.year, since.month, since.day, tzinfo=UTC)
     want = {i for i, m in enumerate(offsets) if base + timedelta(minutes=m) >= cut}
     assert {f.con_id for f in got} == want

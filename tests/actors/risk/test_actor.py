@@ -72,7 +72,7 @@ def test_every_gate_skips_with_its_reason(risk, metrics, setup, code):
     risk.on_TradeIdea(idea())
     assert risk.order_actor.of(m.EntryApproved) == []
     decisions = JournalRepo(risk.db).decisions("SPY")
-    assert decisions[-1]["outcome"] == "skipped" and decisions[-1]["reason"].startswith(code)
+    assert decisions[-1].outcome == "skipped" and decisions[-1].reason.startswith(code)
     assert (
         metrics.registry.get_sample_value(
             "optionsbot_decisions_total",
@@ -127,7 +127,7 @@ def test_daily_loss_guard_survives_a_restart_and_resets_next_day(make_settings, 
     assert again.start_equity == 100_000
     again.on_TradeIdea(idea())
     assert again.order_actor.of(m.EntryApproved) == []
-    assert JournalRepo(again.db).decisions()[-1]["reason"].startswith("daily_loss")
+    assert JournalRepo(again.db).decisions()[-1].reason.startswith("daily_loss")
     # The next trading day starts fresh from the equity it opens with.
     clock.advance(timedelta(days=3))  # Monday
     again.on_Tick(m.Tick(now=clock.now()))

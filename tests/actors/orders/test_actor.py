@@ -86,17 +86,17 @@ def test_idea_to_bracket_is_written_before_it_is_sent(env):
     settings, metrics, clock, actor = env
     contract = place(actor, clock)
     rows = OrderRepo(actor.db).open_orders()
-    assert [(r["role"], r["action"], r["order_type"]) for r in rows] == [
+    assert [(r.role, r.action, r.order_type) for r in rows] == [
         ("entry", "BUY", "LMT"),
         ("take_profit", "SELL", "LMT"),
         ("stop_loss", "SELL", "STP"),
     ]
     entry, tp, sl = rows
-    assert entry["limit_price"] == 2.43 and tp["limit_price"] == 3.16 and sl["aux_price"] == 1.94
-    assert tp["oca_group"] == sl["oca_group"] and tp["parent_ref"] == entry["order_ref"]
-    assert all(r["state"] == OrderState.SUBMITTED for r in rows)
-    events = OrderRepo(actor.db).events(entry["order_ref"])
-    assert [e["event"] for e in events] == ["created", "submit", "accept"]
+    assert entry.limit_price == 2.43 and tp.limit_price == 3.16 and sl.aux_price == 1.94
+    assert tp.oca_group == sl.oca_group and tp.parent_ref == entry.order_ref
+    assert all(r.state == OrderState.SUBMITTED for r in rows)
+    events = OrderRepo(actor.db).events(entry.order_ref)
+    assert [e.event for e in events] == ["created", "submit", "accept"]
     assert actor.connection.last(m.WatchQuotes).contract.con_id == contract.con_id
     assert actor.risk.last(m.EntryFinished).placed
 
@@ -112,18 +112,18 @@ def test_paper_fills_entry_then_take_profit_cancels_the_stop(env):
         m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock))
     )  # ask reaches 2.43
     pos = PositionRepo(actor.db).open()
-    assert [(p["quantity"], pytest.approx(p["avg_cost"])) for p in pos] == [(4.0, 243.0)]
+    assert [(p.quantity, pytest.approx(p.avg_cost)) for p in pos] == [(4.0, 243.0)]
     actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 3.20, 3.25, clock)))
     assert PositionRepo(actor.db).open() == []
     states = {
-        r["role"]: r["state"]
+        r.role: r.state
         for r in OrderRepo(actor.db).by_bracket(
-            OrderRepo(actor.db).fills()[0]["order_ref"].rsplit("-", 1)[0]
+            OrderRepo(actor.db).fills()[0].order_ref.rsplit("-", 1)[0]
         )
     }
     assert states == {"entry": "filled", "take_profit": "filled", "stop_loss": "cancelled"}
     # Limits fill at their limit: (3.16 - 2.43) x 100 x 4 = 292 less two commissions of 2.60.
-    realized = PositionRepo(actor.db).all()[0]["realized_pnl"]
+    realized = PositionRepo(actor.db).all()[0].realized_pnl
     assert realized == pytest.approx(292.0 - 5.20)
     assert (
         metrics.registry.get_sample_value(
@@ -138,14 +138,14 @@ def test_paper_fills_entry_then_take_profit_cancels_the_stop(env):
 def test_a_duplicate_execution_is_ignored(env):
     settings, metrics, clock, actor = env
     place(actor, clock)
-    ref = OrderRepo(actor.db).open_orders()[0]["order_ref"]
+    ref = OrderRepo(actor.db).open_orders()[0].order_ref
     e = m.BrokerExecution(
         order_ref=ref, exec_id="x.1", side="BOT", quantity=4, price=2.43, time=clock.now()
     )
     actor.on_BrokerExecution(e)
     actor.on_BrokerExecution(e)
     assert len(OrderRepo(actor.db).fills(ref)) == 1
-    assert PositionRepo(actor.db).open()[0]["quantity"] == 4
+    assert PositionRepo(actor.db).open()[0].quantity == 4
 
 
 def test_unfilled_entry_is_cancelled_after_its_timeout(env):
@@ -197,7 +197,7 @@ def test_live_entry_timeout_cancels_only_the_entry_and_ib_takes_the_children(liv
     settings, clock, actor = live
     entry, tp, sl = timed_out_bracket(settings, clock, actor)
     assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry]
-    states = {r["order_ref"]: r["state"] for r in OrderRepo(actor.db).open_orders()}
+    states = {r.order_ref: r.state for r in OrderRepo(actor.db).open_orders()}
     assert states == {entry: "pending_cancel", tp: "submitted", sl: "submitted"}
     for ref in (entry, tp, sl):  # the broker cancels the parent and, with it, the children
         actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
@@ -211,7 +211,7 @@ def test_an_entry_that_filled_before_its_cancel_keeps_its_exits(live):
     entry, tp, sl = timed_out_bracket(settings, clock, actor)
     refused = "10148 OrderId 7 that needs to be cancelled cannot be cancelled, state: Filled."
     actor.on_BrokerOrderStatus(status(entry, "Cancelled", reason=refused))
-    assert OrderRepo(actor.db).get(entry)["state"] == "submitted"
+    assert OrderRepo(actor.db).get(entry).state == "submitted"
     actor.on_BrokerExecution(
         m.BrokerExecution(
             order_ref=entry, exec_id="e.1", side="BOT", quantity=4, price=2.43, time=clock.now()
@@ -219,10 +219,10 @@ def test_an_entry_that_filled_before_its_cancel_keeps_its_exits(live):
     )
     for ref in (tp, sl):
         actor.on_BrokerOrderStatus(status(ref, "Submitted"))
-    states = {r["order_ref"]: r["state"] for r in OrderRepo(actor.db).by_bracket(entry[:-2])}
+    states = {r.order_ref: r.state for r in OrderRepo(actor.db).by_bracket(entry[:-2])}
     assert states == {entry: "filled", tp: "submitted", sl: "submitted"}
     assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry]
-    assert PositionRepo(actor.db).open()[0]["quantity"] == 4
+    assert PositionRepo(actor.db).open()[0].quantity == 4
 
 
 def test_a_working_live_entry_makes_its_symbol_busy_for_risk(live):
@@ -244,7 +244,7 @@ def test_a_cancel_lost_in_a_disconnect_is_sent_again_at_reconciliation(live):
     assert [c.order_ref for c in actor.connection.of(m.CancelOrder)] == [entry, entry]
     done = tuple(status(ref, "Cancelled") for ref in (entry, tp, sl))
     actor.on_BrokerState(m.BrokerState(statuses=done, executions=()))
-    assert OrderRepo(actor.db).get(entry)["state"] == "cancelled"
+    assert OrderRepo(actor.db).get(entry).state == "cancelled"
 
 
 def test_restart_resumes_the_paper_book_without_sending_anything_twice(env, metrics):
@@ -255,7 +255,7 @@ def test_restart_resumes_the_paper_book_without_sending_anything_twice(env, metr
     again = start(settings, metrics, clock)
     try:
         assert again.connection.of(m.PlaceBracket) == []
-        assert {r["role"] for r in OrderRepo(again.db).open_orders()} == {
+        assert {r.role for r in OrderRepo(again.db).open_orders()} == {
             "take_profit",
             "stop_loss",
         }
@@ -286,7 +286,7 @@ def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metri
     actor.on_stop()
     again = start(settings, metrics, clock)
     try:
-        assert {r["state"] for r in OrderRepo(again.db).open_orders()} == {"unknown"}
+        assert {r.state for r in OrderRepo(again.db).open_orders()} == {"unknown"}
         again.on_ConnectionChanged(
             m.ConnectionChanged(state="connected", may_trade=True, resync=True)
         )
@@ -304,7 +304,7 @@ def test_live_restart_marks_orders_unknown_until_reconciled(make_settings, metri
             perm_id=99,
         )
         again.on_BrokerState(m.BrokerState(statuses=(status,), executions=()))
-        states = {r["order_ref"]: r["state"] for r in OrderRepo(again.db).by_bracket(refs[0][:-2])}
+        states = {r.order_ref: r.state for r in OrderRepo(again.db).by_bracket(refs[0][:-2])}
         assert states == {refs[0]: "submitted", refs[1]: "cancelled", refs[2]: "cancelled"}
         assert again.reconciled and again.connection.of(m.PlaceBracket) == []
         assert metrics.registry.get_sample_value("optionsbot_reconciliation_mismatches_total") == 0
@@ -343,10 +343,8 @@ def test_no_option_is_a_skip_with_every_reason(env):
     done = actor.risk.last(m.EntryFinished)
     assert not done.placed and done.reason.startswith("no_option") and "NaN" in done.reason
     journal = JournalRepo(actor.db).decisions("SPY")
-    assert [(d["stage"], d["outcome"]) for d in journal] == [("option", "skipped")]
-    assert (
-        "NaN" in journal[0]["reason"] and json.loads(journal[0]["detail"])["expiry"] == "20261123"
-    )
+    assert [(d.stage, d.outcome) for d in journal] == [("option", "skipped")]
+    assert "NaN" in journal[0].reason and journal[0].facts()["expiry"] == "20261123"
 
 
 def test_empty_chain_is_a_skip(env):
@@ -364,12 +362,12 @@ def test_flatten_closes_positions_at_market_inside_the_oca_group(env):
     actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))  # entry fills
     actor.on_Flatten(m.Flatten(reason="10 min before the close", strategy="scalp"))
     actor.on_Flatten(m.Flatten(reason="again", strategy="scalp"))  # idempotent: one exit only
-    exits = [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"]
-    assert len(exits) == 1 and exits[0]["order_type"] == "MKT"
+    exits = [r for r in OrderRepo(actor.db).open_orders() if r.role == "exit"]
+    assert len(exits) == 1 and exits[0].order_type == "MKT"
     actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.50, 2.55, clock)))
     assert PositionRepo(actor.db).open() == []
     assert OrderRepo(actor.db).open_orders() == []
-    states = sorted(r["state"] for r in OrderRepo(actor.db).by_bracket(exits[0]["bracket_ref"]))
+    states = sorted(r.state for r in OrderRepo(actor.db).by_bracket(exits[0].bracket_ref))
     assert states == [
         "cancelled",
         "cancelled",
@@ -383,7 +381,7 @@ def test_flatten_for_whale_leaves_scalp_positions_alone(env):
     contract = place(actor, clock)
     actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
     actor.on_Flatten(m.Flatten(reason="test", strategy="whale"))
-    assert [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"] == []
+    assert [r for r in OrderRepo(actor.db).open_orders() if r.role == "exit"] == []
     assert PositionRepo(actor.db).open()
 
 
@@ -418,10 +416,10 @@ def test_an_execution_correction_replaces_the_fill_it_corrects(make_settings, me
         )
         actor.on_BrokerExecution(fixed)
         fills = OrderRepo(actor.db).fills(ref)
-        assert [(f["exec_id"], f["price"]) for f in fills] == [("0001.abcd.01.02", 2.41)]
+        assert [(f.exec_id, f.price) for f in fills] == [("0001.abcd.01.02", 2.41)]
         pos = PositionRepo(actor.db).open()[0]
-        assert pos["quantity"] == 4 and pos["avg_cost"] == pytest.approx(241.0)
-        assert OrderRepo(actor.db).get(ref)["avg_fill_price"] == pytest.approx(2.41)
+        assert pos.quantity == 4 and pos.avg_cost == pytest.approx(241.0)
+        assert OrderRepo(actor.db).get(ref).avg_fill_price == pytest.approx(2.41)
     finally:
         actor.on_stop()
 
@@ -431,16 +429,14 @@ def test_a_position_is_closed_at_the_open_of_its_expiry_day(env):
     contract = place(actor, clock)  # expires Monday 2026-11-23
     actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
     actor.on_Tick(m.Tick(now=clock.now()))
-    assert not [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"]
+    assert not [r for r in OrderRepo(actor.db).open_orders() if r.role == "exit"]
     clock.set(datetime(2026, 11, 23, 14, 31, tzinfo=UTC))  # Monday, a minute after the open
     actor.on_Tick(m.Tick(now=clock.now()))
     actor.on_Tick(m.Tick(now=clock.now()))
-    exits = [r for r in OrderRepo(actor.db).open_orders() if r["role"] == "exit"]
+    exits = [r for r in OrderRepo(actor.db).open_orders() if r.role == "exit"]
     assert len(exits) == 1
-    submit = [
-        e for e in OrderRepo(actor.db).events(exits[0]["order_ref"]) if e["event"] == "submit"
-    ]
-    assert json.loads(submit[0]["detail"]) == {"reason": "expiry day"}
+    submit = [e for e in OrderRepo(actor.db).events(exits[0].order_ref) if e.event == "submit"]
+    assert json.loads(submit[0].detail) == {"reason": "expiry day"}
 
 
 def test_after_shutdown_no_new_entry_starts_and_in_flight_orders_are_counted(
@@ -599,8 +595,8 @@ def test_a_stop_cancelled_at_the_broker_is_replaced_within_one_check(live, metri
     assert legs[0].limit_price == 3.16 and legs[1].aux_price == 1.94
     assert legs[0].oca_group == legs[1].oca_group and not legs[0].parent_ref
     # Written ahead like every order, and working in the machines: the next check adds nothing.
-    rows = {r["order_ref"]: r for r in OrderRepo(actor.db).open_orders()}
-    assert {rows[leg.order_ref]["state"] for leg in legs} == {"pending_submit"}
+    rows = {r.order_ref: r for r in OrderRepo(actor.db).open_orders()}
+    assert {rows[leg.order_ref].state for leg in legs} == {"pending_submit"}
     actor.on_Tick(m.Tick(now=clock.now()))
     assert len(actor.connection.of(m.PlaceBracket)) == sent + 1
     assert gauge(metrics, "optionsbot_unprotected_positions") == 0
@@ -622,10 +618,10 @@ def test_a_fill_after_the_cancel_is_a_transition_and_its_position_is_protected(l
     sent = len(actor.connection.of(m.PlaceBracket))
     # The broker had filled 2 before the cancel took; the execution arrives after it.
     actor.on_BrokerExecution(execution(entry, 2, "late.1", clock))
-    assert PositionRepo(actor.db).open()[0]["quantity"] == 2
-    events = [e["event"] for e in OrderRepo(actor.db).events(entry)]
+    assert PositionRepo(actor.db).open()[0].quantity == 2
+    events = [e.event for e in OrderRepo(actor.db).events(entry)]
     assert events[-1] == "late_fill"
-    assert OrderRepo(actor.db).get(entry)["filled"] == 2
+    assert OrderRepo(actor.db).get(entry).filled == 2
     placed = actor.connection.of(m.PlaceBracket)[sent:]
     assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
         [("LMT", 2), ("STP", 2)]
@@ -638,7 +634,7 @@ def test_a_late_fill_that_completes_the_order_makes_it_filled(live):
     for ref in (entry, tp, sl):
         actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
     actor.on_BrokerExecution(execution(entry, 4, "late.1", clock))
-    assert OrderRepo(actor.db).get(entry)["state"] == "filled"
+    assert OrderRepo(actor.db).get(entry).state == "filled"
 
 
 def test_exits_that_expired_while_the_service_was_down_are_replaced_at_reconciliation(
@@ -715,12 +711,12 @@ def test_paper_entries_expire_at_the_close_and_paper_exits_do_not(env):
     actor.on_Tick(m.Tick(now=clock.now()))
     # The entry fills: its GTC exits go live in the paper book.
     actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
-    assert PositionRepo(actor.db).open()[0]["quantity"] == 4
+    assert PositionRepo(actor.db).open()[0].quantity == 4
     # A second bracket on another day would be DAY; here: over the close, the exits stay.
     close = actor.hours.session_at(clock.now()).close
     clock.set(close + timedelta(minutes=1))
     actor.on_Tick(m.Tick(now=clock.now()))
-    states = {r["role"]: r["state"] for r in OrderRepo(actor.db).open_orders()}
+    states = {r.role: r.state for r in OrderRepo(actor.db).open_orders()}
     assert states == {"take_profit": "submitted", "stop_loss": "submitted"}
     assert len(actor.paper.orders) == 2
 
@@ -801,12 +797,12 @@ def test_a_fill_on_a_rejected_order_is_recorded_and_flagged(live, metrics):
     place(actor, clock)
     entry = actor.connection.last(m.PlaceBracket).legs[0].order_ref
     actor.on_BrokerOrderStatus(status(entry, "Cancelled", reason="201 Order rejected"))
-    assert OrderRepo(actor.db).get(entry)["state"] == "rejected"
+    assert OrderRepo(actor.db).get(entry).state == "rejected"
     before = gauge(metrics, "optionsbot_reconciliation_mismatches_total")
     actor.on_BrokerExecution(execution(entry, 1, "odd.1", clock))
-    assert OrderRepo(actor.db).get(entry)["filled"] == 1
+    assert OrderRepo(actor.db).get(entry).filled == 1
     assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") == before + 1
-    assert PositionRepo(actor.db).open()[0]["quantity"] == 1
+    assert PositionRepo(actor.db).open()[0].quantity == 1
 
 
 def test_protection_never_covers_more_than_the_broker_holds(make_settings, metrics):
@@ -837,7 +833,7 @@ def test_protection_never_covers_more_than_the_broker_holds(make_settings, metri
             m.ConnectionChanged(state="connected", may_trade=True, resync=True)
         )
         rows = OrderRepo(third.db).open_orders()
-        gone = tuple(status(r["order_ref"], "Cancelled") for r in rows)
+        gone = tuple(status(r.order_ref, "Cancelled") for r in rows)
         third.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=()))
         assert third.connection.of(m.PlaceBracket) == []
         again = third

@@ -6,13 +6,15 @@ import sqlite3
 
 import pytest
 from support import LIVE_OPT_IN, SESSION_TIME, SIM_ACCOUNT, FakeRef
-from test_order_actor import approved
 
 from actors import messages as m
 from actors.orders import OrderActor
 from sim.clock import ManualClock
 from storage import JournalRepo, OrderRepo, PositionRepo, TradingDayRepo, identity, open_db
+from storage.rows import Order, Position
 from strategies.risk import entry_gate
+
+from .test_actor import approved
 
 ACCOUNT = "DU7654321"
 
@@ -94,15 +96,15 @@ def test_an_empty_database_refuses_entries_until_adopt(live):
     # The loss guard starts from the broker's start of day, not from an equity already down.
     assert vouch.start_equity == 100_000.0
     day = TradingDayRepo(actor.db).get(SESSION_TIME.date())
-    assert (day["start_equity"], day["realized_pnl"]) == (100_000.0, -2_500.0)
+    assert (day.start_equity, day.realized_pnl) == (100_000.0, -2_500.0)
     # Refused at the order actor too (RiskActor's gate is the first line), and journaled once.
     actor.on_EntryApproved(approved())
     actor.on_EntryApproved(approved())
     assert actor.risk.last(m.EntryFinished).reason == vouch.reason
     assert actor.connection.of(m.FetchChain) == []
     actor.on_BrokerState(state(held(), orders=(*exits, manual)))
-    blocked = [d for d in JournalRepo(actor.db).decisions("*") if d["outcome"] == "blocked"]
-    assert [d["reason"] for d in blocked] == [vouch.reason]
+    blocked = [d for d in JournalRepo(actor.db).decisions("*") if d.outcome == "blocked"]
+    assert [d.reason for d in blocked] == [vouch.reason]
     assert PositionRepo(actor.db).open() == []
 
     # `optionsbot adopt`: the request is noticed on a Tick and adopted from a fresh broker state.
@@ -115,9 +117,9 @@ def test_an_empty_database_refuses_entries_until_adopt(live):
     actor.on_BrokerState(state(held(), orders=(*exits, manual), daily=-3_100.0, realized=-2_600.0))
 
     [pos] = PositionRepo(actor.db).open()
-    assert (pos["con_id"], pos["quantity"], pos["avg_cost"]) == (5001, 2.0, 243.0)
-    assert pos["bracket_ref"] == bracket and pos["strategy"] == "adopted"
-    roles = {r["order_ref"]: (r["role"], r["state"]) for r in OrderRepo(actor.db).open_orders()}
+    assert (pos.con_id, pos.quantity, pos.avg_cost) == (5001, 2.0, 243.0)
+    assert pos.bracket_ref == bracket and pos.strategy == "adopted"
+    roles = {r.order_ref: (r.role, r.state) for r in OrderRepo(actor.db).open_orders()}
     assert roles == {
         f"{bracket}-TP": ("take_profit", "submitted"),
         f"{bracket}-SL": ("stop_loss", "submitted"),
@@ -128,8 +130,8 @@ def test_an_empty_database_refuses_entries_until_adopt(live):
     assert actor.risk.last(m.BrokerVouch).reason == ""
     assert metrics.registry.get_sample_value("optionsbot_unvouched_broker_state") == 0
     day = TradingDayRepo(actor.db).get(SESSION_TIME.date())
-    assert (day["start_equity"], day["realized_pnl"]) == (100_100.0, -2_600.0)
-    outcomes = [d["outcome"] for d in JournalRepo(actor.db).decisions("*")]
+    assert (day.start_equity, day.realized_pnl) == (100_100.0, -2_600.0)
+    outcomes = [d.outcome for d in JournalRepo(actor.db).decisions("*")]
     assert outcomes == ["blocked", "adopted", "cleared"]
     # An adopted exit's fill is counted against the adopted position.
     actor.on_BrokerExecution(
@@ -163,7 +165,7 @@ def test_without_positions_the_guard_still_knows_the_days_loss(live):
     actor.on_BrokerState(state())
     vouch = actor.risk.last(m.BrokerVouch)
     assert (vouch.reason, vouch.start_equity) == ("", 100_000.0)
-    assert days.get(SESSION_TIME.date())["start_equity"] == 100_000.0
+    assert days.get(SESSION_TIME.date()).start_equity == 100_000.0
 
 
 def test_another_accounts_database_refuses_entries_and_adoption(live):
@@ -193,7 +195,7 @@ def test_a_dropped_table_is_recreated_and_the_database_marked_damaged(tmp_path):
     assert identity.meta(db)["damaged"] == "tables recreated empty: positions"
     identity.clear_damaged(db)
     assert "damaged" not in identity.meta(db)
-    PositionRepo(db).upsert({"con_id": 1, "symbol": "SPY", "quantity": 1.0, "avg_cost": 1.0})
+    PositionRepo(db).upsert(Position(con_id=1, symbol="SPY", quantity=1.0, avg_cost=1.0))
 
 
 def test_the_risk_gate_refuses_an_unvouched_state_first_after_the_kill_switch():
@@ -239,7 +241,7 @@ def test_risk_refuses_while_unvouched_and_takes_the_brokers_start_equity(make_se
         risk.on_TradeIdea(idea())
         assert risk.order_actor.of(m.EntryApproved) == []
         [d] = JournalRepo(risk.db).decisions("SPY")
-        assert d["reason"] == why
+        assert d.reason == why
         # Adopted: entries flow again, and the guard measures from the broker's start: down 3%.
         risk.on_BrokerVouch(m.BrokerVouch(reason="", start_equity=100_000.0))
         risk.on_PositionsChanged(
@@ -253,7 +255,7 @@ def test_risk_refuses_while_unvouched_and_takes_the_brokers_start_equity(make_se
         )
         risk.on_TradeIdea(idea())
         assert risk.order_actor.of(m.EntryApproved) == []
-        assert JournalRepo(risk.db).decisions("SPY")[-1]["reason"].startswith("daily_loss")
+        assert JournalRepo(risk.db).decisions("SPY")[-1].reason.startswith("daily_loss")
     finally:
         risk.on_stop()
 
@@ -266,13 +268,9 @@ def test_a_rolled_back_database_is_caught_by_its_history_mark(live):
     orders = OrderRepo(actor.db)
     for i in range(3):
         orders.insert(
-            {
-                "order_ref": f"SPY-x-{i}",
-                "symbol": "SPY",
-                "action": "BUY",
-                "quantity": 1.0,
-                "state": "cancelled",
-            }
+            Order(
+                order_ref=f"SPY-x-{i}", symbol="SPY", action="BUY", quantity=1.0, state="cancelled"
+            )
         )
     actor.on_Tick(m.Tick(now=clock.now()))
     mark = identity.read_mark(settings.storage.path)
@@ -315,7 +313,8 @@ def test_the_adopt_command_records_the_request_for_the_service(make_settings, tm
     assert main(["adopt", "--config", config, "--wait", "0"]) == 0
     assert "no running service answered" in capsys.readouterr().out
     db = open_db(settings.storage.path)
-    assert set(identity.pending_adoption(db)) == {"at"}
+    request = identity.pending_adoption(db)
+    assert request is not None and request.at
     make_settings()  # dry-run: nothing at a broker to adopt
     assert main(["adopt", "--config", config]) == 0
     assert "nothing to adopt" in capsys.readouterr().out

@@ -18,9 +18,11 @@ from typing import Any
 
 from actors import messages as m
 from actors.hours import MarketHours
-from machines.order import OrderModel, OrderState, order_machine
+from actors.orders.entry import ROLES
+from machines.order import OrderState
 from storage import identity
 from storage.repos import iso
+from storage.rows import Order, Position
 from strategies.broker_state import (
     WORKING,
     Unknown,
@@ -36,8 +38,6 @@ FOREIGN_DATABASE = (
     "foreign_database: this database belongs to another IB account; point storage.path at "
     "this account's database (or move this one away to start afresh)"
 )
-# Our orderRef suffixes (OrderActor._place_bracket, _place_exit) -> role.
-ROLES = {"E": "entry", "TP": "take_profit", "SL": "stop_loss"}
 
 
 class Adoption:
@@ -105,7 +105,7 @@ class Adoption:
 
     def _unknown(self: Any, msg: m.BrokerState) -> Unknown:
         return unknown_broker_state(
-            {p["con_id"]: p["quantity"] for p in self.positions.open()},
+            {p.con_id: p.quantity for p in self.positions.open()},
             msg.positions,
             [(w.order_ref, w.perm_id, w.status) for w in msg.working],
             lambda ref: self.orders.get(ref) is not None,
@@ -152,7 +152,7 @@ class Adoption:
         database began the day late): a loss already made is never hidden from the guard."""
         day = MarketHours.trading_date(self.clock.now())
         row = self.days.get(day)
-        stored = float(row["start_equity"]) if row else None
+        stored = row.start_equity if row is not None else None
         if msg.pnl is None:
             return stored if stored is not None else math.nan
         from_broker = broker_start_equity(msg.net_liquidation, msg.pnl.daily)
@@ -167,11 +167,11 @@ class Adoption:
                 "trading day %s: start-of-day equity $%.2f and realized P&L %+.2f from the broker "
                 "(reqPnL: today's P&L %+.2f)",
                 day,
-                row["start_equity"],
-                row["realized_pnl"],
+                row.start_equity,
+                row.realized_pnl,
                 msg.pnl.daily,
             )
-        return float(row["start_equity"])
+        return row.start_equity
 
     def _mark_history(self: Any) -> None:
         """Move the history mark on (never while unvouched: it is the evidence of a rollback)."""
@@ -254,66 +254,64 @@ class Adoption:
         stem, _, suffix = w.order_ref.rpartition("-")
         role = ROLES.get(suffix) or ("exit" if w.action == "SELL" else "entry")
         bracket = stem if suffix in ROLES and stem else w.order_ref
-        self.orders.insert(
-            {
-                "order_ref": w.order_ref,
-                "bracket_ref": bracket,
-                "role": role,
-                "symbol": w.symbol,
-                "strategy": "adopted",
-                "con_id": w.con_id,
-                "local_symbol": w.local_symbol,
-                "expiry": w.expiry,
-                "strike": w.strike,
-                "right": w.right,
-                "action": w.action,
-                "order_type": w.order_type,
-                "quantity": w.quantity,
-                "limit_price": w.limit_price or None,
-                "aux_price": w.aux_price or None,
-                "oca_group": w.oca_group or None,
-                "state": OrderState.SUBMITTED.value,
-                "order_id": w.order_id,
-                "perm_id": w.perm_id,
-                "dry_run": 0,
-                "reason": "adopted",
-                "trading_date": day.isoformat(),
-                "created_at": iso(now),
-            },
-            at=now,
+        row = Order(
+            order_ref=w.order_ref,
+            bracket_ref=bracket,
+            role=role,
+            symbol=w.symbol,
+            strategy="adopted",
+            con_id=w.con_id,
+            local_symbol=w.local_symbol,
+            expiry=w.expiry,
+            strike=w.strike,
+            right=w.right,
+            action=w.action,
+            order_type=w.order_type,
+            quantity=w.quantity,
+            limit_price=w.limit_price or None,
+            aux_price=w.aux_price or None,
+            oca_group=w.oca_group or None,
+            state=OrderState.SUBMITTED.value,
+            order_id=w.order_id,
+            perm_id=w.perm_id,
+            dry_run=0,
+            reason="adopted",
+            trading_date=day.isoformat(),
+            created_at=iso(now),
         )
-        model = OrderModel(order_ref=w.order_ref, quantity=w.quantity)
-        order_machine(model, OrderState.SUBMITTED)
-        self.machines[w.order_ref] = model
+        self.orders.insert(row, at=now)
+        self._track(row, OrderState.SUBMITTED)
         self._count_states()
 
     def _adopt_position(self: Any, h: m.BrokerPosition, day: Any) -> None:
-        existing = self.positions.get(h.con_id) or {}
+        existing = self.positions.get(h.con_id)
         # Exits already working at the broker for this contract name its bracket.
         exits = [
-            r["bracket_ref"]
+            r.bracket_ref
             for r in self.orders.open_orders()
-            if r["con_id"] == h.con_id and r["action"] == "SELL" and r["bracket_ref"]
+            if r.con_id == h.con_id and r.action == "SELL" and r.bracket_ref
         ]
         bracket = (
-            existing.get("bracket_ref")
+            (existing and existing.bracket_ref)
             or (exits[0] if exits else None)
             or f"ADOPT-{day:%Y%m%d}-{secrets.token_hex(3)}"
         )
         self.positions.upsert(
-            {
-                "con_id": h.con_id,
-                "symbol": h.symbol,
-                "local_symbol": h.local_symbol,
-                "expiry": h.expiry,
-                "strike": h.strike,
-                "right": h.right,
-                "quantity": h.quantity,
-                "avg_cost": h.avg_cost,
-                "realized_pnl": existing.get("realized_pnl") or 0.0,
-                "bracket_ref": bracket,
-                "strategy": existing.get("strategy") or "adopted",
-            }
+            Position(
+                con_id=h.con_id,
+                symbol=h.symbol,
+                local_symbol=h.local_symbol,
+                expiry=h.expiry,
+                strike=h.strike,
+                right=h.right,
+                quantity=h.quantity,
+                avg_cost=h.avg_cost,
+                realized_pnl=(existing and existing.realized_pnl) or 0.0,
+                bracket_ref=bracket,
+                strategy=(existing and existing.strategy) or "adopted",
+                # IB's position carries no multiplier: one stored before is kept, else standard.
+                multiplier=existing.multiplier if existing else None,
+            )
         )
         self._watch(
             m.OptionContract(

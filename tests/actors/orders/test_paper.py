@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from actors.paper import PaperBook, PaperOrder, fill_price
+from actors.orders.paper import PaperBook, PaperOrder, fill_price
 
 
 @pytest.mark.parametrize(

@@ -82,21 +82,21 @@ def status(ref: str, state: str, reason: str = "") -> m.BrokerOrderStatus:
 
 def snapshot(actor: OrderActor):
     rows = OrderRepo(actor.db).open_orders()
-    entries = {r["order_ref"] for r in rows if r["role"] == "entry"}
+    entries = {r.order_ref for r in rows if r.role == "entry"}
     exits = [
         ExitOrder(
-            r["order_ref"],
-            r["con_id"],
-            r["role"],
-            r["quantity"] - (r["filled"] or 0),
-            r["state"],
-            r["oca_group"] or "",
-            bool(r["parent_ref"]) and r["parent_ref"] in entries,
+            r.order_ref,
+            r.con_id,
+            r.role,
+            r.quantity - (r.filled or 0),
+            r.state,
+            r.oca_group or "",
+            bool(r.parent_ref) and r.parent_ref in entries,
         )
         for r in rows
-        if r["action"] == "SELL"
+        if r.action == "SELL"
     ]
-    held = {p["con_id"]: p["quantity"] for p in PositionRepo(actor.db).open()}
+    held = {p.con_id: p.quantity for p in PositionRepo(actor.db).open()}
     return held, coverage(held, exits), rows
 
 
@@ -125,10 +125,10 @@ def test_every_held_contract_stays_covered(qty, events):
             for kind, n in events:
                 seq += 1
                 row = OrderRepo(actor.db).get(entry)
-                left = row["quantity"] - (row["filled"] or 0)
+                left = row.quantity - (row.filled or 0)
                 sent = len(actor.connection.of(m.PlaceBracket))
                 if kind in ("fill", "late_fill") and left > 0:
-                    if kind == "fill" and row["state"] == "cancelled":
+                    if kind == "fill" and row.state == "cancelled":
                         continue
                     actor.on_BrokerExecution(
                         m.BrokerExecution(
@@ -140,41 +140,35 @@ def test_every_held_contract_stays_covered(qty, events):
                             time=clock.now(),
                         )
                     )
-                elif kind == "timeout" and row["state"] not in ("cancelled", "filled"):
+                elif kind == "timeout" and row.state not in ("cancelled", "filled"):
                     # IB cancels the entry and its children unless the entry is filled already.
                     actor.on_BrokerOrderStatus(status(entry, "Cancelled"))
                     for child in (tp, sl):
                         actor.on_BrokerOrderStatus(status(child, "Cancelled"))
                 elif kind == "cancel_exit":
-                    working = [
-                        r for r in OrderRepo(actor.db).open_orders() if r["action"] == "SELL"
-                    ]
+                    working = [r for r in OrderRepo(actor.db).open_orders() if r.action == "SELL"]
                     if working:
                         victim = working[n % len(working)]
-                        actor.on_BrokerOrderStatus(status(victim["order_ref"], "Cancelled"))
+                        actor.on_BrokerOrderStatus(status(victim.order_ref, "Cancelled"))
                 elif kind == "ack":
                     for r in OrderRepo(actor.db).open_orders():
-                        if r["state"] == "pending_submit":
-                            actor.on_BrokerOrderStatus(status(r["order_ref"], "Submitted"))
+                        if r.state == "pending_submit":
+                            actor.on_BrokerOrderStatus(status(r.order_ref, "Submitted"))
                 elif kind == "stop_fill":
-                    held = {p["con_id"]: p["quantity"] for p in PositionRepo(actor.db).open()}
+                    held = {p.con_id: p.quantity for p in PositionRepo(actor.db).open()}
                     stops = [
                         r
                         for r in OrderRepo(actor.db).open_orders()
-                        if r["role"] == "stop_loss"
-                        and r["state"] == "submitted"
-                        and (
-                            r["parent_ref"] is None
-                            or r["parent_ref"] != entry
-                            or row["state"] == "filled"
-                        )
+                        if r.role == "stop_loss"
+                        and r.state == "submitted"
+                        and (r.parent_ref is None or r.parent_ref != entry or row.state == "filled")
                     ]
                     if stops and held.get(CONTRACT.con_id, 0) > 0:
                         stop = stops[0]
-                        k = min(n, stop["quantity"] - (stop["filled"] or 0), held[CONTRACT.con_id])
+                        k = min(n, stop.quantity - (stop.filled or 0), held[CONTRACT.con_id])
                         actor.on_BrokerExecution(
                             m.BrokerExecution(
-                                order_ref=stop["order_ref"],
+                                order_ref=stop.order_ref,
                                 exec_id=f"s.{seq}",
                                 side="SLD",
                                 quantity=k,
@@ -186,12 +180,9 @@ def test_every_held_contract_stays_covered(qty, events):
                     actor.on_stop()
                     actor = make_actor(Path(tmp), clock)
                     statuses = tuple(
-                        status(r["order_ref"], "Submitted")
-                        for r in OrderRepo(actor.db).open_orders()
+                        status(r.order_ref, "Submitted") for r in OrderRepo(actor.db).open_orders()
                     )
-                    held = tuple(
-                        (p["con_id"], p["quantity"]) for p in PositionRepo(actor.db).open()
-                    )
+                    held = tuple((p.con_id, p.quantity) for p in PositionRepo(actor.db).open())
                     actor.on_BrokerState(
                         m.BrokerState(statuses=statuses, executions=(), positions=held)
                     )
