@@ -168,6 +168,42 @@ def choose(
     return Choice(by_strike[view.strike].contract, view, limit)
 
 
+def exit_legs(
+    ref: str,
+    quantity: int,
+    take_profit: float,
+    stop: float,
+    oca: str,
+    parent_ref: str | None = None,
+) -> tuple[m.BracketLeg, m.BracketLeg]:
+    """A take-profit and a stop for `quantity` (GTC, one OCA group). With a parent they wait for
+    it and the stop transmits the bracket; on their own (protection) each transmits."""
+    return (
+        m.BracketLeg(
+            f"{ref}-TP",
+            "SELL",
+            "LMT",
+            quantity,
+            limit_price=take_profit,
+            parent_ref=parent_ref,
+            oca_group=oca,
+            transmit=parent_ref is None,
+            tif=TIF["take_profit"],
+        ),
+        m.BracketLeg(
+            f"{ref}-SL",
+            "SELL",
+            "STP",
+            quantity,
+            aux_price=stop,
+            parent_ref=parent_ref,
+            oca_group=oca,
+            transmit=True,
+            tif=TIF["stop_loss"],
+        ),
+    )
+
+
 def bracket_legs(
     ref: str, quantity: int, limit: float, take_profit: float, stop: float
 ) -> tuple[m.BracketLeg, ...]:
@@ -178,28 +214,7 @@ def bracket_legs(
         m.BracketLeg(
             parent, "BUY", "LMT", quantity, limit_price=limit, transmit=False, tif=TIF["entry"]
         ),
-        m.BracketLeg(
-            f"{ref}-TP",
-            "SELL",
-            "LMT",
-            quantity,
-            limit_price=take_profit,
-            parent_ref=parent,
-            oca_group=oca,
-            transmit=False,
-            tif=TIF["take_profit"],
-        ),
-        m.BracketLeg(
-            f"{ref}-SL",
-            "SELL",
-            "STP",
-            quantity,
-            aux_price=stop,
-            parent_ref=parent,
-            oca_group=oca,
-            transmit=True,
-            tif=TIF["stop_loss"],
-        ),
+        *exit_legs(ref, quantity, take_profit, stop, oca, parent_ref=parent),
     )
 
 

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors import messages as m
 from actors.orders.accounting import premium
-from actors.orders.entry import TIF
+from actors.orders.entry import exit_legs
 from machines.order import OrderState
 from storage.rows import Order, Position
 from strategies.protection import Coverage, ExitOrder, Intent, coverage, intents
@@ -198,28 +197,7 @@ class Protection:
             return self._place_exit(pos, f"unprotected, no price: {reason}", quantity)
         ref = f"{pos.bracket_ref}-P{secrets.token_hex(2)}"
         oca = protection_group(pos, ref, self._exit_orders())
-        legs = (
-            m.BracketLeg(
-                f"{ref}-TP",
-                "SELL",
-                "LMT",
-                quantity,
-                limit_price=take_profit,
-                oca_group=oca,
-                transmit=True,
-                tif=TIF["take_profit"],
-            ),
-            m.BracketLeg(
-                f"{ref}-SL",
-                "SELL",
-                "STP",
-                quantity,
-                aux_price=stop,
-                oca_group=oca,
-                transmit=True,
-                tif=TIF["stop_loss"],
-            ),
-        )
+        legs = exit_legs(ref, quantity, take_profit, stop, oca)
         self._send_exits(pos, legs, ("take_profit", "stop_loss"), f"protection: {reason}")
         log.warning(
             "%s %s: protection placed for %d contracts: take-profit %.2f, stop %.2f (GTC, %s)",
