@@ -760,6 +760,7 @@ class ContractDetailsData:
     min_size: float = 1.0
     size_increment: float = 1.0
     suggested_size_increment: float = 1.0
+    sec_id_list: tuple[tuple[str, str], ...] = ()
 
 
 def msg_contract_data(version: int, req_id: int, c: Any, d: ContractDetailsData) -> Fields:
@@ -800,7 +801,8 @@ def msg_contract_data(version: int, req_id: int, c: Any, d: ContractDetailsData)
         d.liquid_hours,
         "",  # evRule
         "",  # evMultiplier
-        0,  # secIdList count
+        len(d.sec_id_list),
+        *(f for pair in d.sec_id_list for f in pair),
         d.agg_group,
         d.under_symbol,
         d.under_sec_type,
