@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 from ib_async import IB, LimitOrder, Option, Stock, TagValue
-from wirekit import Errors, settle, wait_until
+from wirekit import Errors, isin_valid, settle, wait_until
 
 from sim.runner import EmbeddedSim
-from sim.server.contracts import isin_check_digit
 
 CANCELLED_162 = "Historical Market Data Service error message:API historical data query cancelled: "
 NOT_FOUND_366 = "No historical data query found for ticker id:"
@@ -70,7 +69,7 @@ def test_unknown_stocks_get_a_stable_valid_isin(make_sim, connect, symbol: str) 
     [details] = ib.reqContractDetails(Stock(symbol, "SMART", "USD"))
     [(tag, isin)] = [(t.tag, t.value) for t in details.secIdList]
     assert tag == "ISIN" and len(isin) == 12 and isin[:2] == "US"
-    assert isin_check_digit(isin[:11]) == isin[11]
+    assert isin_valid(isin)
     [aapl] = ib.reqContractDetails(Stock("AAPL", "SMART", "USD"))
     assert aapl.secIdList == [TagValue("ISIN", "US0378331005")]
     assert isin != "US0378331005"
