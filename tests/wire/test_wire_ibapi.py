@@ -296,7 +296,8 @@ def test_bracket_fills_with_executions_commissions_positions_and_orders(
         if any(s in ("Filled", "Cancelled") for i in (1, 2) for s in c.orders[parent + i].statuses):
             break
         sim.clock.advance(timedelta(seconds=30))
-        c.settle(0.05)
+        target = sim.stats["steps"] + 2
+        _wait_server(lambda t=target: sim.stats["steps"] >= t, "two simulation steps")
     c.wait_for(
         lambda: (
             sorted(c.orders[parent + i].statuses[-1] for i in (1, 2)) == ["Cancelled", "Filled"]
