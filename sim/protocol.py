@@ -338,8 +338,12 @@ class Reader:
         try:
             return int(v)
         except ValueError:
-            # Some clients print ints as floats ("1.0").
+            pass
+        # Some clients print ints as floats ("1.0"); "inf" is text float() reads but no int.
+        try:
             return int(float(v))
+        except OverflowError as e:
+            raise ValueError(f"not an integer: {v!r}") from e
 
     def float(self, default: float | None = None) -> float | None:
         v = self.str().strip()
