@@ -338,8 +338,12 @@ class Reader:
         try:
             return int(v)
         except ValueError:
-            # Some clients print ints as floats ("1.0").
+            pass
+        # Some clients print ints as floats ("1.0"); "inf" is text float() reads but no int.
+        try:
             return int(float(v))
+        except OverflowError as e:
+            raise ValueError(f"not an integer: {v!r}") from e
 
     def float(self, default: float | None = None) -> float | None:
         v = self.str().strip()
@@ -760,6 +764,7 @@ class ContractDetailsData:
     min_size: float = 1.0
     size_increment: float = 1.0
     suggested_size_increment: float = 1.0
+    sec_id_list: tuple[tuple[str, str], ...] = ()
 
 
 def msg_contract_data(version: int, req_id: int, c: Any, d: ContractDetailsData) -> Fields:
@@ -800,7 +805,8 @@ def msg_contract_data(version: int, req_id: int, c: Any, d: ContractDetailsData)
         d.liquid_hours,
         "",  # evRule
         "",  # evMultiplier
-        0,  # secIdList count
+        len(d.sec_id_list),
+        *(f for pair in d.sec_id_list for f in pair),
         d.agg_group,
         d.under_symbol,
         d.under_sec_type,

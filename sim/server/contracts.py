@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from datetime import date, datetime, time, timedelta
 
 from sim import protocol as P
@@ -74,6 +75,68 @@ LONG_NAMES = {
     "IWM": ("ISHARES RUSSELL 2000 ETF", "ETF"),
     "DIA": ("SPDR DJ INDUSTRIAL AVERAGE", "ETF"),
 }
+
+# Real ISINs (ISO 6166: "US" + CUSIP + check digit; each check digit verified) for the underlyings
+# a configuration is likely to name. A real Gateway sends a stock's ISIN in secIdList
+# (AAPL: [TagValue('ISIN', 'US0378331005')]); NautilusTrader refuses an equity without one.
+ISINS = {
+    "SPY": "US78462F1030",
+    "QQQ": "US46090E1038",
+    "IWM": "US4642876555",
+    "DIA": "US78467X1090",
+    "AAPL": "US0378331005",
+    "MSFT": "US5949181045",
+    "NVDA": "US67066G1040",
+    "AMZN": "US0231351067",
+    "TSLA": "US88160R1014",
+    "META": "US30303M1027",
+    "GOOGL": "US02079K3059",
+    "GOOG": "US02079K1079",
+    "AMD": "US0079031078",
+    "NFLX": "US64110L1061",
+    "JPM": "US46625H1005",
+    "XLF": "US81369Y6059",
+    "GLD": "US78463V1070",
+    "TLT": "US4642874329",
+    "EEM": "US4642872349",
+}
+
+_BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def isin_check_digit(body: str) -> str:
+    """ISO 6166 check digit of an 11-character ISIN body: letters become 10..35, then Luhn."""
+    digits = "".join(str(_BASE36.index(c)) for c in body.upper())
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d // 10 + d % 10
+    return str(-total % 10)
+
+
+def cusip_check_digit(body: str) -> str:
+    """The CUSIP check digit of an 8-character CUSIP body (modulus 10, double-add-double)."""
+    total = 0
+    for i, c in enumerate(body.upper()):
+        v = _BASE36.index(c) * (2 if i % 2 else 1)
+        total += v // 10 + v % 10
+    return str(-total % 10)
+
+
+def isin_for(symbol: str) -> str:
+    """The stock's real ISIN, or for a symbol the simulator invents a stable synthetic one: a
+    valid CUSIP (issuer number from a hash of the symbol, issue "10") inside a valid US ISIN."""
+    known = ISINS.get(symbol)
+    if known:
+        return known
+    h = zlib.crc32(symbol.encode("utf-8"))
+    issuer = ""
+    for _ in range(6):
+        h, r = divmod(h, 36)
+        issuer += _BASE36[r]
+    cusip = issuer + "10"
+    cusip += cusip_check_digit(cusip)
+    return "US" + cusip + isin_check_digit("US" + cusip)
 
 
 class ContractsMixin(ServerCore):
@@ -351,6 +414,9 @@ class ContractsMixin(ServerCore):
             real_expiration_date="",
             stock_type=stock_type,
             suggested_size_increment=100.0,
+            # Stocks carry their ISIN; options none, as a real Gateway's OPT details show an
+            # empty secIdList (US options have no ISIN of their own).
+            sec_id_list=(("ISIN", isin_for(c.symbol)),) if c.sec_type == "STK" else (),
         )
 
     def _h_req_contract_details(self, s: ClientSession, fields: list[str]) -> None:

@@ -308,11 +308,16 @@ class GatesMixin(ServerCore):
 
     def _gate_cancel_historical(self, s: ClientSession, fields: list[str], now: datetime) -> bool:
         req_id = P.Reader(fields, 2).int()
+        before = len(self._held)
         self._held = [
             h
             for h in self._held
             if not (h.session is s and h.req_id == req_id and h.msg_id == In.REQ_HISTORICAL_DATA)
         ]
+        if len(self._held) < before:
+            # A query held unanswered is still open: cancelling it is acknowledged (error 162).
+            self._answer_hist_cancelled(s, req_id)
+            return False
         return True
 
     def _gate_contract_details(self, s: ClientSession, fields: list[str], now: datetime) -> bool:

@@ -12,6 +12,13 @@ from sim.server.contracts import ERR_NO_SECURITY
 from sim.server.core import ServerCore
 from sim.server.sessions import ClientSession, HistSub, RealTimeSub
 
+# IB's texts, the id appended (error 162 "...query cancelled: 28", error 366 "...ticker id:4").
+ERR_HIST_CANCELLED = (
+    "Historical Market Data Service error message:API historical data query cancelled: "
+)
+
+ERR_NO_HIST_QUERY = "No historical data query found for ticker id:"
+
 # Refuse historical requests that would build more bars than this.
 MAX_BARS = 300_000
 
@@ -84,7 +91,18 @@ class HistoryMixin(ServerCore):
             )
 
     def _h_cancel_historical_data(self, s: ClientSession, fields: list[str]) -> None:
-        s.hist_subs.pop(P.Reader(fields, 2).int(), None)
+        # What a real Gateway answers (tws-api message_codes.html; captures in ib_insync issue
+        # #268 and IB's historical_market_data.py sample run): a query still open, a live
+        # keepUpToDate stream or one not answered yet, is acknowledged with error 162; an id
+        # with no open query, unknown or already answered in full, with error 366.
+        req_id = P.Reader(fields, 2).int()
+        if s.hist_subs.pop(req_id, None) is not None:
+            self._answer_hist_cancelled(s, req_id)
+        else:
+            s.send_error(req_id, 366, f"{ERR_NO_HIST_QUERY}{req_id}")
+
+    def _answer_hist_cancelled(self, s: ClientSession, req_id: int) -> None:
+        s.send_error(req_id, 162, f"{ERR_HIST_CANCELLED}{req_id}")
 
     def _duration_start(self, duration: str, end: datetime) -> datetime:
         m = _DURATION_RE.match(duration)

@@ -81,3 +81,15 @@ def wait_dropped(ib: IB, timeout: float = 5.0) -> None:
             ib.waitOnUpdate(timeout=min(remaining, 0.1))
         except ConnectionError:
             pass
+
+
+def isin_valid(isin: str) -> bool:
+    """ISO 6166 check, written apart from the simulator's: letters to 10..35, Luhn over the digits."""
+    if len(isin) != 12 or not isin[:2].isalpha() or not isin.isalnum():
+        return False
+    digits = "".join(str(int(c, 36)) for c in isin.upper())
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d // 10 + d % 10
+    return total % 10 == 0
