@@ -89,7 +89,20 @@ ERROR_CLASSES = {
 }
 
 
-def error_class(code: int) -> str:
+def answers_a_cancel(code: int, text: str = "") -> bool:
+    """IB's answer to our own cancel of a historical request: 162 "API historical data query
+    cancelled: N" for a live one, 366 for one already finished. Routine, never a fault (IB's
+    message codes page; ib_insync #268 shows the 162 after a cancel)."""
+    return code == HISTORICAL_CANCEL_DONE or (
+        code == HISTORICAL_ERROR and "query cancelled" in (text or "").lower()
+    )
+
+
+def error_class(code: int, text: str = "") -> str:
+    """The metric label of an IB error. A cancel's answer is "info": the pacing/historical
+    alert must not fire for every stream the service closes."""
+    if answers_a_cancel(code, text):
+        return "info"
     for name, codes in ERROR_CLASSES.items():
         if code in codes:
             return name

@@ -39,6 +39,7 @@ from actors.ibcodes import (
     QUIET,
     RESTORED_DATA_KEPT,
     RESTORED_DATA_LOST,
+    answers_a_cancel,
     error_class,
 )
 from actors.metrics import Metrics
@@ -309,7 +310,7 @@ class ConnectionActor(BaseActor):
 
     def on_IbError(self, msg: _IbError) -> None:
         code = msg.code
-        self.metrics.ib_errors.labels(error_class(code)).inc()
+        self.metrics.ib_errors.labels(error_class(code, msg.text)).inc()
         if code == CONNECTIVITY_LOST:
             self._fire("degrade", cause="1100")
         elif code in (RESTORED_DATA_LOST, RESTORED_DATA_KEPT):
@@ -325,7 +326,7 @@ class ConnectionActor(BaseActor):
                 self.entitlement_reported.add(code)
                 log.error("IB %d: %s; %s", code, msg.text, ENTITLEMENT_ADVICE)
             self._fall_back_to_delayed(code)
-        elif code in QUIET:
+        elif code in QUIET or answers_a_cancel(code, msg.text):
             log.debug("IB %d: %s", code, msg.text)
         else:
             log.info("IB %d (req %d): %s", code, msg.req_id, msg.text)

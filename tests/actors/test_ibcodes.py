@@ -1,5 +1,6 @@
 """IB's error codes: one table, each code in one metric class."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,3 +48,26 @@ def test_a_status_reason_leads_with_its_code():
     )
     assert error_code("not sent: not connected") is None
     assert error_code("") is None and error_code(None) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "cls"),
+    [
+        # A real Gateway's answers to our own cancels (IB's message codes; ib_insync #268).
+        (
+            162,
+            "Historical Market Data Service error message:API historical data query cancelled: 7",
+            "info",
+        ),
+        (366, "No historical data query found for ticker id:7", "info"),
+        # A pacing violation is a 162 too, and must still count (and alert).
+        (
+            162,
+            "Historical Market Data Service error message:Historical data request pacing violation",
+            "historical",
+        ),
+        (162, "HMDS query returned no data", "historical"),
+    ],
+)
+def test_the_answer_to_a_cancel_is_not_a_fault(code, text, cls):
+    assert error_class(code, text) == cls
