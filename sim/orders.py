@@ -644,7 +644,32 @@ class OrderBook:
         self.listener.position_changed(self.positions[c.con_id])
         if done:
             self._after_full_fill(order, now)
+        else:
+            self._reduce_oca_siblings(order, now)
         return execution
+
+    def _reduce_oca_siblings(self, order: SimOrder, now: datetime) -> None:
+        """A partial fill in a reducing OCA group (ocaType 2 or 3, and a bracket's children, which
+        IB treats as one) shrinks every other member in proportion: IB's OcaType "proportionally
+        reduce remaining orders" (TWS API Order.ocaType; tws-api/oca.html: "partial completion
+        causes the group to re-balance"). ocaType 1 ("cancel with block") is left as it was until
+        a member completes: how IB treats its partial fills is not documented here.
+        Whole units, rounded up: a member never shrinks below what is still to close."""
+        if order.total_quantity <= EPS:
+            return
+        left = order.remaining / order.total_quantity
+        for sibling in self._oca_siblings(order):
+            reducing = sibling.oca_group == order.oca_group and order.oca_type in (2, 3)
+            if not (reducing or self._same_bracket(order, sibling)):
+                continue
+            total = max(sibling.filled, math.ceil(sibling.total_quantity * left - EPS))
+            if total >= sibling.total_quantity - EPS:
+                continue
+            sibling.total_quantity = float(total)
+            if sibling.remaining <= EPS:
+                self._cancel(sibling, now, reason=None, completed="Cancelled: OCA group reduced")
+            else:
+                self.listener.order_changed(sibling, True)
 
     def _after_full_fill(self, order: SimOrder, now: datetime) -> None:
         for child in sorted(self.children_of(order), key=lambda o: o.order_id):
@@ -660,15 +685,18 @@ class OrderBook:
             if o is order or o.is_done:
                 continue
             same_group = bool(order.oca_group) and o.oca_group == order.oca_group
-            # A bracket's children are one implicit OCA group.
-            same_bracket = (
-                bool(order.parent_id)
-                and o.client_id == order.client_id
-                and o.parent_id == order.parent_id
-            )
-            if same_group or same_bracket:
+            if same_group or self._same_bracket(order, o):
                 out.append(o)
         return sorted(out, key=lambda o: o.perm_id)
+
+    @staticmethod
+    def _same_bracket(order: SimOrder, other: SimOrder) -> bool:
+        """A bracket's children are one implicit OCA group."""
+        return (
+            bool(order.parent_id)
+            and other.client_id == order.client_id
+            and other.parent_id == order.parent_id
+        )
 
     def _apply_to_position(
         self, c: SimContract, signed_qty: float, price: float, commission: float

@@ -6,7 +6,8 @@ every reconciliation and on every Tick, and carries the intents out.
 
 What covers a position is its *stop side*: working stop-loss orders and market exits. A
 take-profit alone is not protection (it never fires on the way down). Orders of one OCA group
-(ocaType 1) cancel each other when one fills, so a group covers its largest member, never the sum:
+(ocaType 2) cancel each other when one fills, and shrink each other when one fills in part, so a
+group covers its largest member, never the sum:
 a bracket's stop and a flatten's market exit in the same group cover the position once.
 
 A child of an entry that is still working (the entry not filled in full yet) counts as covering:

@@ -25,6 +25,8 @@ from actors.crash import crashpoint
 if TYPE_CHECKING:
     from actors.connection.session import Session
 
+OCA_REDUCE_WITH_BLOCK = 2
+
 log = logging.getLogger("optionsbot.connection")
 
 
@@ -97,7 +99,11 @@ class Broker:
             if leg.parent_ref:
                 order.parentId = ids[leg.parent_ref]
             if leg.oca_group:
-                order.ocaGroup, order.ocaType = leg.oca_group, 1
+                # ocaType 2, "proportionally reduce remaining orders with block" (TWS API
+                # Order.ocaType): a take-profit that fills 1 of 4 leaves the stop for 3, never
+                # for 4 (a SELL stop for more than is held opens a short). Type 1 ("cancel with
+                # block") leaves a partial fill's siblings to IB's undocumented handling.
+                order.ocaGroup, order.ocaType = leg.oca_group, OCA_REDUCE_WITH_BLOCK
             if s.settings.broker.account.get_secret_value():
                 order.account = s.settings.broker.account.get_secret_value()
             ids[leg.order_ref] = order.orderId

@@ -828,6 +828,7 @@ class OrderActor(Adoption, Protection, BaseActor):
         self.orders.update(msg.order_ref, order_id=msg.order_id, perm_id=msg.perm_id)
         trigger = status_trigger(msg.status, msg.reason)
         model = self.machines[msg.order_ref]
+        self._take_broker_total(msg, model)
         if trigger == "fill":
             return  # fills are counted from executions, which carry the quantities
         if trigger == "cancel_failed":
@@ -839,6 +840,21 @@ class OrderActor(Adoption, Protection, BaseActor):
                 # An exit cancelled at the broker (by another client, a person, IB) or a
                 # rejected protection: the position may be bare now.
                 self._enforce_protection("exit_gone")
+
+    def _take_broker_total(self, msg: m.BrokerOrderStatus, model: OrderModel) -> None:
+        """The broker shrank a working order (its OCA group re-balanced after a partial fill of
+        a sibling): the smaller total is what protects, and what protection counts."""
+        total = reconcile.reduced_total(msg, model.quantity)
+        if total is None:
+            return
+        log.info(
+            "order %s: the broker reduced it from %g to %g (OCA group re-balanced)",
+            msg.order_ref,
+            model.quantity,
+            total,
+        )
+        model.quantity = total
+        self.orders.update(msg.order_ref, quantity=total)
 
     def on_BrokerExecution(self, msg: m.BrokerExecution) -> None:
         self._apply_execution(msg)
@@ -866,6 +882,9 @@ class OrderActor(Adoption, Protection, BaseActor):
         for e in msg.executions:
             self._apply_execution(e)
         crashpoint("during_reconciliation")
+        for ref, status in statuses.items():
+            if ref in self.machines:
+                self._take_broker_total(status, self.machines[ref])
         settled = 0
         for ref, model in list(self.machines.items()):
             if model.state != OrderState.UNKNOWN:

@@ -26,6 +26,16 @@ class Step:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+def reduced_total(status: m.BrokerOrderStatus, quantity: float) -> float | None:
+    """The broker's smaller total for an order still working, or None: an exit's OCA group
+    (ocaType 2) shrinks the stop when its take-profit fills in part. Only a working status with
+    something left says so; a status before the first acknowledgement carries no quantities."""
+    if status.status not in ("PreSubmitted", "Submitted") or status.remaining <= EPS:
+        return None
+    total = status.filled + status.remaining
+    return total if total < quantity - EPS else None
+
+
 def settle(
     status: m.BrokerOrderStatus | None, recorded: float, quantity: float
 ) -> tuple[list[Step], str]:

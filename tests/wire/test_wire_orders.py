@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.orders import OrderBook, OrderRejected, OrderSpec, Quote, SimContract
 
@@ -289,3 +291,40 @@ def test_at_the_close_day_orders_expire_and_gtc_exits_of_a_filled_entry_stay(
     assert waiting.status == child.status == "Cancelled"
     assert tp.status == sl.status == "Submitted"
     assert book.positions[OPT.con_id].quantity == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    held=st.integers(1, 12),
+    bracket=st.booleans(),
+    fills=st.lists(st.tuples(st.sampled_from(["tp", "sl"]), st.integers(1, 12)), max_size=6),
+)
+def test_a_reducing_group_never_sells_more_than_is_held(held, bracket, fills) -> None:
+    """ocaType 2 (and a bracket's children): each partial fill shrinks the other member, so no
+    exit ever stands for more than the position (a SELL stop for more than is held opens a short).
+    The old book left the stop at its full size until the take-profit completed."""
+    quotes = {OPT.con_id: Quote(2.50, 2.55, 10, 10)}
+    b = OrderBook(quote_fn=lambda c, t: quotes.get(c.con_id))
+    b.listener = Events()
+    entry = b.place(1, spec(1, qty=held, lmt_price=2.60, transmit=not bracket), OPT, NOW)
+    parent = {"parent_id": 1} if bracket else {}
+    group = {} if bracket else {"oca_group": "exits", "oca_type": 2}
+    tp = b.place(
+        1, spec(2, "SELL", held, lmt_price=9.0, transmit=False, **parent, **group), OPT, NOW
+    )
+    sl = b.place(1, spec(3, "SELL", held, "STP", aux_price=0.5, **parent, **group), OPT, NOW)
+    b.match(NOW)
+    assert entry.status == "Filled" and b.positions[OPT.con_id].quantity == held
+    members = {"tp": tp, "sl": sl}
+    for which, qty in fills:
+        order = members[which]
+        if order.is_done:
+            continue
+        b._fill(order, min(qty, order.remaining), 3.0, NOW)
+        position = b.positions[OPT.con_id].quantity
+        assert position >= 0
+        for o in members.values():
+            if not o.is_done:
+                assert o.remaining <= position + 1e-9, (o.order_id, o.remaining, position)
+        if position == 0:
+            assert tp.is_done and sl.is_done

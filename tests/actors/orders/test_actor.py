@@ -839,3 +839,21 @@ def test_protection_never_covers_more_than_the_broker_holds(make_settings, metri
         again = third
     finally:
         again.on_stop()
+
+
+def test_a_stop_the_broker_shrank_counts_at_its_new_size(live):
+    """ocaType 2: when the take-profit fills in part, IB shrinks the stop. The order's row and
+    machine take the broker's smaller total, so protection and reconciliation count what really
+    stands at the broker (and a later status cannot grow it back)."""
+    settings, clock, actor = live
+    place(actor, clock)
+    legs = actor.connection.last(m.PlaceBracket).legs
+    sl = next(leg for leg in legs if leg.order_ref.endswith("-SL"))
+    size = sl.quantity
+    shrunk = m.BrokerOrderStatus(sl.order_ref, "Submitted", 0, size - 1, 0, 3, 4)
+    actor.on_BrokerOrderStatus(shrunk)
+    assert OrderRepo(actor.db).get(sl.order_ref).quantity == size - 1
+    assert actor.machines[sl.order_ref].quantity == size - 1
+    # A status with no quantities yet (IB's first word on a new order) changes nothing.
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl.order_ref, "PreSubmitted", 0, 0, 0, 3, 4))
+    assert OrderRepo(actor.db).get(sl.order_ref).quantity == size - 1

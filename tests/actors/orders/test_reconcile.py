@@ -9,6 +9,7 @@ from actors.orders.reconcile import (
     broker_cap,
     chase_cancels,
     position_mismatches,
+    reduced_total,
     settle,
     strangers,
 )
@@ -94,3 +95,18 @@ def test_position_mismatches_both_ways():
 def test_strangers_are_orders_neither_open_nor_known():
     sts = [status("ours"), status("old"), status("", order_id=99), status("new")]
     assert strangers(sts, {"ours"}, lambda ref: ref == "old") == ["99", "new"]
+
+
+@given(
+    s=st.sampled_from([*STATUS_TRIGGER, "Unknown"]),
+    quantity=st.integers(1, 20),
+    filled=st.integers(0, 20),
+    remaining=st.integers(0, 20),
+)
+def test_only_a_working_order_the_broker_shrank_gets_a_new_total(s, quantity, filled, remaining):
+    got = reduced_total(m.BrokerOrderStatus("SPY-1-SL", s, filled, remaining, 0, 7, 70), quantity)
+    working = s in ("PreSubmitted", "Submitted") and remaining > 0
+    if working and filled + remaining < quantity:
+        assert got == filled + remaining  # an OCA group re-balanced it: the smaller total counts
+    else:
+        assert got is None  # never grown, never from a status without quantities
