@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _status(path: Path) -> int:
     from sqlite_utils import Database
 
-    from storage import OrderRepo, PositionRepo, TradingDayRepo
+    from storage import JournalRepo, OrderRepo, PositionRepo, TradingDayRepo, identity
     from storage.rows import multiplier
 
     # Read-only: a status check never migrates or repairs the file it is looking at.
@@ -162,6 +162,23 @@ def _status(path: Path) -> int:
             f"day {d.trading_date.isoformat()}: start equity {d.start_equity:.2f}, realized {d.realized_pnl:+.2f}"
             f"{', LOSS GUARD TRIPPED' if d.guard_tripped else ''}"
         )
+    # What stops new entries, as the service last saw it: a lost database's block above all.
+    if "meta" in db.table_names():
+        facts = identity.meta(db)
+        if facts.get("damaged"):
+            print(f"database: damaged ({facts['damaged']})")
+        if identity.pending_adoption(db) is not None:
+            print("adoption: requested, waiting for the running service to carry it out")
+        elif facts.get("adopt_result"):
+            print(f"last adoption: {facts['adopt_result']}")
+    journal = JournalRepo(db)
+    block = journal.last_decision(stage="reconcile")
+    if block is not None and block.outcome == "blocked":
+        print(f"ENTRIES BLOCKED since {block.at}: {block.reason}")
+        print("  the database cannot vouch for the broker's state: see README, A lost database")
+    last = journal.last_decision()
+    if last is not None:
+        print(f"last decision: {last.at} {last.symbol} {last.stage} {last.outcome}: {last.reason}")
     return 0
 
 

@@ -375,6 +375,12 @@ class JournalRepo:
     def decisions(self, symbol: str | None = None) -> list[Decision]:
         return [Decision.from_row(r) for r in self._rows("decisions", symbol)]
 
+    def last_decision(self, stage: str | None = None) -> Decision | None:
+        where, args = ("stage = ?", [stage]) if stage else (None, None)
+        rows = self.db["decisions"].rows_where(where, args, order_by="id desc", limit=1)
+        row = next(rows, None)
+        return Decision.from_row(row) if row is not None else None
+
     def signals(self, symbol: str | None = None) -> list[SignalRow]:
         return [SignalRow.from_row(r) for r in self._rows("signals", symbol)]
 

@@ -292,3 +292,29 @@ def test_status_on_a_good_database_still_reports(tmp_path):
     proc = cli("status", "--config", str(service_config(tmp_path, db)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "orders by state: {}" in proc.stdout
+
+
+def test_status_says_entries_are_blocked_until_adopt_and_when_they_are_not(tmp_path):
+    """The operator's first question after a lost database: is it refusing to trade, and why."""
+    from storage import JournalRepo
+
+    path = tmp_path / "bot.sqlite"
+    db = open_db(path)
+    journal = JournalRepo(db)
+    why = "unvouched: the broker holds positions the database does not know (SPY 1)"
+    journal.decision(symbol="*", stage="reconcile", outcome="blocked", reason=why)
+    journal.decision(symbol="SPY", stage="risk_gate", outcome="skipped", reason=why)
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    config = service_config(tmp_path, path)
+    proc = cli("status", "--config", str(config), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ENTRIES BLOCKED since" in proc.stdout and why in proc.stdout
+    assert "last decision:" in proc.stdout and "SPY risk_gate skipped" in proc.stdout
+    # Adopted: the block's end is journaled, and status stops saying it.
+    journal.decision(
+        symbol="*", stage="reconcile", outcome="cleared", reason="vouched again (was unvouched)"
+    )
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    proc = cli("status", "--config", str(config), cwd=tmp_path)
+    assert proc.returncode == 0 and "BLOCKED" not in proc.stdout
