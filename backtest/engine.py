@@ -11,7 +11,6 @@ through, then the bars that closed, and waits for the actors to go idle before m
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable

@@ -227,6 +227,11 @@ class PositionRepo:
     def all(self) -> list[Position]:
         return [Position.from_db(r) for r in self.db["positions"].rows_where(order_by="con_id")]
 
+    def realized_total(self) -> float:
+        """Realized P&L over every position ever held (what `all()` would sum, without the rows)."""
+        row = self.db.execute("select total(realized_pnl) from positions").fetchone()
+        return float(row[0])
+
 
 class TradingDayRepo:
     """Start-of-day equity and realized P&L keyed by the New York trading date."""
