@@ -220,6 +220,12 @@ def cmd_diagram(argv: list[str]) -> int:
     return diagram_main(argv)
 
 
+def cmd_backtest(argv: list[str]) -> int:
+    from backtest.cli import main as backtest_main
+
+    return backtest_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The database, its WAL, the logs and the kill file are the owner's alone.
@@ -229,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sim(argv[1:])
     if argv[:1] == ["diagram"]:
         return cmd_diagram(argv[1:])
+    if argv[:1] == ["backtest"]:
+        return cmd_backtest(argv[1:])
     parser = argparse.ArgumentParser(prog="optionsbot", description="IBKR options trading service")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, text in (
@@ -254,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=fn)
     sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
     sub.add_parser("diagram", help="print the state machines as Mermaid")
+    sub.add_parser("backtest", help="judge the strategy in money over past or simulated bars")
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -10,6 +10,7 @@ through, then the bars that closed, and waits for the actors to go idle before m
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -125,6 +126,7 @@ class Result:
     trades: list[rpt.Trade]
     curve: list[tuple[datetime, float]]
     csv: str
+    files: list[str] = field(default_factory=list)
 
 
 def run(
@@ -134,6 +136,7 @@ def run(
     end: date,
     out: Path,
     progress: Callable[[int, int, int], None] | None = None,
+    extra: dict | None = None,
 ) -> Result:
     """Run the backtest; write DIR/report.json and DIR/trades.csv; return the figures."""
     out = Path(out)
@@ -170,10 +173,10 @@ def run(
         system.stop()
     seconds = time.monotonic() - wall
     result = collect(bs, sessions, market, replay.streamed, seconds, replay.backfilled)
+    result.report.update(extra or {})
     (out / "trades.csv").write_text(result.csv)
-    import json
-
     (out / "report.json").write_text(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+    result.files = ["report.json", "trades.csv"]
     return result
 
 
@@ -260,8 +263,6 @@ def collect(
 
 
 def _reason(detail: str | None) -> str:
-    import json
-
     try:
         return str(json.loads(detail or "{}").get("reason", ""))
     except (ValueError, AttributeError):

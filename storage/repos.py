@@ -430,6 +430,22 @@ class KeyValueRepo:
             self.db["kv"].upsert(asdict(KeyValue(key, value, iso())), pk="key")
 
 
+def recorded_bars(path: Any, bar_size: str = "1 min") -> list[tuple]:
+    """(symbol, time, open, high, low, close, volume) of a database's recorded bars, read-only:
+    a backtest reads another service's database and must never migrate or lock it for writing."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "select symbol, time, open, high, low, close, volume from bars"
+            " where bar_size = ? order by symbol, time",
+            [bar_size],
+        ).fetchall()
+    finally:
+        conn.close()
+
+
 class BarRepo:
     """Delivered bars (data.record_bars): one row per (symbol, bar size, start)."""
 
