@@ -137,8 +137,10 @@ def run(
     out: Path,
     progress: Callable[[int, int, int], None] | None = None,
     extra: dict | None = None,
+    until: datetime | None = None,
 ) -> Result:
-    """Run the backtest; write DIR/report.json and DIR/trades.csv; return the figures."""
+    """Run the backtest; write DIR/report.json and DIR/trades.csv; return the figures.
+    `until` stops the clock early (the no-lookahead test stops two runs at the same moment)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
@@ -151,7 +153,7 @@ def run(
             f"no trading session between {start} and {end}: widen --from/--to (weekends and "
             "holidays have none)"
         )
-    times = step_times(sessions)
+    times = [t for t in step_times(sessions) if until is None or t <= until]
     clock = ManualClock(sessions[0].open)
     wall = time.monotonic()
     system = BacktestSystem(
