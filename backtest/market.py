@@ -68,8 +68,23 @@ class SimMarket:
 
     def __init__(self, seed: int, symbols: Iterable[str]) -> None:
         self.model = MarketModel(seed=seed, specs=[default_spec(s) for s in symbols])
+        # (symbol, session open) -> that session's minute bars and their start times: the
+        # driver asks for one new bar per symbol per minute, and the model would aggregate
+        # the bar again on every call.
+        self._sessions: dict[tuple[str, datetime], tuple[list[datetime], list[Bar]]] = {}
 
     def minute_bars(self, symbol: str, start: datetime, end: datetime) -> list[Bar]:
+        session = self.model.session_open_close(end - MINUTE)
+        if session is not None and session[0] <= start:
+            key = (symbol, session[0])
+            if key not in self._sessions:
+                bars = [_bar(b) for b in self.model.bars(symbol, session[0], session[1], 60)]
+                self._sessions[key] = ([b.time for b in bars], bars)
+                if len(self._sessions) > 64:  # memory flat over a long run
+                    del self._sessions[next(iter(self._sessions))]
+            times, bars = self._sessions[key]
+            i, j = bisect.bisect_left(times, start), bisect.bisect_left(times, end)
+            return [b for b in bars[i:j] if b.time + MINUTE <= end]
         # The model adds the bar still forming at `end`: not a bar yet.
         return [_bar(b) for b in self.model.bars(symbol, start, end, 60) if b.time + MINUTE <= end]
 
