@@ -179,6 +179,17 @@ def run(
     (out / "trades.csv").write_text(result.csv)
     (out / "report.json").write_text(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     result.files = ["report.json", "trades.csv"]
+    from backtest.cli import summary_lines
+    from backtest.plot import equity_png, report_html
+
+    drawn = equity_png(result.curve, sessions[0].open, bs.risk.paper_equity, out / "equity.png")
+    if drawn:
+        result.files.append("equity.png")
+    page = report_html(
+        result.report, result.trades, "equity.png" if drawn else None, summary_lines(result.report)
+    )
+    (out / "report.html").write_text(page)
+    result.files.append("report.html")
     return result
 
 

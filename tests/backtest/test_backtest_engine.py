@@ -160,7 +160,11 @@ def test_cli_writes_the_report_and_a_bad_argument_is_one_line(tmp_path):
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "trades" in ok.stdout and "bars/s" in ok.stdout
-    assert (tmp_path / "o" / "report.json").exists() and (tmp_path / "o" / "trades.csv").exists()
+    for name in ("report.json", "trades.csv", "equity.png", "report.html"):
+        assert (tmp_path / "o" / name).stat().st_size > 0, name
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert '<img src="equity.png"' in page and "net P&amp;L" in page
+    assert (tmp_path / "o" / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "live.sqlite").exists()  # the service's own database is not touched
     for args, needle in (
         (["--from", "2026-11-31", "--to", "2026-12-01"], "not a date"),
