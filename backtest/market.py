@@ -174,7 +174,16 @@ class BarsMarket:
         "(Black-Scholes, its skew and spreads; volatility from sim/market.py's symbol table)"
     )
 
-    def __init__(self, bars: dict[str, list[Bar]], hours: MarketHours) -> None:
+    def __init__(
+        self, bars: dict[str, list[Bar]], hours: MarketHours, options: SimMarket | None = None
+    ) -> None:
+        """`options`: take chains and option quotes from the simulator's market instead (bars
+        the simulator served, recorded by a service: its options are the recorded quotes)."""
+        self.options = options
+        if options is not None:
+            self.description = (
+                "recorded 1-minute bars; options as the simulator quoted them (its seeded model)"
+            )
         self.bars = {s: sorted(b, key=lambda x: x.time) for s, b in bars.items()}
         self.times = {s: [b.time for b in bs] for s, bs in self.bars.items()}
         self.hours = hours
@@ -216,6 +225,8 @@ class BarsMarket:
         return last.close if last else None
 
     def chain(self, symbol: str, t: datetime) -> m.Chain | None:
+        if self.options is not None:
+            return self.options.chain(symbol, t)
         center = self._center(symbol, t)
         if center is None:
             return None
@@ -237,6 +248,8 @@ class BarsMarket:
         )
 
     def option_quote(self, contract: m.OptionContract, t: datetime) -> m.OptionQuote | str:
+        if self.options is not None:
+            return self.options.option_quote(contract, t)
         c = contract
         last = self._last_close(c.symbol, t)
         center = self._center(c.symbol, t)
