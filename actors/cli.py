@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_diagram(argv[1:])
     if argv[:1] == ["backtest"]:
         return cmd_backtest(argv[1:])
+    if argv[:1] == ["history"]:
+        from backtest.history import main as history_main
+
+        return history_main(argv[1:])
     parser = argparse.ArgumentParser(prog="optionsbot", description="IBKR options trading service")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, text in (
@@ -263,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
     sub.add_parser("diagram", help="print the state machines as Mermaid")
     sub.add_parser("backtest", help="judge the strategy in money over past or simulated bars")
+    sub.add_parser("history", help="fetch 1-minute bars from the Gateway (`history fetch`)")
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
