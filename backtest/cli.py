@@ -74,8 +74,8 @@ def summary_lines(report: dict) -> list[str]:
         f"${r['net_pnl']:,.2f} after ${r['commissions']:,.2f} commissions",
         f"  max drawdown ${r['max_drawdown']:,.2f} ({r['max_drawdown_pct']:.2%}), daily Sharpe "
         f"{r['sharpe']:.2f}, equity ${r['start_equity']:,.0f} -> ${r['end_equity']:,.2f}",
-        f"  signals {r['signals']}, entries placed {r['entries_placed']}, open at the end "
-        f"{r['open_at_end']}",
+        f"  signals {r['signals']}, ideas to risk {r['ideas']}, entries placed "
+        f"{r['entries_placed']}, still open at the end {r['open_at_end']} (not in the P&L)",
     ]
     for rule, g in r["by_rule"].items():
         lines.append(f"  {rule}: {g['trades']} trades, {g['wins']} wins, ${g['net_pnl']:,.2f}")
@@ -139,6 +139,19 @@ def main(argv: list[str]) -> int:
             print(
                 f"optionsbot backtest: --bars {args.bars}: no usable bars for {what}"
                 + (f" (skipped: {skipped})" if skipped else ""),
+                file=sys.stderr,
+            )
+            return 2
+        in_range = [
+            b
+            for bars in loaded.bars.values()
+            for b in bars
+            if args.start <= MarketHours.trading_date(b.time) <= args.end
+        ]
+        if not in_range:
+            print(
+                f"optionsbot backtest: --bars {args.bars} has no bars from {args.start} to "
+                f"{args.end}: choose dates the file covers",
                 file=sys.stderr,
             )
             return 2

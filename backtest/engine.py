@@ -240,6 +240,7 @@ def collect(
             for d in db["decisions"].rows_where("outcome = ?", ["skipped"], select="stage, reason")
         )
         placed = db["orders"].count_where("role = ?", ["entry"])
+        ideas = db["decisions"].count_where("stage = ?", ["risk_gate"])
     finally:
         db.close()
     trades, still_open = rpt.round_trips(orders, fills)
@@ -257,6 +258,7 @@ def collect(
             "signals": len(signals),
             "signals_by_symbol": dict(sorted(Counter(s["symbol"] for s in signals).items())),
             "signals_by_rule": dict(sorted(Counter(s["strategy"] for s in signals).items())),
+            "ideas": ideas,  # signals out of their cooldown, sent to RiskActor
             "entries_placed": placed,
             "skips_by_reason": dict(sorted(skips.items())),
             "open_at_end": still_open,

@@ -166,11 +166,17 @@ def test_cli_writes_the_report_and_a_bad_argument_is_one_line(tmp_path):
     assert '<img src="equity.png"' in page and "net P&amp;L" in page
     assert (tmp_path / "o" / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "live.sqlite").exists()  # the service's own database is not touched
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "symbol,time,open,high,low,close,volume\nSPY,2026-11-17T14:30:00+00:00,1,2,0.5,1.5,10\n"
+    )
     for args, needle in (
         (["--from", "2026-11-31", "--to", "2026-12-01"], "not a date"),
         (["--from", "2026-11-21", "--to", "2026-11-22"], "no trading session"),
         (["--from", "2026-11-17", "--to", "2026-11-17", "--bars", str(tmp_path / "x.csv")], "cannot read bars"),
         (["--from", "2026-11-17", "--to", "2026-11-16"], "before --from"),
+        (["--from", "2026-11-10", "--to", "2026-11-10", "--bars", str(bars)], "no bars from"),
+        (["--from", "2026-11-17", "--to", "2026-11-17", "--bars", str(bars), "--symbols", "QQQ"], "no usable bars for QQQ"),
     ):  # fmt: skip
         bad = subprocess.run(
             [*base, *args, "--out", str(tmp_path / "bad")],
