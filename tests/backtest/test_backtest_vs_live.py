@@ -4,8 +4,8 @@ backtest over the recorded bars make the same signals and the same orders.
 Signals match bar for bar. Orders match in what they are (the symbol, the rule, the contract,
 the quantity), in order; not in the second they were sent or the cent of their limit: live,
 the bar is known closed only with the next bar's first update (5 simulated seconds later),
-and the chain and quotes take real time, which the simulator's x60 clock turns into up to a
-simulated minute, so its option price is a little later than the backtest's, which has no
+and the chain and quotes take real time, which the simulator's x30 clock turns into half a
+simulated minute or more, so its option price is a little later than the backtest's, which has no
 latency at all. And only until the first exit fills in either run: live, paper fills come from
 streaming quotes, several a simulated minute; the backtest quotes once a minute, at the bar's
 close. A take-profit can fill a few minutes apart, and from then on the symbol is free again at
@@ -64,14 +64,14 @@ def test_a_live_dry_run_and_a_backtest_over_its_bars_make_the_same_signals_and_o
 ):
     live = make_settings(
         symbols=list(SYMBOLS),
-        sim={"seed": SEED, "time_scale": 60, "start": START.isoformat()},
+        sim={"seed": SEED, "time_scale": 30, "start": START.isoformat()},
         data={"record_bars": True},
         orders={"entry_timeout_s": 900},
     )
     system = System(live, metrics=Metrics(new_registry()), serve_metrics=False)
     system.start()
     try:
-        system.run_for(timedelta(minutes=60), real_timeout=240)
+        system.run_for(timedelta(minutes=32), real_timeout=240)
         assert not system.failed.is_set(), system.failure
         stopped = system.clock.now()
     finally:
@@ -90,11 +90,11 @@ def test_a_live_dry_run_and_a_backtest_over_its_bars_make_the_same_signals_and_o
     first_exit = min(live_exit + bt_exit, default=until)
     live_entries = [e for e in live_entries if e[0] < first_exit]
     bt_entries = [e for e in bt_entries if e[0] < first_exit]
-    assert len(live_signals) > 60 and live_entries, (len(live_signals), live_entries)
+    assert len(live_signals) > 40 and live_entries, (len(live_signals), live_entries)
     assert bt_signals == live_signals
     assert [e[1:5] for e in bt_entries] == [e[1:5] for e in live_entries]
     for (bt_at, *_, bt_limit), (live_at, *_, live_limit) in zip(
         bt_entries, live_entries, strict=True
     ):
-        assert timedelta(0) <= live_at - bt_at <= timedelta(minutes=2)
-        assert abs(live_limit - bt_limit) <= 0.1 * bt_limit
+        assert timedelta(0) <= live_at - bt_at <= timedelta(minutes=3)
+        assert abs(live_limit - bt_limit) <= 0.15 * bt_limit
