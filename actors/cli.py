@@ -223,7 +223,23 @@ def cmd_diagram(argv: list[str]) -> int:
 def cmd_backtest(argv: list[str]) -> int:
     from backtest.cli import main as backtest_main
 
-    return backtest_main(argv)
+    try:
+        return backtest_main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line naming the cause, never a traceback
+        return _fail("backtest", exc)
+
+
+def cmd_history(argv: list[str]) -> int:
+    from backtest.history import main as history_main
+
+    try:
+        return history_main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        return _fail("history", exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["backtest"]:
         return cmd_backtest(argv[1:])
     if argv[:1] == ["history"]:
-        from backtest.history import main as history_main
-
-        return history_main(argv[1:])
+        return cmd_history(argv[1:])
     parser = argparse.ArgumentParser(prog="optionsbot", description="IBKR options trading service")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, text in (

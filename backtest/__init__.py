@@ -8,4 +8,7 @@
 | market.py | the markets: the simulator's seeded one, recorded bars; option prices by the sim's model | any (pure) |
 | bars.py | bars from a CSV file or a service database, validated, bad rows skipped and counted | any (pure) |
 | report.py | round trips from fills, drawdown, daily Sharpe, trades.csv | any (pure) |
+| plot.py | equity.png (matplotlib, optional) and report.html | driver |
+| cli.py | `optionsbot backtest`: arguments, the progress bar, the printed summary | main |
+| history.py | `optionsbot history fetch`: 1-minute bars from a Gateway, paced and resumable | main (asyncio) |
 """

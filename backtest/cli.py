@@ -170,6 +170,9 @@ def main(argv: list[str]) -> int:
         ]
     )
     progress = None if args.quiet else Progress(max(days, 1))
+    from actors.system import StartupError
+    from backtest.pump import PumpFailure
+
     try:
         result = run(
             settings,
@@ -183,6 +186,14 @@ def main(argv: list[str]) -> int:
     except BacktestError as exc:
         print(f"optionsbot backtest: {exc}", file=sys.stderr)
         return 2
+    except (StartupError, PumpFailure) as exc:
+        # As the service would have stopped: one line, the traceback in backtest.log.
+        log.error("backtest stopped", exc_info=True)
+        print(
+            f"optionsbot backtest: stopped: {exc} (details in {out / 'backtest.log'})",
+            file=sys.stderr,
+        )
+        return 1
     for line in summary_lines(result.report):
         print(line)
     print(f"  written: {', '.join(str(out / n) for n in result.files)}")
