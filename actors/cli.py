@@ -237,6 +237,28 @@ def cmd_diagram(argv: list[str]) -> int:
     return diagram_main(argv)
 
 
+def cmd_backtest(argv: list[str]) -> int:
+    from backtest.cli import main as backtest_main
+
+    try:
+        return backtest_main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line naming the cause, never a traceback
+        return _fail("backtest", exc)
+
+
+def cmd_history(argv: list[str]) -> int:
+    from backtest.history import main as history_main
+
+    try:
+        return history_main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        return _fail("history", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The database, its WAL, the logs and the kill file are the owner's alone.
@@ -246,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sim(argv[1:])
     if argv[:1] == ["diagram"]:
         return cmd_diagram(argv[1:])
+    if argv[:1] == ["backtest"]:
+        return cmd_backtest(argv[1:])
+    if argv[:1] == ["history"]:
+        return cmd_history(argv[1:])
     parser = argparse.ArgumentParser(prog="optionsbot", description="IBKR options trading service")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, text in (
@@ -271,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=fn)
     sub.add_parser("sim", help="run the IB Gateway simulator alone (see `optionsbot sim --help`)")
     sub.add_parser("diagram", help="print the state machines as Mermaid")
+    sub.add_parser("backtest", help="judge the strategy in money over past or simulated bars")
+    sub.add_parser("history", help="fetch 1-minute bars from the Gateway (`history fetch`)")
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -178,25 +178,39 @@ class System:
         self.actors.append((name, ref))
         return ref
 
+    def _launch(self, name: str, cls: Any, *args: Any, **kwargs: Any) -> Any:
+        """Start one actor on its own thread and wait for its ping (a backtest overrides this
+        to run the same actors on its deterministic pump instead)."""
+        return self._started(name, cls.start(*args, **kwargs))
+
+    def _connection(self) -> tuple[Any, dict[str, Any]]:
+        """The market side: the IB connection (a backtest replaces it with its replay)."""
+        return ConnectionActor, {"port": self.broker_port}
+
+    def _link(self, risk: Any, orders: Any) -> None:
+        risk.proxy().set_order_actor(orders).get(timeout=START_TIMEOUT_S)
+
     def _start_actors(self) -> None:
         s, mt, clock = self.settings, self.metrics, self.clock
-        risk = self._started("risk", RiskActor.start(s, mt, clock, self.hours))
-        connection = self._started(
-            "connection", ConnectionActor.start(s, mt, clock, port=self.broker_port)
-        )
-        orders = self._started(
-            "orders", OrderActor.start(s, mt, clock, connection, risk, self.hours)
-        )
-        risk.proxy().set_order_actor(orders).get(timeout=START_TIMEOUT_S)
+        risk = self._launch("risk", RiskActor, s, mt, clock, self.hours)
+        connection_cls, connection_kw = self._connection()
+        connection = self._launch("connection", connection_cls, s, mt, clock, **connection_kw)
+        orders = self._launch("orders", OrderActor, s, mt, clock, connection, risk, self.hours)
+        self._link(risk, orders)
         strategies = {
-            sym: self._started(f"strategy:{sym}", StrategyActor.start(sym, s, mt, risk))
+            sym: self._launch(f"strategy:{sym}", StrategyActor, sym, s, mt, risk)
             for sym in s.symbols
         }
-        data = self._started(
+        data = self._launch(
             "data",
-            DataActor.start(
-                s, mt, clock, self.hours, connection, strategies, stale_listeners=(risk, connection)
-            ),
+            DataActor,
+            s,
+            mt,
+            clock,
+            self.hours,
+            connection,
+            strategies,
+            stale_listeners=(risk, connection),
         )
         connection.tell(m.Subscribe(listener=risk, topics=("connection", "account")))
         self.refs = {

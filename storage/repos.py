@@ -227,6 +227,11 @@ class PositionRepo:
     def all(self) -> list[Position]:
         return [Position.from_db(r) for r in self.db["positions"].rows_where(order_by="con_id")]
 
+    def realized_total(self) -> float:
+        """Realized P&L over every position ever held (what `all()` would sum, without the rows)."""
+        row = self.db.execute("select total(realized_pnl) from positions").fetchone()
+        return float(row[0])
+
 
 class TradingDayRepo:
     """Start-of-day equity and realized P&L keyed by the New York trading date."""
@@ -429,6 +434,22 @@ class KeyValueRepo:
     def set(self, key: str, value: str) -> None:
         with write(self.db):
             self.db["kv"].upsert(asdict(KeyValue(key, value, iso())), pk="key")
+
+
+def recorded_bars(path: Any, bar_size: str = "1 min") -> list[tuple]:
+    """(symbol, time, open, high, low, close, volume) of a database's recorded bars, read-only:
+    a backtest reads another service's database and must never migrate or lock it for writing."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "select symbol, time, open, high, low, close, volume from bars"
+            " where bar_size = ? order by symbol, time",
+            [bar_size],
+        ).fetchall()
+    finally:
+        conn.close()
 
 
 class BarRepo:

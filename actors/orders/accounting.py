@@ -121,7 +121,12 @@ def unrealized(open_positions: Iterable[Position], last_mid: Mapping[int, float]
 
 def equity(start: float, positions: Iterable[Position], unrealized_pnl: float) -> float:
     """The paper account: its starting equity, all realized P&L so far, and the open P&L."""
-    return start + sum(p.realized_pnl or 0.0 for p in positions) + unrealized_pnl
+    return equity_of(start, sum(p.realized_pnl or 0.0 for p in positions), unrealized_pnl)
+
+
+def equity_of(start: float, realized_total: float, unrealized_pnl: float) -> float:
+    """`equity` from the realized total (PositionRepo.realized_total sums it in SQL)."""
+    return start + realized_total + unrealized_pnl
 
 
 def exposure(

@@ -499,6 +499,8 @@ class OrderActor(Adoption, Protection, BaseActor):
         for sibling in self.paper.oca_siblings(fill.order_ref, row.oca_group or ""):
             self.paper.remove(sibling)
             self._fire(sibling, "cancelled", reason=f"OCA: {fill.order_ref} filled")
+        # Only now is the closed position's contract free of paper orders.
+        self._unwatch_if_idle(row.con_id or 0)
 
     # -- executions (paper and live share this) ----------------------------------------------------
     def _apply_execution(self, e: m.BrokerExecution) -> None:
@@ -634,16 +636,26 @@ class OrderActor(Adoption, Protection, BaseActor):
             self.days.start_day(day, self._equity())
         self.days.add_realized(day, realized)
         if pos.quantity <= 0:
-            contract = self.watched.pop(pos.con_id, None)
-            if contract is not None and not any(
-                o.con_id == pos.con_id for o in self.paper.orders.values()
-            ):
-                self.connection.tell(m.UnwatchQuotes(contract=contract))
+            self._unwatch_if_idle(pos.con_id)
         return realized
 
+    def _unwatch_if_idle(self, con_id: int) -> None:
+        """Stop a contract's quotes once nothing needs them: no paper order works on it and
+        none is held. A cancelled or expired entry's line would otherwise stay open for good,
+        and IB grants only so many (broker.max_market_data_lines)."""
+        if con_id not in self.watched or any(
+            o.con_id == con_id for o in self.paper.orders.values()
+        ):
+            return
+        pos = self.positions.get(con_id)
+        if pos is not None and pos.quantity > 0:
+            return
+        self.connection.tell(m.UnwatchQuotes(contract=self.watched.pop(con_id)))
+
     def _equity(self) -> float:
-        return accounting.equity(
-            self.settings.risk.paper_equity, self.positions.all(), self._unrealized()
+        # The realized sum in SQL: every contract ever traded has a row, and this runs per quote.
+        return accounting.equity_of(
+            self.settings.risk.paper_equity, self.positions.realized_total(), self._unrealized()
         )
 
     def _unrealized(self) -> float:
@@ -715,8 +727,11 @@ class OrderActor(Adoption, Protection, BaseActor):
                 row = self.orders.get(ref)
                 if row is not None and (row.trading_date or "") >= before:
                     keep.add(ref)
+        con_ids = {o.con_id for o in self.paper.orders.values()}
         for ref in self.paper.expire_day_orders(keep=keep):
             self._fire(ref, "cancelled", reason="day order expired at the close")
+        for con_id in sorted(con_ids):
+            self._unwatch_if_idle(con_id)
         self._publish()
 
     def _exit_expiring(self, now: datetime) -> None:
@@ -752,6 +767,7 @@ class OrderActor(Adoption, Protection, BaseActor):
                 self.paper.remove(ref)
                 self._fire(ref, "cancel", reason=reason)
                 self._fire(ref, "cancelled", reason=reason)
+                self._unwatch_if_idle(row.con_id or 0)
             elif row.role == "entry":
                 if self._fire(ref, "cancel", reason=reason):
                     self.connection.tell(m.CancelOrder(order_ref=ref))

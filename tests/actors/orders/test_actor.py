@@ -857,3 +857,38 @@ def test_a_stop_the_broker_shrank_counts_at_its_new_size(live):
     # A status with no quantities yet (IB's first word on a new order) changes nothing.
     actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl.order_ref, "PreSubmitted", 0, 0, 0, 3, 4))
     assert OrderRepo(actor.db).get(sl.order_ref).quantity == size - 1
+
+
+def test_a_closed_paper_position_releases_its_quote_line(env):
+    """After the take-profit fills (and OCA cancels the stop) nothing needs the contract's
+    quotes: the line is released, or every trade of the day would keep one open."""
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
+    assert actor.connection.of(m.UnwatchQuotes) == []  # held: still watched
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 3.20, 3.25, clock)))
+    assert [u.contract.con_id for u in actor.connection.of(m.UnwatchQuotes)] == [contract.con_id]
+    assert actor.watched == {}
+
+
+def test_a_cancelled_or_expired_paper_entry_releases_its_quote_line(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    clock.advance(timedelta(seconds=settings.orders.entry_timeout_s + 1))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert [u.contract.con_id for u in actor.connection.of(m.UnwatchQuotes)] == [contract.con_id]
+    # An entry still working at the close expires with the session: its line goes too.
+    place(actor, clock)
+    actor.on_Tick(m.Tick(now=clock.now()))
+    actor.on_Tick(m.Tick(now=clock.now().replace(hour=21, minute=5)))  # after the close
+    assert len(actor.connection.of(m.UnwatchQuotes)) == 2 and actor.watched == {}
+
+
+def test_paper_equity_counts_every_closed_position_realized(env):
+    settings, metrics, clock, actor = env
+    contract = place(actor, clock)
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 2.38, 2.42, clock)))
+    actor.on_QuoteUpdated(m.QuoteUpdated(quote=quote(contract, 3.20, 3.25, clock)))
+    realized = sum(p.realized_pnl or 0.0 for p in PositionRepo(actor.db).all())
+    assert PositionRepo(actor.db).realized_total() == pytest.approx(realized)
+    assert actor._equity() == pytest.approx(settings.risk.paper_equity + realized)
