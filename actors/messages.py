@@ -327,6 +327,9 @@ class PositionsChanged(Msg):
     realized_today: float
     unrealized: float
     equity: float
+    # Entries working at the broker with nothing filled yet: not positions, but each may become
+    # one, so RiskActor counts them against max_open_positions.
+    pending_entries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -678,6 +678,8 @@ class OrderActor(Adoption, Protection, BaseActor):
                 realized_today=realized_today,
                 unrealized=unrealized,
                 equity=equity,
+                # One filled in part is counted above, as the position it opened.
+                pending_entries=sum(1 for o in working_entries if not o.filled),
             )
         )
 

@@ -857,3 +857,20 @@ def test_a_stop_the_broker_shrank_counts_at_its_new_size(live):
     # A status with no quantities yet (IB's first word on a new order) changes nothing.
     actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl.order_ref, "PreSubmitted", 0, 0, 0, 3, 4))
     assert OrderRepo(actor.db).get(sl.order_ref).quantity == size - 1
+
+
+def test_a_working_entry_is_published_as_pending_until_its_first_fill(live):
+    """RiskActor counts an entry still working at the broker as an open position to be: it may
+    fill. Once it has filled in part it is the position itself and counts once."""
+    settings, clock, actor = live
+    place(actor, clock)
+    entry = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+    changed = actor.risk.last(m.PositionsChanged)
+    assert (changed.open_positions, changed.pending_entries) == (0, 1)
+    actor.on_BrokerOrderStatus(status(entry, "Submitted"))
+    actor.on_BrokerExecution(execution(entry, 1, "e.1", clock))
+    changed = actor.risk.last(m.PositionsChanged)
+    assert (changed.open_positions, changed.pending_entries) == (1, 0)
+    actor.on_BrokerOrderStatus(status(entry, "Cancelled", filled=1))
+    changed = actor.risk.last(m.PositionsChanged)
+    assert (changed.open_positions, changed.pending_entries) == (1, 0)
