@@ -881,6 +881,10 @@ class OrderActor(Adoption, Protection, BaseActor):
         if self._foreign(msg):
             return
         statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
+        # Taken before the executions: one of them can move an unknown order to partially_filled,
+        # and it is still to be settled from the broker's word (a stop that sold 1 of 4 and was
+        # then cancelled must not stay working in the book, covering contracts it no longer does).
+        unknown = {ref for ref, model in self.machines.items() if model.state == OrderState.UNKNOWN}
         for e in msg.executions:
             self._apply_execution(e)
         crashpoint("during_reconciliation")
@@ -889,7 +893,7 @@ class OrderActor(Adoption, Protection, BaseActor):
                 self._take_broker_total(status, self.machines[ref])
         settled = 0
         for ref, model in list(self.machines.items()):
-            if model.state != OrderState.UNKNOWN:
+            if ref not in unknown:
                 continue
             settled += 1
             recorded = self.orders.filled_quantity(ref)

@@ -874,3 +874,39 @@ def test_a_working_entry_is_published_as_pending_until_its_first_fill(live):
     actor.on_BrokerOrderStatus(status(entry, "Cancelled", filled=1))
     changed = actor.risk.last(m.PositionsChanged)
     assert (changed.open_positions, changed.pending_entries) == (1, 0)
+
+
+def test_an_exit_that_filled_in_part_and_ended_while_down_is_settled_from_the_broker(
+    make_settings, metrics
+):
+    """While the service was down the stop sold 1 of 4, then the broker cancelled the rest (a
+    GTC cancelled by IB, or by a person). Reconciliation applies the execution first, which moves
+    the unknown stop to partially_filled: it must still be settled from the broker's Cancelled,
+    or the book keeps a phantom stop for 3 and the 3 contracts held stay bare."""
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        sold = execution(sl, 1, "sl.1", clock, side="SLD", price=1.94)
+        gone = (status(entry, "Filled", filled=4), status(tp, "Cancelled"))
+        gone += (status(sl, "Cancelled", filled=1),)
+        again.on_BrokerState(
+            m.BrokerState(statuses=gone, executions=(sold,), positions=((con_id, 3.0),))
+        )
+        assert OrderRepo(again.db).get(sl).state == "cancelled"
+        assert PositionRepo(again.db).open()[0].quantity == 3
+        placed = again.connection.last(m.PlaceBracket)
+        assert [(leg.order_type, leg.quantity) for leg in placed.legs] == [("LMT", 3), ("STP", 3)]
+        assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+    finally:
+        again.on_stop()
