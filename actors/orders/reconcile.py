@@ -7,12 +7,19 @@ how money gets lost. OrderActor carries out the triggers and cancels these retur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors import messages as m
-from machines.order import STATUS_TRIGGER, STILL_WORKING, OrderState, settle_trigger
+from machines.order import (
+    STATUS_TRIGGER,
+    STILL_WORKING,
+    WORKING,
+    OrderState,
+    settle_trigger,
+    status_trigger,
+)
 
 EPS = 1e-9
 
@@ -79,6 +86,38 @@ def chase_cancels(
         elif status.status in STILL_WORKING:
             again.append(ref)
     return done, again
+
+
+def ended_meanwhile(
+    states: Mapping[str, str],
+    statuses: Mapping[str, m.BrokerOrderStatus],
+    unsent: Collection[str],
+) -> list[tuple[str, Step]]:
+    """Orders the book holds as working whose end no live status told: it came while the socket
+    was closed (ib_async's sync after a reconnect emits no status for a completed order), or the
+    order never reached the broker: (ref, step) in order.
+
+    `unsent`: orders submitted before the broker's lists were asked and not acknowledged since;
+    one in none of the lists was dropped with the connection (the send gate drops what it still
+    queued). Any other order missing from them is left alone: the lists are a snapshot, and an
+    order sent after it is missing from it while it works. A refused cancel (ib_async reports
+    it as Cancelled) is no end either."""
+    out: list[tuple[str, Step]] = []
+    for ref, state in states.items():
+        if state not in WORKING:
+            continue
+        status = statuses.get(ref)
+        if status is None:
+            if ref in unsent:
+                why = "reconciled: never reached the broker (lost with the connection)"
+                out += [(ref, Step("lose_track", why)), (ref, Step("not_found", why))]
+            continue
+        trigger = status_trigger(status.status, status.reason)
+        if trigger == "reject" and state == OrderState.PARTIALLY_FILLED:
+            trigger = "cancelled"  # it traded: ended, not refused
+        if trigger in ("cancelled", "deactivate", "reject"):
+            out.append((ref, Step(trigger, f"reconciled: {status.status}")))
+    return out
 
 
 def broker_cap(ours: Mapping[int, float], theirs: Mapping[int, float]) -> dict[int, float]:

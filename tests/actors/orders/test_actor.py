@@ -910,3 +910,75 @@ def test_an_exit_that_filled_in_part_and_ended_while_down_is_settled_from_the_br
         assert gauge(metrics, "optionsbot_unprotected_positions") == 0
     finally:
         again.on_stop()
+
+
+def resync(actor):
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    assert not actor.reconciled
+
+
+def test_exits_cancelled_during_a_disconnect_are_settled_at_the_resync(live, metrics):
+    """A reconnect is not a restart: the book's orders stay as they were, and a status the
+    broker sent while the socket was closed never came (ib_async's sync after a reconnect emits
+    none for completed orders). The reconciliation's word settles them, or the book keeps a stop
+    the broker no longer holds and the position stays bare."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    gone = (status(entry, "Filled", filled=4), status(sl, "Cancelled"), status(tp, "Cancelled"))
+    actor.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=((con_id, 4.0),)))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 4), ("STP", 4)]
+    ]
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+
+
+def test_a_refused_cancel_seen_at_the_resync_leaves_the_order_working(live):
+    """ib_async marks a trade Cancelled when its cancel is refused (10148): not an end."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    resync(actor)
+    refused = "10148 OrderId 7 that needs to be cancelled cannot be cancelled, state: Submitted."
+    words = (status(sl, "Cancelled", reason=refused), status(tp, "Submitted"))
+    actor.on_BrokerState(m.BrokerState(statuses=words, executions=()))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"submitted"}
+
+
+def test_exits_lost_with_the_connection_before_the_broker_saw_them_are_replaced(live, metrics):
+    """Protection written and sent just before the socket closed: the send gate drops what it
+    still queued, so the broker never saw it. At the resync it is in none of the broker's lists;
+    left pending_submit, it would cover the position in the book and nowhere else."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    for ref in (sl, tp):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    lost = [leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs]
+    assert {OrderRepo(actor.db).get(ref).state for ref in lost} == {"pending_submit"}
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    words = (status(entry, "Filled", filled=4), status(sl, "Cancelled"), status(tp, "Cancelled"))
+    actor.on_BrokerState(m.BrokerState(statuses=words, executions=(), positions=((con_id, 4.0),)))
+    assert {OrderRepo(actor.db).get(ref).state for ref in lost} == {"cancelled"}
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 4), ("STP", 4)]
+    ]
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+
+
+def test_an_exit_sent_after_the_broker_state_was_asked_is_not_taken_for_lost(live):
+    """The broker's lists are a snapshot from the moment they were asked: an exit placed after
+    that (a flatten during the reconciliation) is missing from them and is still working."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    resync(actor)
+    actor.on_Flatten(m.Flatten(reason="kill switch", positions=True))
+    exit_ref = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+    words = (status(entry, "Filled", filled=4), status(sl, "Submitted"), status(tp, "Submitted"))
+    actor.on_BrokerState(m.BrokerState(statuses=words, executions=()))
+    assert OrderRepo(actor.db).get(exit_ref).state == "pending_submit"
