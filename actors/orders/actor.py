@@ -947,6 +947,7 @@ class OrderActor(Adoption, Protection, BaseActor):
             )
         self._vouch(msg)
         self.reconciled = True
+        self._publish()  # entries settled or ended here no longer hold their symbol and slot
         log.info(
             "reconciliation done: %d unknown orders settled, %d foreign orders",
             settled,

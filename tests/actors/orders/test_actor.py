@@ -982,3 +982,15 @@ def test_an_exit_sent_after_the_broker_state_was_asked_is_not_taken_for_lost(liv
     words = (status(entry, "Filled", filled=4), status(sl, "Submitted"), status(tp, "Submitted"))
     actor.on_BrokerState(m.BrokerState(statuses=words, executions=()))
     assert OrderRepo(actor.db).get(exit_ref).state == "pending_submit"
+
+
+def test_an_entry_the_reconciliation_ends_frees_its_symbol_for_risk_at_once(live):
+    settings, clock, actor = live
+    place(actor, clock)
+    refs = [leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs]
+    assert actor.risk.last(m.PositionsChanged).pending_entries == 1
+    resync(actor)
+    ended = tuple(status(ref, "Cancelled") for ref in refs)
+    actor.on_BrokerState(m.BrokerState(statuses=ended, executions=()))
+    changed = actor.risk.last(m.PositionsChanged)
+    assert changed.pending_entries == 0 and dict(changed.exposure_by_symbol).get("SPY", 0) == 0
