@@ -853,6 +853,14 @@ class OrderActor(Adoption, Protection, BaseActor):
         total = reconcile.reduced_total(msg, model.quantity)
         if total is None:
             return
+        row = self.orders.get(msg.order_ref)
+        parent = row.parent_ref if row is not None else None
+        if parent is not None and parent in self.machines:
+            # A child of an entry still working: IB may size it to what the entry has filled so
+            # far and grow it as it fills (attached orders follow their parent), and a total
+            # taken now would never grow back. Protection counts such a child as covering the
+            # whole entry anyway (strategies.protection, pending_parent).
+            return
         log.info(
             "order %s: the broker reduced it from %g to %g (OCA group re-balanced)",
             msg.order_ref,

@@ -846,7 +846,7 @@ def test_a_stop_the_broker_shrank_counts_at_its_new_size(live):
     machine take the broker's smaller total, so protection and reconciliation count what really
     stands at the broker (and a later status cannot grow it back)."""
     settings, clock, actor = live
-    place(actor, clock)
+    filled_live_bracket(settings, clock, actor)  # a take-profit fills only once the entry has
     legs = actor.connection.last(m.PlaceBracket).legs
     sl = next(leg for leg in legs if leg.order_ref.endswith("-SL"))
     size = sl.quantity
@@ -994,3 +994,27 @@ def test_an_entry_the_reconciliation_ends_frees_its_symbol_for_risk_at_once(live
     actor.on_BrokerState(m.BrokerState(statuses=ended, executions=()))
     changed = actor.risk.last(m.PositionsChanged)
     assert changed.pending_entries == 0 and dict(changed.exposure_by_symbol).get("SPY", 0) == 0
+
+
+def test_a_childs_smaller_total_while_its_entry_works_is_not_taken(live):
+    """While the entry works, IB may size its attached children to what the entry has filled so
+    far and grow them as it fills (attached orders follow their parent). The service only ever
+    shrinks an order to the broker's total: a child taken down to 1 of 4 would stay at 1 when IB
+    grows it back, protection would add 3 more on top, and a triggered stop would sell short.
+    Until the entry has filled or ended, its children's totals are not the broker's last word."""
+    settings, clock, actor = live
+    place(actor, clock)
+    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
+    actor.on_BrokerOrderStatus(status(entry, "Submitted"))
+    actor.on_BrokerExecution(execution(entry, 1, "e1.01", clock))
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl, "Submitted", 0, 1, 0, 3, 4))
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(tp, "Submitted", 0, 1, 0, 3, 5))
+    assert {OrderRepo(actor.db).get(ref).quantity for ref in (tp, sl)} == {4.0}
+    actor.on_BrokerExecution(execution(entry, 3, "e2.01", clock))
+    for ref in (tp, sl):
+        actor.on_BrokerOrderStatus(m.BrokerOrderStatus(ref, "Submitted", 0, 4, 0, 3, 4))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == 1, "no protection on top of the bracket"
+    # Once the entry has filled, a smaller total is the OCA group's re-balance: taken.
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl, "Submitted", 0, 3, 0, 3, 4))
+    assert OrderRepo(actor.db).get(sl).quantity == 3
