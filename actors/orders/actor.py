@@ -85,9 +85,9 @@ class OrderActor(Adoption, Protection, BaseActor):
         self.book = Book()
         self.watched: dict[int, m.OptionContract] = {}
         self.reconciled = self.dry_run
-        # When the broker's state was last asked at a resync (monotonic): its lists are a
-        # snapshot from then (reconcile.ended_meanwhile).
-        self.state_asked: float | None = None
+        # The orders the book held when the broker's state was last asked at a resync: its
+        # lists are a snapshot from then (reconcile.ended_meanwhile).
+        self.state_asked: set[str] = set()
         self.submitted_at: dict[str, float] = {}
         self.stopping = False
         self.sent_mono: dict[str, float] = {}  # submit -> first broker answer, for ack latency
@@ -220,7 +220,7 @@ class OrderActor(Adoption, Protection, BaseActor):
             self.connection.tell(m.WatchQuotes(contract=contract, reply_to=self.actor_ref))
         if not self.dry_run:
             self.reconciled = False
-            self.state_asked = time.monotonic()
+            self.state_asked = set(self.machines)
             self.connection.tell(m.FetchBrokerState(reply_to=self.actor_ref))
 
     # -- entry flow -------------------------------------------------------------------------------
@@ -924,10 +924,9 @@ class OrderActor(Adoption, Protection, BaseActor):
             log.info("order %s still working at the broker: cancelling it again", ref)
             self.connection.tell(m.CancelOrder(order_ref=ref))
         # Only at a resync: an adoption's fresh look comes while new orders may be in flight.
-        asked = self.state_asked if not self.reconciled else None
-        unsent = {ref for ref, t in self.sent_mono.items() if asked is not None and t < asked}
+        asked = self.state_asked if not self.reconciled else set()
         states = {ref: model.state for ref, model in self.machines.items()}
-        for ref, step in reconcile.ended_meanwhile(states, statuses, unsent):
+        for ref, step in reconcile.ended_meanwhile(states, statuses, asked):
             log.warning("order %s: %s", ref, step.reason)
             self._fire(ref, step.trigger, reason=step.reason)
         ours = {r.order_ref for r in self.orders.open_orders()}

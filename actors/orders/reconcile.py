@@ -91,25 +91,27 @@ def chase_cancels(
 def ended_meanwhile(
     states: Mapping[str, str],
     statuses: Mapping[str, m.BrokerOrderStatus],
-    unsent: Collection[str],
+    asked_after: Collection[str],
 ) -> list[tuple[str, Step]]:
     """Orders the book holds as working whose end no live status told: it came while the socket
     was closed (ib_async's sync after a reconnect emits no status for a completed order), or the
     order never reached the broker: (ref, step) in order.
 
-    `unsent`: orders submitted before the broker's lists were asked and not acknowledged since;
-    one in none of the lists was dropped with the connection (the send gate drops what it still
-    queued). Any other order missing from them is left alone: the lists are a snapshot, and an
-    order sent after it is missing from it while it works. A refused cancel (ib_async reports
-    it as Cancelled) is no end either."""
+    `asked_after`: the orders the book held when the broker's lists were asked. One of them in
+    none of the lists is not at the broker: never sent (the send gate drops what it still queued
+    when the socket closes), or ended before today's completed orders begin. It is settled as a
+    restart settles an unknown order the broker does not know (lose_track, not_found: never
+    resent); protection then covers no more than the broker holds (broker_cap). An order placed
+    after the ask is missing from the lists while it works: left alone. A refused cancel
+    (ib_async reports it as Cancelled) is no end either."""
     out: list[tuple[str, Step]] = []
     for ref, state in states.items():
         if state not in WORKING:
             continue
         status = statuses.get(ref)
         if status is None:
-            if ref in unsent:
-                why = "reconciled: never reached the broker (lost with the connection)"
+            if ref in asked_after:
+                why = "reconciled: not at the broker"
                 out += [(ref, Step("lose_track", why)), (ref, Step("not_found", why))]
             continue
         trigger = status_trigger(status.status, status.reason)

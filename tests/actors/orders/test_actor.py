@@ -1018,3 +1018,35 @@ def test_a_childs_smaller_total_while_its_entry_works_is_not_taken(live):
     # Once the entry has filled, a smaller total is the OCA group's re-balance: taken.
     actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl, "Submitted", 0, 3, 0, 3, 4))
     assert OrderRepo(actor.db).get(sl).quantity == 3
+
+
+def test_exits_gone_from_every_broker_list_at_the_resync_are_replaced(live, metrics):
+    """A long disconnect (the Gateway down overnight): IB cancelled the GTC exits (quarter end,
+    a corporate action) before today's completed orders begin, so they are in no list at all.
+    Absent from the open orders they work nowhere: settled as a restart settles them."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    actor.on_BrokerState(m.BrokerState(statuses=(), executions=(), positions=((con_id, 4.0),)))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 4), ("STP", 4)]
+    ]
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+
+
+def test_exits_gone_with_the_contracts_they_sold_are_not_replaced(live, metrics):
+    """The stop filled yesterday, while the service was cut off: no execution today, no status,
+    and the broker holds nothing. The book still says 4; protection covers what the broker holds
+    (none), so no SELL is sent for contracts that are not there."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    actor.on_BrokerState(m.BrokerState(statuses=(), executions=(), positions=()))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
+    assert actor.connection.of(m.PlaceBracket)[sent:] == []
+    assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") >= 1

@@ -123,19 +123,20 @@ IB_STATUSES = [*STATUS_TRIGGER, "ValidationError"]
         st.sampled_from(["A", "B", "C", "D"]),
         st.tuples(st.sampled_from(IB_STATUSES), st.sampled_from(["", "10148 cannot cancel"])),
     ),
-    unsent=st.sets(st.sampled_from(["A", "B", "C", "D"])),
+    asked=st.sets(st.sampled_from(["A", "B", "C", "D"])),
 )
-def test_only_a_broker_end_or_a_lost_send_ends_a_working_order(books, words, unsent):
+def test_only_a_broker_end_or_an_absence_at_the_ask_ends_a_working_order(books, words, asked):
     statuses = {ref: status(ref, s, reason=r) for ref, (s, r) in words.items()}
-    steps = ended_meanwhile(books, statuses, unsent)
+    steps = ended_meanwhile(books, statuses, asked)
     for ref, step in steps:
         assert books[ref] in ("pending_submit", "submitted", "partially_filled")
         word = statuses.get(ref)
         if word is None:
-            assert ref in unsent and step.trigger in ("lose_track", "not_found")
+            assert ref in asked and step.trigger in ("lose_track", "not_found")
         else:
             assert word.status in ("Cancelled", "ApiCancelled", "Inactive")
-            assert not word.reason.startswith("10148")
+            # ib_async's Cancelled for a refused cancel: the order still works.
+            assert word.status == "Inactive" or not word.reason.startswith("10148")
     # Each step is one the machine accepts from where the order is then.
     where = dict(books)
     for ref, step in steps:
