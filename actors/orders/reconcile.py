@@ -103,16 +103,19 @@ def ended_meanwhile(
     restart settles an unknown order the broker does not know (lose_track, not_found: never
     resent); protection then covers no more than the broker holds (broker_cap). An order placed
     after the ask is missing from the lists while it works: left alone. A refused cancel
-    (ib_async reports it as Cancelled) is no end either."""
+    (ib_async reports it as Cancelled) is no end either. An order pending a cancel is settled
+    here only when absent; the broker's word on it is chase_cancels'."""
     out: list[tuple[str, Step]] = []
     for ref, state in states.items():
-        if state not in WORKING:
+        if state not in WORKING and state != OrderState.PENDING_CANCEL:
             continue
         status = statuses.get(ref)
         if status is None:
             if ref in asked_after:
                 why = "reconciled: not at the broker"
                 out += [(ref, Step("lose_track", why)), (ref, Step("not_found", why))]
+            continue
+        if state == OrderState.PENDING_CANCEL:
             continue
         trigger = status_trigger(status.status, status.reason)
         if trigger == "reject" and state == OrderState.PARTIALLY_FILLED:

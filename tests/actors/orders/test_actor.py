@@ -1050,3 +1050,16 @@ def test_exits_gone_with_the_contracts_they_sold_are_not_replaced(live, metrics)
     assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
     assert actor.connection.of(m.PlaceBracket)[sent:] == []
     assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") >= 1
+
+
+def test_an_entry_whose_cancel_was_pending_and_is_in_no_list_is_settled_at_the_resync(live):
+    """Its cancel went out, then the socket closed; the broker lists it nowhere (the bracket never
+    reached it, or ended before today). Left pending_cancel it would hold its symbol and an
+    open-position slot for good: the cancel chase only acts on the broker's word."""
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
+    assert OrderRepo(actor.db).get(entry).state == "pending_cancel"
+    resync(actor)
+    actor.on_BrokerState(m.BrokerState(statuses=(), executions=()))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (entry, tp, sl)} == {"cancelled"}
+    assert actor.risk.last(m.PositionsChanged).pending_entries == 0
