@@ -327,6 +327,9 @@ class PositionsChanged(Msg):
     realized_today: float
     unrealized: float
     equity: float
+    # Entries working at the broker with nothing filled yet: not positions, but each may become
+    # one, so RiskActor counts them against max_open_positions.
+    pending_entries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +400,7 @@ class BrokerPosition(Msg):
     right: str
     quantity: float
     avg_cost: float  # IB's avgCost: per contract, multiplier included
+    multiplier: float = 0.0  # the contract's, as IB's position message carries it; 0: not given
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +425,7 @@ class BrokerWorkingOrder(Msg):
     aux_price: float
     oca_group: str
     parent_id: int
+    multiplier: float = 0.0  # the contract's, as IB's open order carries it; 0: not given
 
 
 @dataclass(frozen=True, slots=True)

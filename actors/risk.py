@@ -54,6 +54,7 @@ class RiskActor(BaseActor):
         )
         self.equity = r.paper_equity if settings.dry_run else math.nan
         self.open_positions = 0
+        self.pending_entries = 0  # placed entries not filled yet (OrderActor's figure)
         self.exposure: dict[str, float] = {}
         # The approvals this actor issued and OrderActor has not finished: correlation id ->
         # symbol. OrderActor owns the entry itself; this is only what the gate counts.
@@ -191,6 +192,7 @@ class RiskActor(BaseActor):
 
     def on_PositionsChanged(self, msg: m.PositionsChanged) -> None:
         self.open_positions = msg.open_positions
+        self.pending_entries = msg.pending_entries
         self.exposure = dict(msg.exposure_by_symbol)
         if self.settings.dry_run:
             self.equity = msg.equity
@@ -207,6 +209,11 @@ class RiskActor(BaseActor):
             if symbol == msg.symbol:
                 del self.in_flight[corr]
                 return
+
+    def _open_or_pending(self) -> int:
+        """Open positions and the placed entries still working: once OrderActor has placed an
+        approval it is no longer in flight here, yet it may fill at any moment."""
+        return self.open_positions + self.pending_entries
 
     def _day_trades(self) -> int:
         """Round trips in the last five sessions, from the fills SQLite holds (paper or broker)."""
@@ -248,7 +255,7 @@ class RiskActor(BaseActor):
             loss_reason=self._loss_reason(),
             in_flight_symbols=tuple(self.in_flight.values()),
             exposure=self.exposure.get(sig.symbol, 0.0),
-            open_positions=self.open_positions,
+            open_positions=self._open_or_pending(),
         )
         r = self.settings.risk
         reason = gate_idea(inputs, self.limits, r.no_entry_first_minutes, r.no_entry_last_minutes)
@@ -283,7 +290,7 @@ class RiskActor(BaseActor):
             sizing_reason=sizing.reason,
             premium=msg.premium,
             multiplier=msg.contract.multiplier,
-            open_positions=self.open_positions,
+            open_positions=self._open_or_pending(),
             symbol_exposure=self.exposure.get(sig.symbol, 0.0),
             equity=self.equity,
             start_of_day_equity=self.start_equity,

@@ -257,6 +257,20 @@ def integrity_check(path: Path | str, seconds: float) -> list[str]:
         conn.close()
 
 
+def _refuse_newer(db: Database, path: Path) -> None:
+    """A file migrated by a newer release is not read: rows are read by field name
+    (storage.rows), and a column this version does not know would be dropped without a word
+    (after a rollback, money computed without a newer column such as a contract's multiplier)."""
+    known = {m.name for m in migrations.pending(Database(memory=True))}
+    newer = [a.name for a in migrations.applied(db) if a.name not in known]
+    if newer:
+        db.close()
+        raise sqlite3.DatabaseError(
+            f"written by a newer optionsbot (migrations {', '.join(newer)} unknown to this "
+            f"version): run that version, or move {path.name} aside and restore a backup"
+        )
+
+
 def open_db(path: Path | str) -> Database:
     """Open (creating if needed) the service database in WAL mode, migrated to the latest schema.
 
@@ -273,6 +287,7 @@ def open_db(path: Path | str) -> Database:
         tighten(path, Path(f"{path}-wal"), Path(f"{path}-shm"))
     db.conn.execute("PRAGMA synchronous = NORMAL")
     db.conn.execute("PRAGMA foreign_keys = ON")
+    _refuse_newer(db, path)
     migrations.apply(db)
     missing = repair_schema(db)
     if missing:

@@ -108,7 +108,17 @@ def working_msg(trade: Trade) -> m.BrokerWorkingOrder:
         aux_price=float(o.auxPrice) if o.auxPrice < 1e300 else 0.0,
         oca_group=o.ocaGroup or "",
         parent_id=int(o.parentId or 0),
+        multiplier=contract_multiplier(c),
     )
+
+
+def contract_multiplier(c: Any) -> float:
+    """A contract's multiplier as IB sent it (text, "" when not given), or 0 when unusable."""
+    try:
+        f = float(c.multiplier or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return f if math.isfinite(f) and f > 0 else 0.0
 
 
 def position_msg(p: Any) -> m.BrokerPosition:
@@ -121,6 +131,7 @@ def position_msg(p: Any) -> m.BrokerPosition:
         right=p.contract.right,
         quantity=float(p.position),
         avg_cost=float(p.avgCost),
+        multiplier=contract_multiplier(p.contract),
     )
 
 

@@ -190,7 +190,13 @@ class Quotes:
                     await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
                 except TimeoutError:
                     break
-                ticker = ib.reqMktData(q, "", False, False)
+                try:
+                    ticker = ib.reqMktData(q, "", False, False)
+                except ConnectionError:
+                    # The socket closed while this waited for a line (ib_async's Client.send
+                    # raises): the quotes keep the snapshot's look, and the request its answer.
+                    self.lines.release()
+                    break
                 start = LineStart()
 
                 def on_tick(t: Ticker, con_id: int = q.conId, start: LineStart = start) -> None:

@@ -85,6 +85,9 @@ class OrderActor(Adoption, Protection, BaseActor):
         self.book = Book()
         self.watched: dict[int, m.OptionContract] = {}
         self.reconciled = self.dry_run
+        # The orders the book held when the broker's state was last asked at a resync: its
+        # lists are a snapshot from then (reconcile.ended_meanwhile).
+        self.state_asked: set[str] = set()
         self.submitted_at: dict[str, float] = {}
         self.stopping = False
         self.sent_mono: dict[str, float] = {}  # submit -> first broker answer, for ack latency
@@ -217,6 +220,7 @@ class OrderActor(Adoption, Protection, BaseActor):
             self.connection.tell(m.WatchQuotes(contract=contract, reply_to=self.actor_ref))
         if not self.dry_run:
             self.reconciled = False
+            self.state_asked = set(self.machines)
             self.connection.tell(m.FetchBrokerState(reply_to=self.actor_ref))
 
     # -- entry flow -------------------------------------------------------------------------------
@@ -690,6 +694,8 @@ class OrderActor(Adoption, Protection, BaseActor):
                 realized_today=realized_today,
                 unrealized=unrealized,
                 equity=equity,
+                # One filled in part is counted above, as the position it opened.
+                pending_entries=sum(1 for o in working_entries if not o.filled),
             )
         )
 
@@ -863,6 +869,14 @@ class OrderActor(Adoption, Protection, BaseActor):
         total = reconcile.reduced_total(msg, model.quantity)
         if total is None:
             return
+        row = self.orders.get(msg.order_ref)
+        parent = row.parent_ref if row is not None else None
+        if parent is not None and parent in self.machines:
+            # A child of an entry still working: IB may size it to what the entry has filled so
+            # far and grow it as it fills (attached orders follow their parent), and a total
+            # taken now would never grow back. Protection counts such a child as covering the
+            # whole entry anyway (strategies.protection, pending_parent).
+            return
         log.info(
             "order %s: the broker reduced it from %g to %g (OCA group re-balanced)",
             msg.order_ref,
@@ -895,6 +909,10 @@ class OrderActor(Adoption, Protection, BaseActor):
         if self._foreign(msg):
             return
         statuses = {s.order_ref: s for s in msg.statuses if s.order_ref}
+        # Taken before the executions: one of them can move an unknown order to partially_filled,
+        # and it is still to be settled from the broker's word (a stop that sold 1 of 4 and was
+        # then cancelled must not stay working in the book, covering contracts it no longer does).
+        unknown = {ref for ref, model in self.machines.items() if model.state == OrderState.UNKNOWN}
         for e in msg.executions:
             self._apply_execution(e)
         crashpoint("during_reconciliation")
@@ -903,7 +921,7 @@ class OrderActor(Adoption, Protection, BaseActor):
                 self._take_broker_total(status, self.machines[ref])
         settled = 0
         for ref, model in list(self.machines.items()):
-            if model.state != OrderState.UNKNOWN:
+            if ref not in unknown:
                 continue
             settled += 1
             recorded = self.orders.filled_quantity(ref)
@@ -921,6 +939,12 @@ class OrderActor(Adoption, Protection, BaseActor):
         for ref in again:
             log.info("order %s still working at the broker: cancelling it again", ref)
             self.connection.tell(m.CancelOrder(order_ref=ref))
+        # Only at a resync: an adoption's fresh look comes while new orders may be in flight.
+        asked = self.state_asked if not self.reconciled else set()
+        states = {ref: model.state for ref, model in self.machines.items()}
+        for ref, step in reconcile.ended_meanwhile(states, statuses, asked):
+            log.warning("order %s: %s", ref, step.reason)
+            self._fire(ref, step.trigger, reason=step.reason)
         ours = {r.order_ref for r in self.orders.open_orders()}
         strangers = reconcile.strangers(
             msg.statuses, ours, lambda ref: self.orders.get(ref) is not None
@@ -946,6 +970,7 @@ class OrderActor(Adoption, Protection, BaseActor):
             )
         self._vouch(msg)
         self.reconciled = True
+        self._publish()  # entries settled or ended here no longer hold their symbol and slot
         log.info(
             "reconciliation done: %d unknown orders settled, %d foreign orders",
             settled,

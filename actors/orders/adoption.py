@@ -278,6 +278,7 @@ class Adoption:
             reason="adopted",
             trading_date=day.isoformat(),
             created_at=iso(now),
+            multiplier=w.multiplier or None,
         )
         self.orders.insert(row, at=now)
         self._track(row, OrderState.SUBMITTED)
@@ -309,18 +310,9 @@ class Adoption:
                 realized_pnl=(existing and existing.realized_pnl) or 0.0,
                 bracket_ref=bracket,
                 strategy=(existing and existing.strategy) or "adopted",
-                # IB's position carries no multiplier: one stored before is kept, else standard.
-                multiplier=existing.multiplier if existing else None,
+                # The broker's (its position message carries it); else one stored before is
+                # kept; else (None) the standard 100.
+                multiplier=h.multiplier or (existing.multiplier if existing else None),
             )
         )
-        self._watch(
-            m.OptionContract(
-                symbol=h.symbol,
-                expiry=h.expiry,
-                strike=h.strike,
-                right=h.right,
-                con_id=h.con_id,
-                local_symbol=h.local_symbol,
-                trading_class=h.symbol,
-            )
-        )
+        self._watch(self._contract_of(self.positions.get(h.con_id)))

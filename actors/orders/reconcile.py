@@ -7,12 +7,19 @@ how money gets lost. OrderActor carries out the triggers and cancels these retur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors import messages as m
-from machines.order import STATUS_TRIGGER, STILL_WORKING, OrderState, settle_trigger
+from machines.order import (
+    STATUS_TRIGGER,
+    STILL_WORKING,
+    WORKING,
+    OrderState,
+    settle_trigger,
+    status_trigger,
+)
 
 EPS = 1e-9
 
@@ -79,6 +86,43 @@ def chase_cancels(
         elif status.status in STILL_WORKING:
             again.append(ref)
     return done, again
+
+
+def ended_meanwhile(
+    states: Mapping[str, str],
+    statuses: Mapping[str, m.BrokerOrderStatus],
+    asked_after: Collection[str],
+) -> list[tuple[str, Step]]:
+    """Orders the book holds as working whose end no live status told: it came while the socket
+    was closed (ib_async's sync after a reconnect emits no status for a completed order), or the
+    order never reached the broker: (ref, step) in order.
+
+    `asked_after`: the orders the book held when the broker's lists were asked. One of them in
+    none of the lists is not at the broker: never sent (the send gate drops what it still queued
+    when the socket closes), or ended before today's completed orders begin. It is settled as a
+    restart settles an unknown order the broker does not know (lose_track, not_found: never
+    resent); protection then covers no more than the broker holds (broker_cap). An order placed
+    after the ask is missing from the lists while it works: left alone. A refused cancel
+    (ib_async reports it as Cancelled) is no end either. An order pending a cancel is settled
+    here only when absent; the broker's word on it is chase_cancels'."""
+    out: list[tuple[str, Step]] = []
+    for ref, state in states.items():
+        if state not in WORKING and state != OrderState.PENDING_CANCEL:
+            continue
+        status = statuses.get(ref)
+        if status is None:
+            if ref in asked_after:
+                why = "reconciled: not at the broker"
+                out += [(ref, Step("lose_track", why)), (ref, Step("not_found", why))]
+            continue
+        if state == OrderState.PENDING_CANCEL:
+            continue
+        trigger = status_trigger(status.status, status.reason)
+        if trigger == "reject" and state == OrderState.PARTIALLY_FILLED:
+            trigger = "cancelled"  # it traded: ended, not refused
+        if trigger in ("cancelled", "deactivate", "reject"):
+            out.append((ref, Step(trigger, f"reconciled: {status.status}")))
+    return out
 
 
 def broker_cap(ours: Mapping[int, float], theirs: Mapping[int, float]) -> dict[int, float]:

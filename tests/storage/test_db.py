@@ -30,3 +30,22 @@ def test_a_check_over_its_time_is_interrupted(tmp_path):
     db.close()
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
         integrity_check(path, 0.0)
+
+
+def test_a_database_from_a_newer_version_is_refused_not_half_read(tmp_path):
+    """Rows are read by field name and a column this version does not know is dropped: after a
+    rollback to an older release, a newer migration's column (a contract's multiplier, say) would
+    be silently ignored and money computed without it. The service refuses the file instead."""
+    from actors.failures import describe
+
+    path = tmp_path / "bot.sqlite"
+    db = open_db(path)
+    db["_sqlite_migrations"].insert(
+        {"migration_set": "optionsbot", "name": "m999_from_the_future", "applied_at": "x"}
+    )
+    db["orders"].add_column("m999_column", float)
+    db.close()
+    with pytest.raises(sqlite3.DatabaseError, match="m999_from_the_future") as caught:
+        open_db(path)
+    line = describe(caught.value, path)
+    assert "newer optionsbot" in line and "\n" not in line

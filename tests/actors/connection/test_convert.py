@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 from hypothesis import given
 from hypothesis import strategies as st
-from ib_async import BarData
+from ib_async import BarData, Contract, Position
 
-from actors.connection.convert import bar_from_ib, finite, net_liquidation, price
+from actors.connection.convert import bar_from_ib, finite, net_liquidation, position_msg, price
 
 
 def test_bars_come_out_in_utc_whether_ib_sent_a_date_a_naive_or_an_aware_time():
@@ -59,3 +59,11 @@ def test_a_status_reason_never_names_the_account():
     msg = status_msg(trade, "DU1234567")
     assert msg.reason.startswith("201 ") and "1234567" not in msg.reason
     assert "7654321" not in msg.reason
+
+
+@given(text=st.sampled_from(["100", "10", "", "1e400", "nan", "-5", "x"]))
+def test_a_position_says_its_contracts_multiplier_or_zero(text):
+    """ib_async's decoder.position reads the contract's multiplier off the wire (text)."""
+    c = Contract(secType="OPT", conId=7, symbol="SPY", multiplier=text, localSymbol="SPY C680")
+    msg = position_msg(Position("DU1", c, 2.0, 243.0))
+    assert msg.multiplier == {"100": 100.0, "10": 10.0}.get(text, 0.0)

@@ -846,7 +846,7 @@ def test_a_stop_the_broker_shrank_counts_at_its_new_size(live):
     machine take the broker's smaller total, so protection and reconciliation count what really
     stands at the broker (and a later status cannot grow it back)."""
     settings, clock, actor = live
-    place(actor, clock)
+    filled_live_bracket(settings, clock, actor)  # a take-profit fills only once the entry has
     legs = actor.connection.last(m.PlaceBracket).legs
     sl = next(leg for leg in legs if leg.order_ref.endswith("-SL"))
     size = sl.quantity
@@ -892,3 +892,209 @@ def test_paper_equity_counts_every_closed_position_realized(env):
     realized = sum(p.realized_pnl or 0.0 for p in PositionRepo(actor.db).all())
     assert PositionRepo(actor.db).realized_total() == pytest.approx(realized)
     assert actor._equity() == pytest.approx(settings.risk.paper_equity + realized)
+
+
+def test_a_working_entry_is_published_as_pending_until_its_first_fill(live):
+    """RiskActor counts an entry still working at the broker as an open position to be: it may
+    fill. Once it has filled in part it is the position itself and counts once."""
+    settings, clock, actor = live
+    place(actor, clock)
+    entry = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+    changed = actor.risk.last(m.PositionsChanged)
+    assert (changed.open_positions, changed.pending_entries) == (0, 1)
+    actor.on_BrokerOrderStatus(status(entry, "Submitted"))
+    actor.on_BrokerExecution(execution(entry, 1, "e.1", clock))
+    changed = actor.risk.last(m.PositionsChanged)
+    assert (changed.open_positions, changed.pending_entries) == (1, 0)
+    actor.on_BrokerOrderStatus(status(entry, "Cancelled", filled=1))
+    changed = actor.risk.last(m.PositionsChanged)
+    assert (changed.open_positions, changed.pending_entries) == (1, 0)
+
+
+def test_an_exit_that_filled_in_part_and_ended_while_down_is_settled_from_the_broker(
+    make_settings, metrics
+):
+    """While the service was down the stop sold 1 of 4, then the broker cancelled the rest (a
+    GTC cancelled by IB, or by a person). Reconciliation applies the execution first, which moves
+    the unknown stop to partially_filled: it must still be settled from the broker's Cancelled,
+    or the book keeps a phantom stop for 3 and the 3 contracts held stay bare."""
+    settings = make_settings(
+        dry_run=False, broker={"mode": "gateway", "account": SIM_ACCOUNT}, live=LIVE_OPT_IN
+    )
+    clock = ManualClock(SESSION_TIME)
+    actor = start(settings, metrics, clock)
+    actor.reconciled = True
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    actor.on_stop()
+    again = start(settings, metrics, clock)
+    try:
+        again.on_ConnectionChanged(
+            m.ConnectionChanged(state="connected", may_trade=True, resync=True)
+        )
+        sold = execution(sl, 1, "sl.1", clock, side="SLD", price=1.94)
+        gone = (status(entry, "Filled", filled=4), status(tp, "Cancelled"))
+        gone += (status(sl, "Cancelled", filled=1),)
+        again.on_BrokerState(
+            m.BrokerState(statuses=gone, executions=(sold,), positions=((con_id, 3.0),))
+        )
+        assert OrderRepo(again.db).get(sl).state == "cancelled"
+        assert PositionRepo(again.db).open()[0].quantity == 3
+        placed = again.connection.last(m.PlaceBracket)
+        assert [(leg.order_type, leg.quantity) for leg in placed.legs] == [("LMT", 3), ("STP", 3)]
+        assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+    finally:
+        again.on_stop()
+
+
+def resync(actor):
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    assert not actor.reconciled
+
+
+def test_exits_cancelled_during_a_disconnect_are_settled_at_the_resync(live, metrics):
+    """A reconnect is not a restart: the book's orders stay as they were, and a status the
+    broker sent while the socket was closed never came (ib_async's sync after a reconnect emits
+    none for completed orders). The reconciliation's word settles them, or the book keeps a stop
+    the broker no longer holds and the position stays bare."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    gone = (status(entry, "Filled", filled=4), status(sl, "Cancelled"), status(tp, "Cancelled"))
+    actor.on_BrokerState(m.BrokerState(statuses=gone, executions=(), positions=((con_id, 4.0),)))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 4), ("STP", 4)]
+    ]
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+
+
+def test_a_refused_cancel_seen_at_the_resync_leaves_the_order_working(live):
+    """ib_async marks a trade Cancelled when its cancel is refused (10148): not an end."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    resync(actor)
+    refused = "10148 OrderId 7 that needs to be cancelled cannot be cancelled, state: Submitted."
+    words = (status(sl, "Cancelled", reason=refused), status(tp, "Submitted"))
+    actor.on_BrokerState(m.BrokerState(statuses=words, executions=()))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"submitted"}
+
+
+def test_exits_lost_with_the_connection_before_the_broker_saw_them_are_replaced(live, metrics):
+    """Protection written and sent just before the socket closed: the send gate drops what it
+    still queued, so the broker never saw it. At the resync it is in none of the broker's lists;
+    left pending_submit, it would cover the position in the book and nowhere else."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    for ref in (sl, tp):
+        actor.on_BrokerOrderStatus(status(ref, "Cancelled"))
+    lost = [leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs]
+    assert {OrderRepo(actor.db).get(ref).state for ref in lost} == {"pending_submit"}
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    words = (status(entry, "Filled", filled=4), status(sl, "Cancelled"), status(tp, "Cancelled"))
+    actor.on_BrokerState(m.BrokerState(statuses=words, executions=(), positions=((con_id, 4.0),)))
+    assert {OrderRepo(actor.db).get(ref).state for ref in lost} == {"cancelled"}
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 4), ("STP", 4)]
+    ]
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+
+
+def test_an_exit_sent_after_the_broker_state_was_asked_is_not_taken_for_lost(live):
+    """The broker's lists are a snapshot from the moment they were asked: an exit placed after
+    that (a flatten during the reconciliation) is missing from them and is still working."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    resync(actor)
+    actor.on_Flatten(m.Flatten(reason="kill switch", positions=True))
+    exit_ref = actor.connection.last(m.PlaceBracket).legs[0].order_ref
+    words = (status(entry, "Filled", filled=4), status(sl, "Submitted"), status(tp, "Submitted"))
+    actor.on_BrokerState(m.BrokerState(statuses=words, executions=()))
+    assert OrderRepo(actor.db).get(exit_ref).state == "pending_submit"
+
+
+def test_an_entry_the_reconciliation_ends_frees_its_symbol_for_risk_at_once(live):
+    settings, clock, actor = live
+    place(actor, clock)
+    refs = [leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs]
+    assert actor.risk.last(m.PositionsChanged).pending_entries == 1
+    resync(actor)
+    ended = tuple(status(ref, "Cancelled") for ref in refs)
+    actor.on_BrokerState(m.BrokerState(statuses=ended, executions=()))
+    changed = actor.risk.last(m.PositionsChanged)
+    assert changed.pending_entries == 0 and dict(changed.exposure_by_symbol).get("SPY", 0) == 0
+
+
+def test_a_childs_smaller_total_while_its_entry_works_is_not_taken(live):
+    """While the entry works, IB may size its attached children to what the entry has filled so
+    far and grow them as it fills (attached orders follow their parent). The service only ever
+    shrinks an order to the broker's total: a child taken down to 1 of 4 would stay at 1 when IB
+    grows it back, protection would add 3 more on top, and a triggered stop would sell short.
+    Until the entry has filled or ended, its children's totals are not the broker's last word."""
+    settings, clock, actor = live
+    place(actor, clock)
+    entry, tp, sl = (leg.order_ref for leg in actor.connection.last(m.PlaceBracket).legs)
+    actor.on_BrokerOrderStatus(status(entry, "Submitted"))
+    actor.on_BrokerExecution(execution(entry, 1, "e1.01", clock))
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl, "Submitted", 0, 1, 0, 3, 4))
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(tp, "Submitted", 0, 1, 0, 3, 5))
+    assert {OrderRepo(actor.db).get(ref).quantity for ref in (tp, sl)} == {4.0}
+    actor.on_BrokerExecution(execution(entry, 3, "e2.01", clock))
+    for ref in (tp, sl):
+        actor.on_BrokerOrderStatus(m.BrokerOrderStatus(ref, "Submitted", 0, 4, 0, 3, 4))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(actor.connection.of(m.PlaceBracket)) == 1, "no protection on top of the bracket"
+    # Once the entry has filled, a smaller total is the OCA group's re-balance: taken.
+    actor.on_BrokerOrderStatus(m.BrokerOrderStatus(sl, "Submitted", 0, 3, 0, 3, 4))
+    assert OrderRepo(actor.db).get(sl).quantity == 3
+
+
+def test_exits_gone_from_every_broker_list_at_the_resync_are_replaced(live, metrics):
+    """A long disconnect (the Gateway down overnight): IB cancelled the GTC exits (quarter end,
+    a corporate action) before today's completed orders begin, so they are in no list at all.
+    Absent from the open orders they work nowhere: settled as a restart settles them."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    con_id = PositionRepo(actor.db).open()[0].con_id
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    actor.on_BrokerState(m.BrokerState(statuses=(), executions=(), positions=((con_id, 4.0),)))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
+    placed = actor.connection.of(m.PlaceBracket)[sent:]
+    assert [[(leg.order_type, leg.quantity) for leg in p.legs] for p in placed] == [
+        [("LMT", 4), ("STP", 4)]
+    ]
+    assert gauge(metrics, "optionsbot_unprotected_positions") == 0
+
+
+def test_exits_gone_with_the_contracts_they_sold_are_not_replaced(live, metrics):
+    """The stop filled yesterday, while the service was cut off: no execution today, no status,
+    and the broker holds nothing. The book still says 4; protection covers what the broker holds
+    (none), so no SELL is sent for contracts that are not there."""
+    settings, clock, actor = live
+    entry, tp, sl = filled_live_bracket(settings, clock, actor)
+    sent = len(actor.connection.of(m.PlaceBracket))
+    resync(actor)
+    actor.on_BrokerState(m.BrokerState(statuses=(), executions=(), positions=()))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (tp, sl)} == {"cancelled"}
+    assert actor.connection.of(m.PlaceBracket)[sent:] == []
+    assert gauge(metrics, "optionsbot_reconciliation_mismatches_total") >= 1
+
+
+def test_an_entry_whose_cancel_was_pending_and_is_in_no_list_is_settled_at_the_resync(live):
+    """Its cancel went out, then the socket closed; the broker lists it nowhere (the bracket never
+    reached it, or ended before today). Left pending_cancel it would hold its symbol and an
+    open-position slot for good: the cancel chase only acts on the broker's word."""
+    settings, clock, actor = live
+    entry, tp, sl = timed_out_bracket(settings, clock, actor)
+    assert OrderRepo(actor.db).get(entry).state == "pending_cancel"
+    resync(actor)
+    actor.on_BrokerState(m.BrokerState(statuses=(), executions=()))
+    assert {OrderRepo(actor.db).get(ref).state for ref in (entry, tp, sl)} == {"cancelled"}
+    assert actor.risk.last(m.PositionsChanged).pending_entries == 0

@@ -1,6 +1,7 @@
 """The lost-database defence in OrderActor and RiskActor: refuse entries on a broker state the
 database cannot vouch for, adopt it on the operator's word, seed the loss guard from reqPnL."""
 
+import dataclasses
 import math
 import sqlite3
 
@@ -318,3 +319,29 @@ def test_the_adopt_command_records_the_request_for_the_service(make_settings, tm
     make_settings()  # dry-run: nothing at a broker to adopt
     assert main(["adopt", "--config", config]) == 0
     assert "nothing to adopt" in capsys.readouterr().out
+
+
+def test_an_adopted_position_keeps_its_contracts_multiplier(live):
+    """IB's position message carries the contract's multiplier (ib_async decoder.position). An
+    adopted mini option (10 shares a contract) read as a standard 100 would price its protection
+    from a premium ten times too small (a stop that never triggers) and ask IB for a contract
+    that is not the one held."""
+    settings, metrics, clock, actor = live
+    mini = dataclasses.replace(held(qty=2.0, avg_cost=24.3), multiplier=10.0)
+    buy = dataclasses.replace(
+        working("SPY-20261120103000-abcdef-E", 811, action="BUY", con_id=5002), multiplier=10.0
+    )
+    actor.on_BrokerState(state(mini, orders=(buy,)))
+    identity.request_adoption(actor.db)
+    actor.on_Tick(m.Tick(now=clock.now()))
+    actor.on_BrokerState(state(mini, orders=(buy,)))
+    [pos] = PositionRepo(actor.db).open()
+    assert pos.multiplier == 10.0
+    assert OrderRepo(actor.db).get(buy.order_ref).multiplier == 10.0
+    assert actor.connection.last(m.WatchQuotes).contract.multiplier == 10
+    placed = actor.connection.last(m.PlaceBracket)
+    assert placed.contract.multiplier == 10
+    assert [(leg.order_type, leg.limit_price or leg.aux_price) for leg in placed.legs] == [
+        ("LMT", 3.16),
+        ("STP", 1.94),
+    ]

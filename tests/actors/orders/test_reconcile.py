@@ -8,13 +8,14 @@ from actors import messages as m
 from actors.orders.reconcile import (
     broker_cap,
     chase_cancels,
+    ended_meanwhile,
     position_mismatches,
     reduced_total,
     settle,
     strangers,
 )
 from machines.base import allowed_pairs, destinations
-from machines.order import STATUS_TRIGGER, TABLE
+from machines.order import STATUS_TRIGGER, TABLE, OrderState
 
 PAIRS = allowed_pairs(TABLE)
 
@@ -110,3 +111,35 @@ def test_only_a_working_order_the_broker_shrank_gets_a_new_total(s, quantity, fi
         assert got == filled + remaining  # an OCA group re-balanced it: the smaller total counts
     else:
         assert got is None  # never grown, never from a status without quantities
+
+
+STATES = [s.value for s in OrderState]
+IB_STATUSES = [*STATUS_TRIGGER, "ValidationError"]
+
+
+@given(
+    books=st.dictionaries(st.sampled_from(["A", "B", "C", "D"]), st.sampled_from(STATES)),
+    words=st.dictionaries(
+        st.sampled_from(["A", "B", "C", "D"]),
+        st.tuples(st.sampled_from(IB_STATUSES), st.sampled_from(["", "10148 cannot cancel"])),
+    ),
+    asked=st.sets(st.sampled_from(["A", "B", "C", "D"])),
+)
+def test_only_a_broker_end_or_an_absence_at_the_ask_ends_a_working_order(books, words, asked):
+    statuses = {ref: status(ref, s, reason=r) for ref, (s, r) in words.items()}
+    steps = ended_meanwhile(books, statuses, asked)
+    for ref, step in steps:
+        assert books[ref] in ("pending_submit", "submitted", "partially_filled", "pending_cancel")
+        word = statuses.get(ref)
+        assert books[ref] != "pending_cancel" or word is None
+        if word is None:
+            assert ref in asked and step.trigger in ("lose_track", "not_found")
+        else:
+            assert word.status in ("Cancelled", "ApiCancelled", "Inactive")
+            # ib_async's Cancelled for a refused cancel: the order still works.
+            assert word.status == "Inactive" or not word.reason.startswith("10148")
+    # Each step is one the machine accepts from where the order is then.
+    where = dict(books)
+    for ref, step in steps:
+        assert (where[ref], step.trigger) in PAIRS
+        where[ref] = destinations(TABLE, where[ref], step.trigger).pop()

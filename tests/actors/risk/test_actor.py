@@ -280,3 +280,30 @@ def test_a_stray_reply_frees_nothing(risk):
     risk.on_TradeIdea(idea("SPY"))
     risk.on_EntryFinished(m.EntryFinished(symbol="QQQ", placed=False, reason="x"))
     assert list(risk.in_flight.values()) == ["SPY"]
+
+
+def test_placed_entries_still_working_hold_their_open_position_slots(risk):
+    """An approval leaves the in-flight set when OrderActor has placed its bracket, but the entry
+    is still working at the broker and may fill: until it fills or dies it holds a slot, or a
+    burst of ideas on several symbols places more brackets than max_open_positions (3) allows."""
+    placed: list[str] = []
+    for n, symbol in enumerate(("SPY", "QQQ", "IWM", "DIA"), start=1):
+        risk.on_TradeIdea(idea(symbol))
+        approvals = risk.order_actor.of(m.EntryApproved)
+        if len(approvals) < n:
+            break
+        placed.append(symbol)
+        # OrderActor's order of messages: the working entry's exposure first, then the finish.
+        risk.on_PositionsChanged(
+            m.PositionsChanged(
+                open_positions=0,
+                exposure_by_symbol=tuple((s, 972.0) for s in placed),
+                realized_today=0.0,
+                unrealized=0.0,
+                equity=100_000.0,
+                pending_entries=len(placed),
+            )
+        )
+        risk.on_EntryFinished(m.EntryFinished(symbol=symbol, placed=True))
+    assert placed == ["SPY", "QQQ", "IWM"]
+    assert JournalRepo(risk.db).decisions("DIA")[-1].reason.startswith("max_open_positions")
