@@ -8,6 +8,7 @@ import logging
 from datetime import date, datetime, time, timedelta
 
 from sim import protocol as P
+from sim.listed import LISTED
 from sim.orders import SimContract
 from sim.pricing import normalize_right, option_tick
 from sim.server.core import ServerCore
@@ -90,6 +91,8 @@ class ContractsMixin(ServerCore):
 
     def stock_contract(self, symbol: str, exchange: str = "SMART") -> SimContract:
         spec = self.market.spec(symbol)
+        if spec.sec_type == "IND":
+            return self._index_contract(symbol)
         c = SimContract(
             con_id=spec.con_id,
             symbol=spec.symbol,
@@ -135,25 +138,46 @@ class ContractsMixin(ServerCore):
             log.error("conId %d clash: %s and %s", con_id, known.local_symbol, c.local_symbol)
         return c
 
+    def _index_contract(self, symbol: str) -> SimContract:
+        """An index as IB describes it: secType IND on its listing exchange (CBOE for SPX, VIX)."""
+        spec = self.market.spec(symbol)
+        c = SimContract(
+            con_id=spec.con_id,
+            symbol=spec.symbol,
+            sec_type="IND",
+            exchange=spec.primary_exchange,
+            primary_exchange="",
+            currency="USD",
+            local_symbol=spec.symbol,
+            trading_class=spec.symbol,
+        )
+        self._contracts.setdefault(c.con_id, c)
+        return c
+
     def _option_con_id(self, symbol: str, expiry: str, strike: float, right: str) -> int:
         return self.market.option_con_id(symbol, expiry, strike, right)
 
     def _known_symbol(self, symbol: str) -> bool:
-        return symbol in self.symbols
+        # The configured symbols plus the listed universe (sim/listed.py): a real Gateway resolves
+        # any listed name, not only the ones a client was configured to trade.
+        return symbol in self.symbols or symbol in LISTED
 
     def contract_by_con_id(self, con_id: int, now: datetime) -> SimContract | None:
         c = self._contracts.get(con_id)
         if c is not None:
             return c
-        for sym in self.symbols:
+        for sym in (*self.symbols, *LISTED):
             spec = self.market.spec(sym)
             if spec.con_id == con_id:
                 return self.stock_contract(sym)
-        # Not seen yet: search today's chains, which is where a client could have found it.
+        # Not seen yet: search today's chains of the configured symbols, which is where a client
+        # could have found it (a listed name's options are found once handed out).
         for sym in self.symbols:
+            if self.market.spec(sym).sec_type != "STK":
+                continue
             chain = self.market.option_chain(sym, now)
             for expiry in chain.expirations:
-                for strike in chain.strikes:
+                for strike in chain.strikes_for(expiry):
                     for right in ("C", "P"):
                         if self._option_con_id(sym, expiry, strike, right) == con_id:
                             return self.option_contract(
@@ -173,10 +197,15 @@ class ContractsMixin(ServerCore):
             return []
         if sec_type == "OPT" or (not sec_type and (req.right or req.strike)):
             return self._resolve_options(req, now)
-        if sec_type not in ("", "STK"):
+        if sec_type not in ("", "STK", "IND"):
             return []
         symbol = req.symbol or req.local_symbol.strip().upper()
         if not self._known_symbol(symbol):
+            return []
+        # An index asked for as a stock, or a stock as an index: IB answers 200 for both.
+        if self.market.spec(symbol).sec_type == "IND":
+            return self._resolve_index(req, symbol) if sec_type in ("", "IND") else []
+        if sec_type == "IND":
             return []
         if req.local_symbol and req.local_symbol.strip().upper() != symbol:
             return []
@@ -196,6 +225,14 @@ class ContractsMixin(ServerCore):
         ):
             return []
         return [self.stock_contract(symbol, exch or "SMART")]
+
+    def _resolve_index(self, req: P.ContractRequest, symbol: str) -> list[SimContract]:
+        spec = self.market.spec(symbol)
+        if req.local_symbol and req.local_symbol.strip().upper() != symbol:
+            return []
+        if req.exchange and req.exchange not in (spec.primary_exchange, "SMART"):
+            return []
+        return [self._index_contract(symbol)]
 
     def _resolve_one(
         self, s: ClientSession, req_id: int, req: P.ContractRequest, now: datetime
@@ -222,7 +259,7 @@ class ContractsMixin(ServerCore):
                 strike or o_strike,
                 right or o_right,
             )
-        if not self._known_symbol(symbol):
+        if not self._known_symbol(symbol) or self.market.spec(symbol).sec_type != "STK":
             return []
         if req.exchange and req.exchange not in OPTION_EXCHANGES:
             return []
@@ -247,10 +284,6 @@ class ContractsMixin(ServerCore):
                 return []
         else:
             expiries = list(chain.expirations)
-        if strike and strike > 0:
-            strikes = [s for s in chain.strikes if abs(s - strike) < 1e-6]
-        else:
-            strikes = list(chain.strikes)
         if right:
             try:
                 rights = [normalize_right(right)]
@@ -258,12 +291,15 @@ class ContractsMixin(ServerCore):
                 return []
         else:
             rights = ["C", "P"]
+        # Only listed (expiry, strike) pairs: a strike from the union that this expiry does not
+        # list is "No security definition", as IB answers it.
         return [
             self.option_contract(
                 symbol, e, s, r, chain.trading_class, chain.multiplier, req.exchange or "SMART"
             )
             for e in expiries
-            for s in strikes
+            for s in chain.strikes_for(e)
+            if not (strike and strike > 0) or abs(s - strike) < 1e-6
             for r in rights
         ]
 
@@ -301,7 +337,32 @@ class ContractsMixin(ServerCore):
 
     def _details(self, c: SimContract, now: datetime) -> P.ContractDetailsData:
         trading, liquid, option_hours = self._trading_hours(now)
-        long_name, stock_type = LONG_NAMES.get(c.symbol, (f"{c.symbol} SIMULATED INC", "COMMON"))
+        spec = self.market.spec(c.symbol)
+        long_name, stock_type = LONG_NAMES.get(
+            c.symbol, (spec.long_name or f"{c.symbol} SIMULATED INC", spec.kind)
+        )
+        if c.sec_type == "IND":
+            return P.ContractDetailsData(
+                market_name=c.symbol,
+                min_tick=0.01,
+                order_types="",
+                valid_exchanges=c.exchange,
+                under_con_id=0,
+                long_name=long_name,
+                contract_month="",
+                industry="Indices",
+                category="Broad Range Equity Index",
+                subcategory="*",
+                time_zone_id="US/Central",
+                trading_hours=trading,
+                liquid_hours=liquid,
+                agg_group=2147483647,
+                under_symbol="",
+                under_sec_type="",
+                market_rule_ids=str(RULE_STOCK),
+                real_expiration_date="",
+                stock_type="",
+            )
         if c.is_option:
             rule = self._option_rule(c.symbol)
             return P.ContractDetailsData(
