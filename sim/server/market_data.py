@@ -108,17 +108,20 @@ class MarketDataMixin(ServerCore):
                 return True
             return False
 
-        if changed("bid", (q.bid, q.bid_size)):
+        index = c.sec_type == "IND"
+        # An index is a calculated value: IB sends its last (and close), never a bid, ask or volume.
+        if not index and changed("bid", (q.bid, q.bid_size)):
             msgs.append(
                 P.msg_tick_price(rid, Tick.BID, q.bid if q.bid > 0 or raw else -1.0, q.bid_size, 1)
             )
-        if changed("ask", (q.ask, q.ask_size)):
+        if not index and changed("ask", (q.ask, q.ask_size)):
             msgs.append(
                 P.msg_tick_price(rid, Tick.ASK, q.ask if q.ask > 0 or raw else -1.0, q.ask_size, 1)
             )
         if q.last and changed("last", q.last):
-            msgs.append(P.msg_tick_price(rid, Tick.LAST, q.last, 1 if c.is_option else 100, 0))
-        if changed("volume", q.volume):
+            size = 1 if c.is_option else 0 if index else 100
+            msgs.append(P.msg_tick_price(rid, Tick.LAST, q.last, size, 0))
+        if not index and changed("volume", q.volume):
             msgs.append(P.msg_tick_size(rid, Tick.VOLUME, q.volume))
         if force:
             close = self._prev_close(c, now)
