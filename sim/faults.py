@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sim.config import PacingOptions, SimOptions
+from sim.latency import LatencyOptions
 from sim.protocol import EASTERN, In
 
 # Request kinds an `after` trigger counts, by the message id a client sends.
@@ -566,6 +567,7 @@ class Scenario:
     skip_closed: bool | None = None
     symbols: tuple[str, ...] | None = None
     pacing: Mapping[str, Any] = field(default_factory=dict)
+    latency: LatencyOptions | None = None
     faults: tuple[Fault, ...] = ()
     source: str = ""
 
@@ -626,6 +628,12 @@ class Scenario:
                 raise ScenarioError(f"symbols: expected a list of symbols, got {data['symbols']!r}")
             symbols = tuple(dict.fromkeys(x.strip().upper() for x in raw))
         pacing = _pacing_overrides(data.get("pacing"))
+        latency = None
+        if data.get("latency") is not None:
+            try:
+                latency = LatencyOptions.parse(data["latency"])
+            except ValueError as e:
+                raise ScenarioError(str(e)) from None
         raw_faults = data.get("faults") or []
         if not isinstance(raw_faults, list):
             raise ScenarioError(f"faults: expected a list, got {type(raw_faults).__name__}")
@@ -657,6 +665,7 @@ class Scenario:
             skip_closed=skip_closed,
             symbols=symbols,
             pacing=pacing,
+            latency=latency,
             faults=tuple(faults),
             source=source,
         )
@@ -664,7 +673,7 @@ class Scenario:
     def apply(self, options: SimOptions, **explicit: Any) -> SimOptions:
         """`options` with this scenario's settings and faults; `explicit` values win over both."""
         changes: dict[str, Any] = {"scenario": self}
-        for key in ("seed", "start", "time_scale", "skip_closed", "symbols"):
+        for key in ("seed", "start", "time_scale", "skip_closed", "symbols", "latency"):
             value = getattr(self, key)
             if value is not None:
                 changes[key] = value

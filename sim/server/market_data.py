@@ -70,13 +70,17 @@ class MarketDataMixin(ServerCore):
         if not self._outages and 2103 not in self._broken_farms:
             msgs += self._tick_messages(sub, now, force=True, client_id=s.client_id)
         if req.snapshot or req.regulatory_snapshot:
-            msgs.append(P.msg_tick_snapshot_end(req.req_id))
-        else:
-            s.mkt_subs[req.req_id] = sub
+            s.send_many(msgs)
+            # The end comes once IB has gathered the snapshot, up to 11 s after the request.
+            self._defer(s, self.latency.draw("snapshot"), [P.msg_tick_snapshot_end(req.req_id)])
+            return
+        s.mkt_subs[req.req_id] = sub
         s.send_many(msgs)
 
     def _h_cancel_mkt_data(self, s: ClientSession, fields: list[str]) -> None:
-        s.mkt_subs.pop(P.Reader(fields, 2).int(), None)
+        req_id = P.Reader(fields, 2).int()
+        s.mkt_subs.pop(req_id, None)
+        self._forget_held_mkt_data(s, req_id)
 
     def _tick_messages(
         self, sub: MktDataSub, now: datetime, force: bool, client_id: int | None = None
