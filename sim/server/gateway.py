@@ -162,7 +162,7 @@ class SimServer(
             self._server = None
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.monotonic() < self._refuse_until:
+        if self._refusing():
             # A Gateway that is starting accepts the TCP connection and closes it at once.
             self.stats["refused_restarting"] += 1
             writer.close()
