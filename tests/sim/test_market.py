@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim import market as mk
@@ -644,3 +644,41 @@ def test_option_spreads_look_like_a_real_chain(model: MarketModel) -> None:
     near_w = model.option_quote("SPY", expiry, atm, "C", t)
     deep_w = model.option_quote("SPY", expiry, ks[0], "C", t)  # deep in the money: big premium
     assert deep_w.ask - deep_w.bid > near_w.ask - near_w.bid
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sym=st.sampled_from(["SPY", "QQQ", "IWM", "AAPL", "TSLA", "F", "LLY", "NIO", "XYZ"]),
+    day=st.integers(0, 400),
+    minute=st.integers(0, 389),
+)
+def test_every_chain_is_consistent_whatever_the_day(model: MarketModel, sym, day, minute) -> None:
+    """Each expiry's strikes lie in the union; the union's strikes nearest the stock are listed
+    for every expiry up to a year out (what a client picking ATM from reqSecDefOptParams needs);
+    every listed pair quotes a two-sided market on the tick grid."""
+    t = ny(2026, 1, 2, 9, 30) + timedelta(days=day, minutes=minute)
+    chain = model.option_chain(sym, t)
+    union = set(chain.strikes)
+    spot = model.last_price(sym, t)
+    today = model.session_date(t)
+    atm_union = min(chain.strikes, key=lambda k: abs(k - spot))
+    assert list(chain.expirations) == sorted(set(chain.expirations))
+    assert chain.expirations[0] >= today.strftime("%Y%m%d")
+    for expiry, strikes in chain.expiry_strikes:
+        assert strikes and set(strikes) <= union
+        dte = (datetime.strptime(expiry, "%Y%m%d").date() - today).days
+        if dte <= 365:
+            # Not LEAPS: the base grid near the money, so the union's ATM strike is listed here.
+            if dte <= 365 and abs(atm_union - spot) / spot < 0.02:
+                assert atm_union in strikes, (expiry, atm_union)
+            assert strikes[0] < spot < strikes[-1], (expiry, spot, strikes[0], strikes[-1])
+    expiry = chain.expirations[min(3, len(chain.expirations) - 1)]
+    atm = min(chain.strikes_for(expiry), key=lambda k: abs(k - spot))
+    for right in ("C", "P"):
+        q = model.option_quote(sym, expiry, atm, right, t)
+        assert 0 <= q.bid < q.ask
+        for price in (q.bid, q.ask):
+            if price > 0:
+                assert _on_grid(price, option_tick(sym, price))
