@@ -127,7 +127,9 @@ class GatesMixin(ServerCore):
         return False
 
     def _lines_in_use(self) -> int:
-        return sum(len(s.mkt_subs) + len(s.rt_subs) for s in self.sessions if not s.closed)
+        open_lines = sum(len(s.mkt_subs) + len(s.rt_subs) for s in self.sessions if not s.closed)
+        # Lines accepted but still waiting for their first tick hold their line already.
+        return open_lines + sum(1 for h in self._held if h.reason == "latency" and _is_line(h))
 
     def _open_historical(self) -> int:
         subs = sum(len(s.hist_subs) for s in self.sessions if not s.closed)
@@ -491,3 +493,13 @@ def _req_id(msg_id: int, fields: list[str]) -> int:
     except (ProtocolError, ValueError, IndexError, TypeError):
         pass
     return -1
+
+
+def _is_line(h: HeldRequest) -> bool:
+    if h.msg_id != In.REQ_MKT_DATA:
+        return False
+    try:
+        req = P.decode_req_mkt_data(h.fields)
+    except (ProtocolError, ValueError, IndexError, TypeError):
+        return False
+    return not (req.snapshot or req.regulatory_snapshot)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 
 from ib_async import LimitOrder, Stock
-from wirekit import wait_steps, wait_until
+from wirekit import Errors, wait_steps, wait_until
 
 from sim.config import SimOptions
 from sim.latency import Delay, LatencyOptions
@@ -83,3 +84,16 @@ def test_the_default_profile_is_instant(make_sim, connect) -> None:
     [d] = ib.reqContractDetails(Stock("SPY", "SMART", "USD"))
     [t] = ib.reqTickers(d.contract)
     assert t.bid > 0
+
+
+def test_a_line_waiting_for_its_first_tick_already_holds_its_line(make_sim, connect, mono) -> None:
+    opts = _fixed(first_tick=5)
+    sim = make_sim(replace(opts, pacing=opts.pacing.updated({"max_market_data_lines": 1})))
+    ib = connect(1, target=sim)
+    errors = Errors(ib)
+    ib.reqMktData(Stock("SPY", "SMART", "USD", conId=756733))
+    second = ib.reqMktData(Stock("QQQ", "SMART", "USD", conId=320227571))
+    wait_until(ib, lambda: 101 in errors.codes(), what="error 101 for the second line")
+    mono.advance(5)
+    wait_steps(ib, sim, 3)
+    assert math.isnan(second.bid)
