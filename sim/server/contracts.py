@@ -436,7 +436,12 @@ class ContractsMixin(ServerCore):
         under = self.contract_by_con_id(con_id, now) if con_id else None
         if under is not None and under.sec_type == "STK":
             symbol = under.symbol
-        if not self._known_symbol(symbol) or sec_type not in ("", "STK"):
+        if (
+            not self._known_symbol(symbol)
+            or sec_type not in ("", "STK")
+            or self.market.spec(symbol).sec_type != "STK"
+        ):
+            # Index options (SPX/SPXW) are not listed here: 200, as for their contract details.
             s.send_error(req_id, 200, ERR_NO_SECURITY)
             return
         chain = self.market.option_chain(symbol, now)

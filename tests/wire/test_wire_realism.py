@@ -86,6 +86,9 @@ def test_indices_resolve_quote_and_chart_but_do_not_trade(sim: EmbeddedSim, conn
     assert math.isnan(t.bid) and math.isnan(t.ask)
     bars = ib.reqHistoricalData(vix, "", "2 D", "1 hour", "TRADES", True)
     assert bars and all(5 < b.close < 80 for b in bars)
+    # Index options are not listed: no option parameters, as no contract details.
+    assert ib.reqSecDefOptParams("SPX", "", "IND", spx.conId) == []
+    assert ib.reqSecDefOptParams("SPX", "", "", spx.conId) == []
     trade = ib.placeOrder(spx, LimitOrder("BUY", 1, 100.0))
     wait_until(ib, lambda: 201 in errors.codes(), what="the index order's refusal")
     assert not trade.isActive()
