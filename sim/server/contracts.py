@@ -9,6 +9,7 @@ from datetime import date, datetime, time, timedelta
 
 from sim import protocol as P
 from sim.listed import LISTED
+from sim.market import OptionChain
 from sim.orders import SimContract
 from sim.pricing import normalize_right, option_tick
 from sim.server.core import ServerCore
@@ -84,10 +85,13 @@ class ContractsMixin(ServerCore):
     _contracts: dict[int, SimContract]
     # tradingHours/liquidHours for the week ahead, for the one New York date computed last.
     _hours_cache: dict[date, tuple[str, str, str]]
+    # symbol -> (the chain it was built from, conId -> (expiry, strike, right)).
+    _option_id_index: dict[str, tuple[OptionChain, dict[int, tuple[str, float, str]]]]
 
     def _init_contracts(self) -> None:
         self._contracts = {}
         self._hours_cache = {}
+        self._option_id_index = {}
 
     def stock_contract(self, symbol: str, exchange: str = "SMART") -> SimContract:
         spec = self.market.spec(symbol)
@@ -176,14 +180,28 @@ class ContractsMixin(ServerCore):
             if self.market.spec(sym).sec_type != "STK":
                 continue
             chain = self.market.option_chain(sym, now)
-            for expiry in chain.expirations:
-                for strike in chain.strikes_for(expiry):
-                    for right in ("C", "P"):
-                        if self._option_con_id(sym, expiry, strike, right) == con_id:
-                            return self.option_contract(
-                                sym, expiry, strike, right, chain.trading_class, chain.multiplier
-                            )
+            found = self._option_ids(sym, chain).get(con_id)
+            if found is not None:
+                expiry, strike, right = found
+                return self.option_contract(
+                    sym, expiry, strike, right, chain.trading_class, chain.multiplier
+                )
         return None
+
+    def _option_ids(self, sym: str, chain: OptionChain) -> dict[int, tuple[str, float, str]]:
+        """conId -> (expiry, strike, right) over a chain; built once per chain (a SPY chain is
+        some 18,000 contracts, too many to hash on every lookup of an unknown conId)."""
+        cached = self._option_id_index.get(sym)
+        if cached is not None and cached[0] is chain:
+            return cached[1]
+        index = {
+            self._option_con_id(sym, expiry, strike, right): (expiry, strike, right)
+            for expiry in chain.expirations
+            for strike in chain.strikes_for(expiry)
+            for right in ("C", "P")
+        }
+        self._option_id_index[sym] = (chain, index)
+        return index
 
     def resolve(self, req: P.ContractRequest, now: datetime) -> list[SimContract]:
         """All contracts matching a request's contract fields, as IB's contract lookup would."""
