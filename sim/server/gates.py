@@ -418,8 +418,11 @@ class GatesMixin(ServerCore):
             for h in self._held:
                 if h.session is s and h.reason == "latency" and h.msg_id in ORDER_MSGS:
                     release = max(release, h.release_at or release)
+        symbol = None
+        if msg_id == In.REQ_HISTORICAL_DATA:
+            symbol = self._request_symbol(s, msg_id, fields, self.clock.now())
         self._held.append(
-            HeldRequest(s, _req_id(msg_id, fields), fields, "latency", release, msg_id=msg_id)
+            HeldRequest(s, _req_id(msg_id, fields), fields, "latency", release, symbol, msg_id)
         )
         return True
 
@@ -449,12 +452,23 @@ class GatesMixin(ServerCore):
         if not self._held:
             return
         self._release_where(
-            lambda h: (
-                h.reason in ("delay", "latency")
-                and h.release_at is not None
-                and h.release_at <= mono
-            )
+            lambda h: h.reason == "delay" and h.release_at is not None and h.release_at <= mono
         )
+        due = [
+            h
+            for h in self._held
+            if h.reason == "latency" and h.release_at is not None and h.release_at <= mono
+        ]
+        for h in due:
+            self._held.remove(h)
+            # What happened while it was on its way applies: a farm that broke, an outage.
+            if h.msg_id == In.REQ_HISTORICAL_DATA:
+                if self._hold_historical(h.session, h.req_id, h.fields, h.symbol):
+                    continue
+            elif h.msg_id in (In.REQ_CONTRACT_DATA, In.REQ_SEC_DEF_OPT_PARAMS):
+                if self._hold_sec_def(h.session, h.msg_id, h.req_id, h.fields):
+                    continue
+            self._answer_held(h)
         limit = self.pacing.options.max_open_historical
         while any(h.reason == "queue" for h in self._held):
             if self.pacing.on("open_historical") and self._open_historical() >= limit:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import replace
+from datetime import timedelta
 
 from ib_async import LimitOrder, Stock
 from wirekit import Errors, wait_steps, wait_until
@@ -97,3 +98,21 @@ def test_a_line_waiting_for_its_first_tick_already_holds_its_line(make_sim, conn
     mono.advance(5)
     wait_steps(ib, sim, 3)
     assert math.isnan(second.bid)
+
+
+def test_a_farm_that_breaks_while_an_answer_is_on_its_way_holds_it(make_sim, connect, mono) -> None:
+    sim = make_sim(_fixed(historical=5))
+    ib = connect(1, target=sim)
+    spy = Stock("SPY", "SMART", "USD", conId=756733)
+    bars = asyncio.ensure_future(
+        ib.reqHistoricalDataAsync(spy, "", "1800 S", "1 min", "TRADES", True)
+    )
+    wait_until(ib, lambda: sim.stats["requests"][In.REQ_HISTORICAL_DATA] == 1, what="the request")
+    sim.faults.add("farm", code=2105, duration="10m")
+    wait_steps(ib, sim, 3)
+    mono.advance(5)
+    wait_steps(ib, sim, 3)
+    assert not bars.done()
+    sim.clock.advance(timedelta(minutes=10))
+    wait_until(ib, bars.done, what="the bars once the farm is back")
+    assert len(bars.result()) > 0
