@@ -682,3 +682,12 @@ def test_every_chain_is_consistent_whatever_the_day(model: MarketModel, sym, day
         for price in (q.bid, q.ask):
             if price > 0:
                 assert _on_grid(price, option_tick(sym, price))
+
+
+def test_the_soak_bench_names_are_all_listed() -> None:
+    """bench/soak.py trades these; a hash-made name would quote nickel/dime options the service's
+    penny/nickel tick table does not know."""
+    from bench.soak import NAMES
+    from sim.listed import LISTED
+
+    assert [n for n in NAMES if n not in LISTED] == []
