@@ -933,6 +933,14 @@ class FaultInjector:
                     return a.started if a.state == "active" else None
         return None
 
+    def ends_at(self, fault: Fault) -> datetime | None:
+        """When an active window ends (simulated time), None when it is not active or open-ended."""
+        with self._lock:
+            for a in self._armed:
+                if a.fault is fault:
+                    return a.ends if a.state == "active" else None
+        return None
+
     def all_active(self, kind: str) -> list[Fault]:
         with self._lock:
             return [a.fault for a in self._armed if a.state == "active" and a.fault.kind == kind]

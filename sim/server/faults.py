@@ -213,11 +213,11 @@ class FaultsMixin(ServerCore):
     def _flap(self, f: Fault, now: datetime) -> None:
         """Move an active server_reset to the phase `now` is in: 2*flaps-1 equal slices of its
         window, down in the even ones and up in the odd ones (the end brings it up for good)."""
-        started = self.faults.started_at(f)
+        started, ends = self.faults.started_at(f), self.faults.ends_at(f)
         phases = 2 * f["flaps"] - 1
-        end = f.duration.total_seconds() if f.duration is not None else 0.0
-        if started is None or end <= 0:
-            return
+        if started is None or ends is None or ends <= started:
+            return  # open-ended: down until it ends
+        end = (ends - started).total_seconds()
         phase = min(phases - 1, int((now - started).total_seconds() / (end / phases)))
         while self._reset_phase.get(f, phase) < phase:
             self._reset_phase[f] += 1

@@ -24,9 +24,10 @@ def _farm_codes(errors: Errors) -> list[int]:
     return [c for c in errors.codes() if c in (2103, 2104, 2105, 2106, 1100, 1101, 1102)]
 
 
-def test_nightly_reset_flaps_the_farms_and_holds_data_while_down(make_sim, connect) -> None:
+@pytest.mark.parametrize("window", [{"duration": "30m"}, {"until": "+31m"}])
+def test_nightly_reset_flaps_the_farms_and_holds_data_while_down(make_sim, connect, window) -> None:
     sim = make_sim()
-    sim.faults.add("server_reset", at="+1m", duration="30m", flaps=2)
+    sim.faults.add("server_reset", at="+1m", flaps=2, **window)
     ib = connect(1, target=sim)
     spy = _spy(ib)
     errors = Errors(ib)
