@@ -66,6 +66,13 @@ _SPREAD_TIERS: dict[str, tuple[float, float]] = {
     "etf": (0.008, 0.0015),
     "liquid": (0.02, 0.008),
     "thin": (0.05, 0.025),
+    "index": (0.05, 0.002),
+}
+# Index options: the trading classes each index lists, and their expiry styles. SPX lists the
+# AM-settled monthlies under SPX and everything else (dailies, weeklies, PM monthlies, quarter
+# ends) under SPXW, as IB's reqSecDefOptParams shows them.
+INDEX_OPTION_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
+    "SPX": (("SPX", "index_monthly"), ("SPXW", "daily")),
 }
 # Extra width per standard deviation away from the money, and per year past the first (LEAPS).
 _SPREAD_PER_SD = 0.15
@@ -166,16 +173,17 @@ def default_spec(symbol: str) -> SymbolSpec:
     entry = LISTED.get(sym)
     if entry is not None:
         daily = sym in DAILY_EXPIRY
+        index = entry.kind == "IND"
         return SymbolSpec(
             sym,
             entry.price,
             entry.vol,
             listed_con_id(sym, entry),
             entry.primary_exchange,
-            _base_strike_step(entry.price, etf=entry.kind == "ETF"),
+            5.0 if index else _base_strike_step(entry.price, etf=entry.kind == "ETF"),
             entry.daily_volume,
-            sec_type="IND" if entry.kind == "IND" else "STK",
-            option_tier="etf" if daily else "liquid",
+            sec_type="IND" if index else "STK",
+            option_tier="index" if index else "etf" if daily else "liquid",
             chain_style="daily" if daily else "weekly",
             long_name=entry.long_name,
             kind=entry.kind,
@@ -331,7 +339,7 @@ class MarketModel:
         self._chains: dict[str, _Chain] = {}
         self._paths: OrderedDict[tuple[str, int], _Path] = OrderedDict()
         self._day_bars: dict[tuple[str, int], SimBar] = {}
-        self._option_chains: dict[tuple[str, int, float], OptionChain] = {}
+        self._option_chains: dict[tuple[str, int, float], tuple[OptionChain, ...]] = {}
 
     @property
     def seed(self) -> int:
@@ -676,7 +684,17 @@ class MarketModel:
     # ----------------------------------------------------------------- options
 
     def option_chain(self, symbol: str, t: datetime) -> OptionChain:
-        """The listed options at `t`: expiries by the symbol's chain style, strikes per expiry.
+        """A stock's (or ETF's) one option chain at `t`; see option_chains."""
+        chains = self.option_chains(symbol, t)
+        if not chains:
+            raise ValueError(f"{symbol} lists no options")
+        return chains[0]
+
+    def option_chains(self, symbol: str, t: datetime) -> tuple[OptionChain, ...]:
+        """The listed options at `t`, one chain per trading class (an index may have several,
+        SPX and SPXW; VIX, NDX and RUT options are not listed here).
+
+        Expiries by the symbol's chain style, strikes per expiry.
 
         Shaped after what IB's reqSecDefOptParams shows for SPY and a large stock (checked against
         CBOE's listing rules as summarised in the README): dailies for SPY/QQQ/IWM, Friday weeklies
@@ -686,6 +704,12 @@ class MarketModel:
         """
         sym = _norm_symbol(symbol)
         spec = self.spec(sym)
+        if spec.sec_type == "IND":
+            classes = INDEX_OPTION_CLASSES.get(sym, ())
+        else:
+            classes = ((sym, spec.chain_style),)
+        if not classes:
+            return ()
         ts = _epoch(t)
         cal = self._cal
         k0 = int(np.searchsorted(cal.closes, ts, side="right"))
@@ -702,26 +726,29 @@ class MarketModel:
         if cached is not None:
             return cached
         d0 = cal.dates[k0]
-        expiries = sorted(self._expiries(spec, k0))
-        per_expiry = []
-        union: set[float] = set()
-        for d in expiries:
-            strikes = _expiry_strikes(spec, center, max((d - d0).days, 1) / 365.0)
-            per_expiry.append((d.strftime("%Y%m%d"), strikes))
-            union.update(strikes)
-        chain = OptionChain(
-            trading_class=sym,
-            multiplier="100",
-            expirations=tuple(e for e, _ in per_expiry),
-            strikes=tuple(sorted(union)),
-            expiry_strikes=tuple(per_expiry),
-        )
+        chains = []
+        for trading_class, style in classes:
+            per_expiry = []
+            union: set[float] = set()
+            for d in sorted(self._expiries(style, k0)):
+                strikes = _expiry_strikes(spec, center, max((d - d0).days, 1) / 365.0)
+                per_expiry.append((d.strftime("%Y%m%d"), strikes))
+                union.update(strikes)
+            chains.append(
+                OptionChain(
+                    trading_class=trading_class,
+                    multiplier="100",
+                    expirations=tuple(e for e, _ in per_expiry),
+                    strikes=tuple(sorted(union)),
+                    expiry_strikes=tuple(per_expiry),
+                )
+            )
         with self._lock:
             if len(self._option_chains) > 256:
                 self._option_chains.clear()
-            return self._option_chains.setdefault(key, chain)
+            return self._option_chains.setdefault(key, tuple(chains))
 
-    def _expiries(self, spec: SymbolSpec, k0: int) -> set[date]:
+    def _expiries(self, style: str, k0: int) -> set[date]:
         cal = self._cal
         d0 = cal.dates[k0]
         out: set[date] = set()
@@ -731,7 +758,16 @@ class MarketModel:
             if adjusted is not None and adjusted >= d0:
                 out.add(adjusted)
 
-        style = spec.chain_style
+        if style == "index_monthly":
+            # AM-settled monthlies for a year, December LEAPS for three more. They settle on the
+            # expiry day's opening prints, so that day they are no longer listed.
+            for ahead in range(13):
+                year, month = divmod(d0.year * 12 + d0.month - 1 + ahead, 12)
+                add(_third_friday(year, month + 1))
+            for dy in range(1, 4):
+                add(_third_friday(d0.year + dy, 12))
+            out.discard(d0)
+            return out
         if style == "daily":
             # Every session for five weeks (SPY, QQQ and IWM list Monday-to-Friday expiries).
             k = k0
@@ -862,10 +898,16 @@ class MarketModel:
         total = atm * side * math.exp(-0.5 * (moneyness / width) ** 2) * math.exp(0.3 * z - 0.045)
         return int(total * _u_cumulative(frac))
 
-    def option_con_id(self, symbol: str, expiry: str, strike: float, right: str) -> int:
-        """Stable contract id for an option, independent of the seed."""
+    def option_con_id(
+        self, symbol: str, expiry: str, strike: float, right: str, trading_class: str = ""
+    ) -> int:
+        """Stable contract id for an option, independent of the seed. The trading class tells
+        apart SPX and SPXW options of one expiry and strike (a stock's class is its symbol)."""
         r = normalize_right(right)
-        key = f"{_norm_symbol(symbol)}|{expiry}|{float(strike):.4f}|{r}"
+        sym = _norm_symbol(symbol)
+        cls = _norm_symbol(trading_class) if trading_class else sym
+        root = sym if cls == sym else f"{sym}/{cls}"
+        key = f"{root}|{expiry}|{float(strike):.4f}|{r}"
         return 1_000_000_000 + _crc(key) % 1_000_000_000
 
 

@@ -26,7 +26,7 @@ from sim.pacing import (
     message_rate_text,
 )
 from sim.protocol import In, ProtocolError
-from sim.server.contracts import ERR_NO_SECURITY
+from sim.server.contracts import CLASS_UNDERLYING, ERR_NO_SECURITY
 from sim.server.core import ServerCore
 from sim.server.faults import fill_quantity
 from sim.server.history import parse_bar_size
@@ -175,7 +175,9 @@ class GatesMixin(ServerCore):
             return c.symbol
         if c.local_symbol:
             occ = P.parse_occ_local_symbol(c.local_symbol)
-            return occ[0] if occ else c.local_symbol.strip().upper()
+            if occ is None:
+                return c.local_symbol.strip().upper()
+            return CLASS_UNDERLYING.get(occ[0], occ[0])
         if c.con_id:
             known = self.contract_by_con_id(c.con_id, now)
             return known.symbol if known else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ib_async import IB, Index, LimitOrder, Option, Stock
+from ib_async import IB, Index, LimitOrder, MarketOrder, Option, Stock
 from wirekit import Errors, wait_until
 
 from sim.runner import EmbeddedSim
@@ -86,9 +86,45 @@ def test_indices_resolve_quote_and_chart_but_do_not_trade(sim: EmbeddedSim, conn
     assert math.isnan(t.bid) and math.isnan(t.ask)
     bars = ib.reqHistoricalData(vix, "", "2 D", "1 hour", "TRADES", True)
     assert bars and all(5 < b.close < 80 for b in bars)
-    # Index options are not listed: no option parameters, as no contract details.
-    assert ib.reqSecDefOptParams("SPX", "", "IND", spx.conId) == []
-    assert ib.reqSecDefOptParams("SPX", "", "", spx.conId) == []
+    # VIX options are not listed here: no option parameters.
+    assert ib.reqSecDefOptParams("VIX", "", "IND", vix.conId) == []
     trade = ib.placeOrder(spx, LimitOrder("BUY", 1, 100.0))
     wait_until(ib, lambda: 201 in errors.codes(), what="the index order's refusal")
     assert not trade.isActive()
+
+
+def test_spx_options_come_in_two_trading_classes(sim: EmbeddedSim, connect):
+    """SPX lists its AM-settled monthlies as SPX and everything else as SPXW: reqSecDefOptParams
+    has a row per class, a third-Friday option without a class is ambiguous, and SPX options
+    quote in nickels and dimes (not in the penny program)."""
+    ib = connect(1)
+    spx = Index("SPX", "CBOE", "USD")
+    assert ib.qualifyContracts(spx) == [spx]
+    rows = [r for r in ib.reqSecDefOptParams("SPX", "", "IND", spx.conId) if r.exchange == "SMART"]
+    by_class = {r.tradingClass: r for r in rows}
+    assert set(by_class) == {"SPX", "SPXW"}
+    monthly, weekly = by_class["SPX"], by_class["SPXW"]
+    assert len(weekly.expirations) > 2 * len(monthly.expirations) > 0
+    # AM-settled: the expiry day's monthly (START is a third Friday) is gone.
+    assert "20261120" in weekly.expirations and "20261120" not in monthly.expirations
+    shared = sorted(set(monthly.expirations) & set(weekly.expirations))
+    assert shared, "third Fridays list under both classes"
+    [t] = ib.reqTickers(spx)
+    strike = min(weekly.strikes, key=lambda k: abs(k - t.last))
+    both = ib.reqContractDetails(Option("SPX", shared[0], strike, "C", "SMART"))
+    assert sorted(d.contract.tradingClass for d in both) == ["SPX", "SPXW"]
+    assert len({d.contract.conId for d in both}) == 2
+    opt = Option("SPX", weekly.expirations[0], strike, "C", "SMART", tradingClass="SPXW")
+    assert ib.qualifyContracts(opt) == [opt]
+    assert opt.localSymbol.startswith("SPXW ") and opt.multiplier == "100"
+    [details] = ib.reqContractDetails(opt)
+    assert details.underConId == spx.conId and details.underSecType == "IND"
+    [q] = ib.reqTickers(opt)
+    assert 0 < q.bid < q.ask
+    for price in (q.bid, q.ask):
+        tick = 0.10 if price >= 3 else 0.05
+        assert abs(price / tick - round(price / tick)) < 1e-6, price
+    # Unlike the index itself, its options trade.
+    trade = ib.placeOrder(opt, MarketOrder("BUY", 1))
+    wait_until(ib, trade.isDone, what="the SPXW fill")
+    assert trade.orderStatus.status == "Filled" and trade.fills[0].execution.price == q.ask
