@@ -691,3 +691,13 @@ def test_the_soak_bench_names_are_all_listed() -> None:
     from sim.listed import LISTED
 
     assert [n for n in NAMES if n not in LISTED] == []
+
+
+def test_option_con_ids_are_stable_and_tell_trading_classes_apart(model: MarketModel) -> None:
+    # A stored position's conId must survive an upgrade: a stock option's id is what it was.
+    old = 1_000_000_000 + zlib.crc32(b"SPY|20261218|680.0000|C") % 1_000_000_000
+    assert model.option_con_id("SPY", "20261218", 680.0, "C") == old
+    assert model.option_con_id("SPY", "20261218", 680.0, "C", "SPY") == old
+    spx = model.option_con_id("SPX", "20261218", 6800.0, "C", "SPX")
+    spxw = model.option_con_id("SPX", "20261218", 6800.0, "C", "SPXW")
+    assert spx != spxw
