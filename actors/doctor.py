@@ -1116,6 +1116,10 @@ def _start_embedded(s: Settings, syms: tuple[str, ...]) -> Any:
     )
     if not s.sim.pacing:
         options = replace(options, pacing=PacingOptions.off())
+    if s.sim.latency != "instant":
+        from sim.latency import LatencyOptions
+
+        options = replace(options, latency=LatencyOptions(profile=s.sim.latency))
     if s.sim.scenario is not None:
         from sim.faults import Scenario
 

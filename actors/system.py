@@ -145,6 +145,10 @@ class System:
             from sim.config import PacingOptions
 
             options = replace(options, pacing=PacingOptions.off())
+        if s.sim.latency != "instant":
+            from sim.latency import LatencyOptions
+
+            options = replace(options, latency=LatencyOptions(profile=s.sim.latency))
         if s.sim.scenario is not None:
             from sim.faults import Scenario
 

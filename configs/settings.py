@@ -159,6 +159,9 @@ class SimSettings(_Section):
     # A fault scenario (sim/scenarios/*.yaml) for the embedded simulator: the Gateway's bad days.
     scenario: Path | None = None
     pacing: bool = True  # enforce IB's pacing rules in the simulator
+    # How long the simulator takes to answer: instant, or realistic (like a real Gateway, whose
+    # snapshots take seconds); a scenario's own `latency` wins over this.
+    latency: Literal["instant", "realistic"] = "instant"
     bar_update_s: float = Field(
         5.0, gt=0, le=HOUR
     )  # simulated seconds between keepUpToDate updates

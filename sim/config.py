@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sim.latency import LatencyOptions
+
 if TYPE_CHECKING:
     from sim.faults import Scenario
 
@@ -107,5 +109,7 @@ class SimOptions:
     server_version: int = 176
     symbols: tuple[str, ...] = ("SPY", "QQQ", "IWM")
     pacing: PacingOptions = field(default_factory=PacingOptions)
+    # How long answers take (sim/latency.py): "instant" by default, "realistic" like a Gateway.
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
     # Faults to inject (sim.faults.Scenario); its own settings are applied with Scenario.apply.
     scenario: Scenario | None = None

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sim.config import PacingOptions, SimOptions
+from sim.latency import LatencyOptions
 from sim.protocol import EASTERN, In
 
 # Request kinds an `after` trigger counts, by the message id a client sends.
@@ -267,8 +268,29 @@ KINDS: dict[str, KindSpec] = {
     "gateway_restart": KindSpec(
         "event",
         "any",
-        {"down_seconds": Param(lambda v, k: _positive_number(v, k, allow_zero=True), 5.0)},
-        "every client is dropped; connections are closed on accept for down_seconds real seconds",
+        {
+            "down_seconds": Param(lambda v, k: _positive_number(v, k, allow_zero=True), 5.0),
+            "lost_seconds": Param(lambda v, k: _positive_number(v, k, allow_zero=True), 0.0),
+        },
+        "every client is dropped; connections are closed on accept for down_seconds real seconds "
+        "(with lost_seconds: first 1100 and no data for that many real seconds, as the Gateway "
+        "logs out of IB's servers before it restarts)",
+    ),
+    "server_reset": KindSpec(
+        "window",
+        "any",
+        {
+            "style": Param(_choice("farms", "connectivity"), "farms"),
+            "flaps": Param(_positive_int, 2),
+        },
+        "IB's nightly server reset: the market data and HMDS farms (2103/2105, then 2104/2106) or "
+        "the connectivity (1100, then 1102) go down and up `flaps` times across the window",
+    ),
+    "reauth_required": KindSpec(
+        "window",
+        "connect",
+        summary="the weekly re-authentication: every client is dropped at the start, and "
+        "connections are closed on accept until the window ends (a Gateway at its login dialog)",
     ),
     "connectivity_lost": KindSpec(
         "window",
@@ -406,6 +428,7 @@ BAR_FAULTS = ("bar_spike", "bar_duplicate", "bar_out_of_order")
 
 COMMON_KEYS = (
     "kind",
+    "repeat",
     "name",
     "at",
     "after",
@@ -439,6 +462,8 @@ class Fault:
     duration: timedelta | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
+    # A routine: the fault comes back this long after each start (simulated time), e.g. 1d.
+    repeat: timedelta | None = None
 
     @property
     def spec(self) -> KindSpec:
@@ -496,6 +521,21 @@ def make_fault(kind: str, where: str = "fault", **values: Any) -> Fault:
         raise ScenarioError(
             f"{where}: a {kind} fault happens once and takes no 'until' or 'duration'{extra}"
         )
+    repeat = None
+    if values.get("repeat") is not None:
+        repeat = parse_duration(values["repeat"], f"{where}.repeat")
+        if repeat <= timedelta(0):
+            raise ScenarioError(f"{where}.repeat: must be longer than 0")
+        if at is None:
+            raise ScenarioError(f"{where}.repeat: a routine needs 'at', the first time it comes")
+        if until is not None:
+            raise ScenarioError(
+                f"{where}.repeat: use 'duration' for a routine's length, not 'until'"
+            )
+        if duration is not None and duration >= repeat:
+            raise ScenarioError(
+                f"{where}.duration: must be shorter than 'repeat' ({values['repeat']})"
+            )
     symbols = _symbols(values, where)
     client_ids = _client_ids(values, where)
     params: dict[str, Any] = {}
@@ -513,7 +553,9 @@ def make_fault(kind: str, where: str = "fault", **values: Any) -> Fault:
     name = values.get("name") or ""
     if not isinstance(name, str):
         raise ScenarioError(f"{where}.name: expected a string, got {name!r}")
-    return Fault(kind, at, after, request, symbols, client_ids, until, duration, params, name)
+    return Fault(
+        kind, at, after, request, symbols, client_ids, until, duration, params, name, repeat
+    )
 
 
 def _symbols(values: Mapping[str, Any], where: str) -> frozenset[str] | None:
@@ -566,6 +608,7 @@ class Scenario:
     skip_closed: bool | None = None
     symbols: tuple[str, ...] | None = None
     pacing: Mapping[str, Any] = field(default_factory=dict)
+    latency: LatencyOptions | None = None
     faults: tuple[Fault, ...] = ()
     source: str = ""
 
@@ -626,6 +669,12 @@ class Scenario:
                 raise ScenarioError(f"symbols: expected a list of symbols, got {data['symbols']!r}")
             symbols = tuple(dict.fromkeys(x.strip().upper() for x in raw))
         pacing = _pacing_overrides(data.get("pacing"))
+        latency = None
+        if data.get("latency") is not None:
+            try:
+                latency = LatencyOptions.parse(data["latency"])
+            except ValueError as e:
+                raise ScenarioError(str(e)) from None
         raw_faults = data.get("faults") or []
         if not isinstance(raw_faults, list):
             raise ScenarioError(f"faults: expected a list, got {type(raw_faults).__name__}")
@@ -657,6 +706,7 @@ class Scenario:
             skip_closed=skip_closed,
             symbols=symbols,
             pacing=pacing,
+            latency=latency,
             faults=tuple(faults),
             source=source,
         )
@@ -664,7 +714,7 @@ class Scenario:
     def apply(self, options: SimOptions, **explicit: Any) -> SimOptions:
         """`options` with this scenario's settings and faults; `explicit` values win over both."""
         changes: dict[str, Any] = {"scenario": self}
-        for key in ("seed", "start", "time_scale", "skip_closed", "symbols"):
+        for key in ("seed", "start", "time_scale", "skip_closed", "symbols", "latency"):
             value = getattr(self, key)
             if value is not None:
                 changes[key] = value
@@ -717,6 +767,12 @@ class _Armed:
     seen: int = 0
     started: datetime | None = None
     ends: datetime | None = None
+    # A routine's next start (Fault.repeat); None until its first start.
+    next_at: datetime | None = None
+
+
+# A routine whose time passed more than this ago (its window included) is skipped, not run late.
+ROUTINE_GRACE = timedelta(minutes=5)
 
 
 class FaultInjector:
@@ -801,9 +857,20 @@ class FaultInjector:
             for a in self._armed:
                 f = a.fault
                 if a.state == "pending" and self._due(a, now):
+                    if f.repeat is not None:
+                        due = a.next_at or self.resolve(f.at)  # type: ignore[arg-type]
+                        if now >= due + (f.duration or timedelta(0)) + ROUTINE_GRACE:
+                            # The clock jumped over this one (a closed market skipped): wait
+                            # for the next, rather than running a night's reset at the open.
+                            a.next_at = due
+                            self._rearm(a, now)
+                            continue
                     a.state = "active"
                     a.started = now
-                    if f.duration is not None:
+                    if f.repeat is not None and f.duration is not None:
+                        # A routine keeps its schedule: it ends when its window ends.
+                        a.ends = (a.next_at or self.resolve(f.at)) + f.duration  # type: ignore[arg-type]
+                    elif f.duration is not None:
                         a.ends = now + f.duration
                     elif f.until is not None:
                         a.ends = self.resolve(f.until)
@@ -811,14 +878,31 @@ class FaultInjector:
                     if f.spec.shape == "event":
                         a.state = "ended"
                         self.counts[f.kind] += 1
+                        self._rearm(a, now)
                         continue
                 if a.state == "active" and a.ends is not None and now >= a.ends:
                     a.state = "ended"
                     ended.append(f)
+                    self._rearm(a, now)
         return started, ended
+
+    def _rearm(self, a: _Armed, now: datetime) -> None:
+        """A routine goes back to pending for its next time after `now` (missed ones are skipped:
+        a clock that jumped over three nights does not replay three resets at once)."""
+        f = a.fault
+        if f.repeat is None or f.at is None:
+            return
+        nxt = a.next_at or self.resolve(f.at)
+        while nxt <= now:
+            nxt += f.repeat
+        a.next_at = nxt
+        a.state = "pending"
+        a.ends = None
 
     def _due(self, a: _Armed, now: datetime) -> bool:
         f = a.fault
+        if a.next_at is not None:
+            return now >= a.next_at
         if f.at is not None:
             return now >= self.resolve(f.at)
         if f.after is not None:
@@ -847,6 +931,14 @@ class FaultInjector:
             for a in self._armed:
                 if a.fault is fault:
                     return a.started if a.state == "active" else None
+        return None
+
+    def ends_at(self, fault: Fault) -> datetime | None:
+        """When an active window ends (simulated time), None when it is not active or open-ended."""
+        with self._lock:
+            for a in self._armed:
+                if a.fault is fault:
+                    return a.ends if a.state == "active" else None
         return None
 
     def all_active(self, kind: str) -> list[Fault]:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from sim.listed import DAILY_EXPIRY, LISTED, listed_con_id
 from sim.pricing import black_scholes, greeks, normalize_right, option_tick, round_to_tick
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -56,12 +57,26 @@ _HOUR_STEPS = 720
 # U-shaped intraday profile f(u) = A + B exp(-u/C1) + D exp(-(1-u)/C2), u in [0, 1] of the session.
 _U_A, _U_B, _U_C1, _U_D, _U_C2 = 0.55, 2.2, 0.05, 1.3, 0.04
 
-_KNOWN_SPECS: dict[str, tuple[float, float, int, str, float, float]] = {
-    # symbol: price, vol, con_id, primary exchange, strike step, shares per day
-    "SPY": (680.0, 0.16, 756733, "ARCA", 1.0, 60e6),
-    "QQQ": (610.0, 0.20, 320227571, "NASDAQ", 1.0, 45e6),
-    "IWM": (240.0, 0.22, 9579970, "ARCA", 1.0, 30e6),
+# Option spread width in dollars before ticks: base + share of the premium, per liquidity tier.
+# Calibrated to what a broker's option chain shows on a normal day (a guess from public chains,
+# see README "Simulated option market"): SPY/QQQ ATM weeklies near $2-3 trade 1 cent wide and a
+# 30-day ATM (~$12) a few cents; a liquid single stock's 30-day ATM (~$8) is 0.05-0.10 wide; a thin
+# name's a dime or more.
+_SPREAD_TIERS: dict[str, tuple[float, float]] = {
+    "etf": (0.008, 0.0015),
+    "liquid": (0.02, 0.008),
+    "thin": (0.05, 0.025),
+    "index": (0.05, 0.002),
 }
+# Index options: the trading classes each index lists, and their expiry styles. SPX lists the
+# AM-settled monthlies under SPX and everything else (dailies, weeklies, PM monthlies, quarter
+# ends) under SPXW, as IB's reqSecDefOptParams shows them.
+INDEX_OPTION_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
+    "SPX": (("SPX", "index_monthly"), ("SPXW", "daily")),
+}
+# Extra width per standard deviation away from the money, and per year past the first (LEAPS).
+_SPREAD_PER_SD = 0.15
+_SPREAD_PER_YEAR = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,12 @@ class SymbolSpec:
     primary_exchange: str
     strike_step: float  # option strike spacing
     daily_volume: float = 0.0  # average shares per full session; 0 derives it from symbol and price
+    sec_type: str = "STK"  # "IND" for an index: quoted and charted, no volume, no orders
+    # Option spreads ("etf", "liquid", "thin") and expiries ("daily", "weekly", "monthly").
+    option_tier: str = "thin"
+    chain_style: str = "monthly"
+    long_name: str = ""
+    kind: str = "COMMON"  # "ETF", "COMMON" or "IND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +142,21 @@ class OptionChain:
     trading_class: str
     multiplier: str  # "100"
     expirations: tuple[str, ...]  # "YYYYMMDD", ascending
-    strikes: tuple[float, ...]  # ascending
+    strikes: tuple[
+        float, ...
+    ]  # ascending: the union over every expiry, as reqSecDefOptParams sends
+    # Each expiry's own strikes: far expiries list a wider, coarser range; not every pair exists.
+    expiry_strikes: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def strikes_for(self, expiry: str) -> tuple[float, ...]:
+        for e, strikes in self.expiry_strikes:
+            if e == expiry:
+                return strikes
+        return () if self.expiry_strikes else self.strikes
+
+    def lists(self, expiry: str, strike: float) -> bool:
+        """True when the (expiry, strike) pair is a listed contract."""
+        return any(abs(s - strike) < 1e-6 for s in self.strikes_for(expiry))
 
 
 def _norm_symbol(symbol: str) -> str:
@@ -133,11 +168,26 @@ def _crc(text: str) -> int:
 
 
 def default_spec(symbol: str) -> SymbolSpec:
-    """Spec for a symbol: fixed for SPY/QQQ/IWM, otherwise derived from a stable hash of the name."""
+    """Spec for a symbol: from the listed table (sim/listed.py), otherwise from a stable hash of the name."""
     sym = _norm_symbol(symbol)
-    if sym in _KNOWN_SPECS:
-        price, vol, con_id, exch, step, volume = _KNOWN_SPECS[sym]
-        return SymbolSpec(sym, price, vol, con_id, exch, step, volume)
+    entry = LISTED.get(sym)
+    if entry is not None:
+        daily = sym in DAILY_EXPIRY
+        index = entry.kind == "IND"
+        return SymbolSpec(
+            sym,
+            entry.price,
+            entry.vol,
+            listed_con_id(sym, entry),
+            entry.primary_exchange,
+            5.0 if index else _base_strike_step(entry.price, etf=entry.kind == "ETF"),
+            entry.daily_volume,
+            sec_type="IND" if index else "STK",
+            option_tier="index" if index else "etf" if daily else "liquid",
+            chain_style="daily" if daily else "weekly",
+            long_name=entry.long_name,
+            kind=entry.kind,
+        )
     h = _crc(sym)
     # A tiny private stream turns one 32-bit hash into several independent-looking attributes.
     rng = np.random.default_rng([0x5EC5, h])
@@ -149,9 +199,25 @@ def default_spec(symbol: str) -> SymbolSpec:
     return SymbolSpec(sym, price, vol, con_id, exch, step, _derived_daily_volume(sym, price))
 
 
+def _base_strike_step(price: float, etf: bool) -> float:
+    """Strike spacing near the money, as listed for weeklies and front months (CBOE's intervals)."""
+    if etf:
+        return 1.0 if price >= 25.0 else 0.5
+    if price < 25.0:
+        return 0.5
+    if price < 50.0:
+        return 1.0
+    if price < 300.0:
+        return 2.5
+    if price < 1000.0:
+        return 5.0
+    return 10.0
+
+
 def _derived_daily_volume(symbol: str, price: float) -> float:
-    if symbol in _KNOWN_SPECS:
-        return _KNOWN_SPECS[symbol][5]
+    entry = LISTED.get(symbol)
+    if entry is not None and entry.daily_volume:
+        return entry.daily_volume
     # Cheaper stocks trade more shares, but damped so a $20 name is not billions a day.
     return 8e6 * math.sqrt(100.0 / max(price, 0.01))
 
@@ -273,6 +339,7 @@ class MarketModel:
         self._chains: dict[str, _Chain] = {}
         self._paths: OrderedDict[tuple[str, int], _Path] = OrderedDict()
         self._day_bars: dict[tuple[str, int], SimBar] = {}
+        self._option_chains: dict[tuple[str, int, float], tuple[OptionChain, ...]] = {}
 
     @property
     def seed(self) -> int:
@@ -425,7 +492,12 @@ class MarketModel:
         u = (np.arange(n) + 0.5) / n
         profile = _u_profile(u)
         profile *= (n / FULL_SESSION_STEPS) / profile.sum()
-        daily = spec.daily_volume or _derived_daily_volume(sym, spec.price)
+        # Indices print no volume (IB's index bars carry 0).
+        daily = (
+            0.0
+            if spec.sec_type == "IND"
+            else (spec.daily_volume or _derived_daily_volume(sym, spec.price))
+        )
         day_total = daily * math.exp(
             _DAY_VOLUME_SD * float(rng.standard_normal()) - 0.5 * _DAY_VOLUME_SD**2
         )
@@ -476,8 +548,15 @@ class MarketModel:
             prev = float(path.px[step - 1]) if step > 0 else last
             day_volume = int(path.vol[:step].sum(dtype=np.int64))
         last_c = round(last * 100)
+        spec = self.spec(sym)
+        if spec.sec_type == "IND":
+            # An index is a calculated value: IB sends its last price with no bid, ask or sizes.
+            return Quote(0.0, 0.0, last, 0, 0, 0, t.astimezone(UTC))
         if sym in BIG_ETFS:
             spread_c = 1
+        elif sym in LISTED:
+            # The most traded names are a penny wide; the four-digit ones a couple of cents.
+            spread_c = max(1, round(last * 0.00002 * 100))
         else:
             spread_c = max(1, round(last * 0.0002 * 100))
         if spread_c == 1:
@@ -605,52 +684,126 @@ class MarketModel:
     # ----------------------------------------------------------------- options
 
     def option_chain(self, symbol: str, t: datetime) -> OptionChain:
+        """A stock's (or ETF's) one option chain at `t`; see option_chains."""
+        chains = self.option_chains(symbol, t)
+        if not chains:
+            raise ValueError(f"{symbol} lists no options")
+        return chains[0]
+
+    def option_chains(self, symbol: str, t: datetime) -> tuple[OptionChain, ...]:
+        """The listed options at `t`, one chain per trading class (an index may have several,
+        SPX and SPXW; VIX, NDX and RUT options are not listed here).
+
+        Expiries by the symbol's chain style, strikes per expiry.
+
+        Shaped after what IB's reqSecDefOptParams shows for SPY and a large stock (checked against
+        CBOE's listing rules as summarised in the README): dailies for SPY/QQQ/IWM, Friday weeklies
+        for about six weeks, monthlies (third Friday), quarterlies (the last session of the
+        quarter, daily-expiry ETFs) and January LEAPS. Each expiry lists strikes over a range that
+        widens with time to expiry; near the money at the base spacing, further out coarser.
+        """
         sym = _norm_symbol(symbol)
         spec = self.spec(sym)
+        if spec.sec_type == "IND":
+            classes = INDEX_OPTION_CLASSES.get(sym, ())
+        else:
+            classes = ((sym, spec.chain_style),)
+        if not classes:
+            return ()
         ts = _epoch(t)
         cal = self._cal
         k0 = int(np.searchsorted(cal.closes, ts, side="right"))
         if k0 >= len(cal.closes):
             raise ValueError(f"{t!r} is past the simulated calendar (ends {CALENDAR_END})")
-        d0 = cal.dates[k0]
-        horizon = d0 + timedelta(days=35)
-        expiries: set[date] = set()
-        if sym in BIG_ETFS:
-            k = k0
-            while k < len(cal.dates) and cal.dates[k] < horizon:
-                if cal.dates[k].weekday() in (0, 2, 4):
-                    expiries.add(cal.dates[k])
-                k += 1
-        else:
-            friday = d0 + timedelta(days=(4 - d0.weekday()) % 7)
-            while friday < horizon:
-                adjusted = self._session_on_or_before(friday)
-                if adjusted is not None and adjusted >= d0:
-                    expiries.add(adjusted)
-                friday += timedelta(days=7)
-        # Monthlies: this month's if still ahead, and the three calendar months after it.
-        for ahead in range(4):
-            year, month = divmod(d0.year * 12 + d0.month - 1 + ahead, 12)
-            adjusted = self._session_on_or_before(_third_friday(year, month + 1))
-            if adjusted is not None and adjusted >= d0:
-                expiries.add(adjusted)
-
         # Strikes center on the session's open while it trades and on the frozen close while closed, so
         # the chain never changes within either, and never peeks at the next session's gap.
         if self._live_session(ts) == k0:
             center = float(self._chain(sym).open_px[k0])
         else:
             center = self.last_price(sym, t)
-        step = spec.strike_step
-        lo = math.ceil(round(center * 0.85 / step, 9))
-        hi = math.floor(round(center * 1.15 / step, 9))
-        strikes = tuple(round(i * step, 6) for i in range(lo, hi + 1))
-        return OptionChain(
-            trading_class=sym,
-            multiplier="100",
-            expirations=tuple(d.strftime("%Y%m%d") for d in sorted(expiries)),
-            strikes=strikes,
-        )
+        key = (sym, k0, center)
+        cached = self._option_chains.get(key)
+        if cached is not None:
+            return cached
+        d0 = cal.dates[k0]
+        chains = []
+        for trading_class, style in classes:
+            per_expiry = []
+            union: set[float] = set()
+            for d in sorted(self._expiries(style, k0)):
+                strikes = _expiry_strikes(spec, center, max((d - d0).days, 1) / 365.0)
+                per_expiry.append((d.strftime("%Y%m%d"), strikes))
+                union.update(strikes)
+            chains.append(
+                OptionChain(
+                    trading_class=trading_class,
+                    multiplier="100",
+                    expirations=tuple(e for e, _ in per_expiry),
+                    strikes=tuple(sorted(union)),
+                    expiry_strikes=tuple(per_expiry),
+                )
+            )
+        with self._lock:
+            if len(self._option_chains) > 256:
+                self._option_chains.clear()
+            return self._option_chains.setdefault(key, tuple(chains))
+
+    def _expiries(self, style: str, k0: int) -> set[date]:
+        cal = self._cal
+        d0 = cal.dates[k0]
+        out: set[date] = set()
+
+        def add(d: date) -> None:
+            adjusted = self._session_on_or_before(d)
+            if adjusted is not None and adjusted >= d0:
+                out.add(adjusted)
+
+        if style == "index_monthly":
+            # AM-settled monthlies for a year, December LEAPS for three more. They settle on the
+            # expiry day's opening prints, so that day they are no longer listed.
+            for ahead in range(13):
+                year, month = divmod(d0.year * 12 + d0.month - 1 + ahead, 12)
+                add(_third_friday(year, month + 1))
+            for dy in range(1, 4):
+                add(_third_friday(d0.year + dy, 12))
+            out.discard(d0)
+            return out
+        if style == "daily":
+            # Every session for five weeks (SPY, QQQ and IWM list Monday-to-Friday expiries).
+            k = k0
+            while k < len(cal.dates) and cal.dates[k] < d0 + timedelta(days=35):
+                out.add(cal.dates[k])
+                k += 1
+        weeks = {"daily": 8, "weekly": 8}.get(style, 5)
+        friday = d0 + timedelta(days=(4 - d0.weekday()) % 7)
+        for _ in range(weeks):
+            add(friday)
+            friday += timedelta(days=7)
+        months = {"daily": 12, "weekly": 6}.get(style, 4)
+        for ahead in range(months):
+            year, month = divmod(d0.year * 12 + d0.month - 1 + ahead, 12)
+            add(_third_friday(year, month + 1))
+        if style != "monthly":
+            # The quarterly cycle's months out to a year.
+            for ahead in range(months, 13):
+                year, month = divmod(d0.year * 12 + d0.month - 1 + ahead, 12)
+                if (month + 1) % 3 == 0:
+                    add(_third_friday(year, month + 1))
+            # LEAPS: January (and June) of the next two years, three for the daily-expiry ETFs.
+            for dy in range(1, 4 if style == "daily" else 3):
+                add(_third_friday(d0.year + dy, 1))
+                if style == "weekly":
+                    add(_third_friday(d0.year + dy, 6))
+        if style == "daily":
+            # Quarterlies: the last session of each quarter for a year, and December LEAPS.
+            for ahead in range(0, 13):
+                year, month = divmod(d0.year * 12 + d0.month - 1 + ahead, 12)
+                if (month + 1) % 3 == 0:
+                    last = date(year, month + 1, 1) + timedelta(days=31)
+                    add(last.replace(day=1) - timedelta(days=1))
+            for dy in range(1, 3):
+                add(_third_friday(d0.year + dy, 12))
+        return out
 
     def _session_on_or_before(self, d: date) -> date | None:
         i = int(np.searchsorted(self._cal.ordinals, d.toordinal(), side="right")) - 1
@@ -679,22 +832,15 @@ class MarketModel:
         spot = self.last_price(sym, _utc(eval_ts))
         t_years = (exp_ts - eval_ts) / _SECONDS_PER_YEAR_CAL
         moneyness = math.log(strike / spot)
-        iv = spec.vol * (1.0 + 0.8 * abs(moneyness))
-        if r == "P":
-            # Downside skew: OTM puts carry a little extra vol.
-            iv += 0.1 * max(0.0, -moneyness)
+        # Smile plus downside skew by strike, the same for the call and the put, so put-call
+        # parity holds within the spreads as it does in a real (arbitraged) market.
+        iv = spec.vol * (1.0 + 0.8 * abs(moneyness)) + 0.1 * max(0.0, -moneyness)
         model = black_scholes(spot, strike, t_years, iv, RATE, r)
         g = greeks(spot, strike, t_years, iv, RATE, r)
 
-        # Wider percentage spreads the further out of the money.
-        spread = max(option_tick(sym, model), (0.03 + 0.4 * abs(moneyness)) * model)
-        bid_raw = model - spread / 2.0
-        ask_raw = model + spread / 2.0
-        bid = round_to_tick(bid_raw, option_tick(sym, bid_raw), "down") if bid_raw > 0 else 0.0
-        bid = max(bid, 0.0)
-        ask = round_to_tick(ask_raw, option_tick(sym, ask_raw), "up")
-        min_ask = round(bid + option_tick(sym, bid), 2)
-        ask = max(ask, min_ask)
+        bid, ask = _option_market(
+            spec, model, moneyness, iv * math.sqrt(max(t_years, 0.0)), t_years
+        )
         mid = 0.5 * (bid + ask)
         last = round_to_tick(mid, option_tick(sym, mid), "nearest")
 
@@ -752,10 +898,16 @@ class MarketModel:
         total = atm * side * math.exp(-0.5 * (moneyness / width) ** 2) * math.exp(0.3 * z - 0.045)
         return int(total * _u_cumulative(frac))
 
-    def option_con_id(self, symbol: str, expiry: str, strike: float, right: str) -> int:
-        """Stable contract id for an option, independent of the seed."""
+    def option_con_id(
+        self, symbol: str, expiry: str, strike: float, right: str, trading_class: str = ""
+    ) -> int:
+        """Stable contract id for an option, independent of the seed. The trading class tells
+        apart SPX and SPXW options of one expiry and strike (a stock's class is its symbol)."""
         r = normalize_right(right)
-        key = f"{_norm_symbol(symbol)}|{expiry}|{float(strike):.4f}|{r}"
+        sym = _norm_symbol(symbol)
+        cls = _norm_symbol(trading_class) if trading_class else sym
+        root = sym if cls == sym else f"{sym}/{cls}"
+        key = f"{root}|{expiry}|{float(strike):.4f}|{r}"
         return 1_000_000_000 + _crc(key) % 1_000_000_000
 
 
@@ -769,6 +921,47 @@ def _ar1(impulses: np.ndarray, keep: float, y0: float) -> np.ndarray:
         dtype=np.float64,
         count=len(impulses),
     )
+
+
+def _option_market(
+    spec: SymbolSpec, model: float, moneyness: float, sd: float, t_years: float
+) -> tuple[float, float]:
+    """Bid and ask around the model price: a whole number of ticks wide, the width growing with the
+    premium, with the distance from the money in standard deviations, and for LEAPS."""
+    sym = spec.symbol
+    base, share = _SPREAD_TIERS.get(spec.option_tier, _SPREAD_TIERS["thin"])
+    away = min(abs(moneyness) / sd, 6.0) if sd > 1e-9 else 6.0
+    width = (base + share * model) * (1.0 + _SPREAD_PER_SD * away)
+    width *= 1.0 + _SPREAD_PER_YEAR * max(0.0, t_years - 1.0)
+    tick = option_tick(sym, model)
+    n = max(1, round(width / tick))
+    # Both sides move by the same rounding, so the market is exactly n ticks wide within a band.
+    bid_raw = model - n * tick / 2.0
+    bid = round_to_tick(bid_raw, option_tick(sym, bid_raw), "nearest") if bid_raw > 0 else 0.0
+    ask_raw = model + n * tick / 2.0
+    ask = round_to_tick(ask_raw, option_tick(sym, ask_raw), "nearest")
+    ask = max(ask, round(bid + option_tick(sym, bid), 2))
+    return max(bid, 0.0), ask
+
+
+def _expiry_strikes(spec: SymbolSpec, center: float, t_years: float) -> tuple[float, ...]:
+    """One expiry's strikes: base spacing near the money, coarser further out, a range growing with
+    time (a front week spans about +-8%; a two-year LEAPS from under half to twice the price)."""
+    sd = spec.vol * math.sqrt(t_years)
+    reach = min(max(0.08, 4.0 * sd), 1.0)
+    lo_px, hi_px = center * math.exp(-reach), min(center * math.exp(reach), 2.0 * center)
+    base = spec.strike_step
+    coarse = base * (5.0 if base <= 1.0 else 2.0)
+    # LEAPS list only the coarse grid.
+    near = coarse if t_years > 1.0 else base
+    inner = max(0.08, 1.5 * sd)
+    in_lo, in_hi = center * math.exp(-inner), center * math.exp(inner)
+    out = set()
+    for step, lo, hi in ((coarse, lo_px, hi_px), (near, in_lo, in_hi)):
+        i0 = math.ceil(round(max(lo, step) / step, 9))
+        i1 = math.floor(round(hi / step, 9))
+        out.update(round(i * step, 6) for i in range(i0, i1 + 1))
+    return tuple(sorted(out))
 
 
 def _third_friday(year: int, month: int) -> date:

@@ -8,8 +8,14 @@ from typing import Literal
 
 from scipy.special import ndtr
 
+from sim.listed import LISTED
+
 # Penny-pilot ETFs quote options in pennies at every price.
 PENNY_EVERYWHERE = frozenset({"SPY", "QQQ", "IWM"})
+# The Penny Interval Program (Cboe, "Penny Interval Program" classes, reviewed twice a year) covers
+# every listed name in sim/listed.py: $0.01 under $3, $0.05 from $3. Classes outside it quote
+# $0.05 under $3 and $0.10 from $3 (Cboe Rule 5.4, minimum increments for options).
+PENNY_PROGRAM = frozenset(s for s, e in LISTED.items() if e.kind != "IND")
 
 RoundMode = Literal["down", "up", "nearest"]
 
@@ -109,9 +115,12 @@ def greeks(
 
 def option_tick(symbol: str, price: float) -> float:
     """Minimum option price increment for `symbol` at `price`."""
-    if symbol.strip().upper() in PENNY_EVERYWHERE:
+    sym = symbol.strip().upper()
+    if sym in PENNY_EVERYWHERE:
         return 0.01
-    return 0.01 if price < 3.0 else 0.05
+    if sym in PENNY_PROGRAM:
+        return 0.01 if price < 3.0 else 0.05
+    return 0.05 if price < 3.0 else 0.10
 
 
 def _tick_decimals(tick: float) -> int:

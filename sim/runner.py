@@ -16,6 +16,7 @@ from typing import Any
 
 from sim.config import PacingOptions, SimOptions
 from sim.faults import FaultInjector, Scenario, ScenarioError, describe_kinds
+from sim.latency import PROFILES, LatencyOptions
 from sim.market import MarketModel
 from sim.pacing import Monotonic
 from sim.protocol import EASTERN
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-pacing", action="store_true", help="do not enforce IB's pacing rules and limits"
     )
+    p.add_argument(
+        "--latency",
+        choices=sorted(PROFILES),
+        default=None,
+        help="how long answers take: instant (default) or realistic, like a real Gateway",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -215,6 +222,8 @@ def build_options(args: argparse.Namespace) -> SimOptions:
         options = replace(options, **{k: v for k, v in explicit.items() if v is not None})
     if args.no_pacing:
         options = replace(options, pacing=PacingOptions.off())
+    if args.latency:
+        options = replace(options, latency=LatencyOptions(profile=args.latency))
     return options
 
 

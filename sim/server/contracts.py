@@ -9,6 +9,8 @@ import zlib
 from datetime import date, datetime, time, timedelta
 
 from sim import protocol as P
+from sim.listed import LISTED
+from sim.market import OptionChain
 from sim.orders import SimContract
 from sim.pricing import normalize_right, option_tick
 from sim.server.core import ServerCore
@@ -33,6 +35,9 @@ MARKET_RULES: dict[int, tuple[tuple[float, float], ...]] = {
     RULE_OPT_PENNY_NICKEL: ((0.0, 0.01), (3.0, 0.05)),
     RULE_OPT_NICKEL_DIME: ((0.0, 0.05), (3.0, 0.10)),
 }
+
+# Option trading classes whose OCC root is not their underlying's symbol.
+CLASS_UNDERLYING = {"SPXW": "SPX"}
 
 STOCK_EXCHANGES = (
     "SMART",
@@ -146,13 +151,18 @@ class ContractsMixin(ServerCore):
     _contracts: dict[int, SimContract]
     # tradingHours/liquidHours for the week ahead, for the one New York date computed last.
     _hours_cache: dict[date, tuple[str, str, str]]
+    # (symbol, trading class) -> (the chain it was built from, conId -> (expiry, strike, right)).
+    _option_id_index: dict[tuple[str, str], tuple[OptionChain, dict[int, tuple[str, float, str]]]]
 
     def _init_contracts(self) -> None:
         self._contracts = {}
         self._hours_cache = {}
+        self._option_id_index = {}
 
     def stock_contract(self, symbol: str, exchange: str = "SMART") -> SimContract:
         spec = self.market.spec(symbol)
+        if spec.sec_type == "IND":
+            return self._index_contract(symbol)
         c = SimContract(
             con_id=spec.con_id,
             symbol=spec.symbol,
@@ -177,7 +187,7 @@ class ContractsMixin(ServerCore):
         multiplier: str,
         exchange: str = "SMART",
     ) -> SimContract:
-        con_id = self._option_con_id(symbol, expiry, strike, right)
+        con_id = self._option_con_id(symbol, expiry, strike, right, trading_class)
         c = SimContract(
             con_id=con_id,
             symbol=symbol,
@@ -189,7 +199,8 @@ class ContractsMixin(ServerCore):
             exchange=exchange or "SMART",
             primary_exchange="",
             currency="USD",
-            local_symbol=P.occ_local_symbol(symbol, expiry, float(strike), right),
+            # The OCC root is the trading class: SPXW options are "SPXW  261120C06800000".
+            local_symbol=P.occ_local_symbol(trading_class or symbol, expiry, float(strike), right),
             trading_class=trading_class,
         )
         known = self._contracts.setdefault(con_id, with_exchange(c, "SMART"))
@@ -198,31 +209,74 @@ class ContractsMixin(ServerCore):
             log.error("conId %d clash: %s and %s", con_id, known.local_symbol, c.local_symbol)
         return c
 
-    def _option_con_id(self, symbol: str, expiry: str, strike: float, right: str) -> int:
-        return self.market.option_con_id(symbol, expiry, strike, right)
+    def _index_contract(self, symbol: str) -> SimContract:
+        """An index as IB describes it: secType IND on its listing exchange (CBOE for SPX, VIX)."""
+        spec = self.market.spec(symbol)
+        c = SimContract(
+            con_id=spec.con_id,
+            symbol=spec.symbol,
+            sec_type="IND",
+            exchange=spec.primary_exchange,
+            primary_exchange="",
+            currency="USD",
+            local_symbol=spec.symbol,
+            trading_class=spec.symbol,
+        )
+        self._contracts.setdefault(c.con_id, c)
+        return c
+
+    def _option_con_id(
+        self, symbol: str, expiry: str, strike: float, right: str, trading_class: str = ""
+    ) -> int:
+        return self.market.option_con_id(symbol, expiry, strike, right, trading_class)
+
+    def _chains(self, symbol: str, now: datetime) -> tuple[OptionChain, ...]:
+        try:
+            return self.market.option_chains(symbol, now)
+        except ValueError:
+            return ()
 
     def _known_symbol(self, symbol: str) -> bool:
-        return symbol in self.symbols
+        # The configured symbols plus the listed universe (sim/listed.py): a real Gateway resolves
+        # any listed name, not only the ones a client was configured to trade.
+        return symbol in self.symbols or symbol in LISTED
 
     def contract_by_con_id(self, con_id: int, now: datetime) -> SimContract | None:
         c = self._contracts.get(con_id)
         if c is not None:
             return c
-        for sym in self.symbols:
+        for sym in (*self.symbols, *LISTED):
             spec = self.market.spec(sym)
             if spec.con_id == con_id:
                 return self.stock_contract(sym)
-        # Not seen yet: search today's chains, which is where a client could have found it.
+        # Not seen yet: search today's chains of the configured symbols, which is where a client
+        # could have found it (a listed name's options are found once handed out).
         for sym in self.symbols:
-            chain = self.market.option_chain(sym, now)
-            for expiry in chain.expirations:
-                for strike in chain.strikes:
-                    for right in ("C", "P"):
-                        if self._option_con_id(sym, expiry, strike, right) == con_id:
-                            return self.option_contract(
-                                sym, expiry, strike, right, chain.trading_class, chain.multiplier
-                            )
+            for chain in self._chains(sym, now):
+                found = self._option_ids(sym, chain).get(con_id)
+                if found is not None:
+                    expiry, strike, right = found
+                    return self.option_contract(
+                        sym, expiry, strike, right, chain.trading_class, chain.multiplier
+                    )
         return None
+
+    def _option_ids(self, sym: str, chain: OptionChain) -> dict[int, tuple[str, float, str]]:
+        """conId -> (expiry, strike, right) over a chain; built once per chain (a SPY chain is
+        some 18,000 contracts, too many to hash on every lookup of an unknown conId)."""
+        key = (sym, chain.trading_class)
+        cached = self._option_id_index.get(key)
+        if cached is not None and cached[0] is chain:
+            return cached[1]
+        cls = chain.trading_class
+        index = {
+            self._option_con_id(sym, expiry, strike, right, cls): (expiry, strike, right)
+            for expiry in chain.expirations
+            for strike in chain.strikes_for(expiry)
+            for right in ("C", "P")
+        }
+        self._option_id_index[key] = (chain, index)
+        return index
 
     def resolve(self, req: P.ContractRequest, now: datetime) -> list[SimContract]:
         """All contracts matching a request's contract fields, as IB's contract lookup would."""
@@ -236,10 +290,15 @@ class ContractsMixin(ServerCore):
             return []
         if sec_type == "OPT" or (not sec_type and (req.right or req.strike)):
             return self._resolve_options(req, now)
-        if sec_type not in ("", "STK"):
+        if sec_type not in ("", "STK", "IND"):
             return []
         symbol = req.symbol or req.local_symbol.strip().upper()
         if not self._known_symbol(symbol):
+            return []
+        # An index asked for as a stock, or a stock as an index: IB answers 200 for both.
+        if self.market.spec(symbol).sec_type == "IND":
+            return self._resolve_index(req, symbol) if sec_type in ("", "IND") else []
+        if sec_type == "IND":
             return []
         if req.local_symbol and req.local_symbol.strip().upper() != symbol:
             return []
@@ -260,6 +319,14 @@ class ContractsMixin(ServerCore):
             return []
         return [self.stock_contract(symbol, exch or "SMART")]
 
+    def _resolve_index(self, req: P.ContractRequest, symbol: str) -> list[SimContract]:
+        spec = self.market.spec(symbol)
+        if req.local_symbol and req.local_symbol.strip().upper() != symbol:
+            return []
+        if req.exchange and req.exchange not in (spec.primary_exchange, "SMART"):
+            return []
+        return [self._index_contract(symbol)]
+
     def _resolve_one(
         self, s: ClientSession, req_id: int, req: P.ContractRequest, now: datetime
     ) -> SimContract | None:
@@ -272,48 +339,27 @@ class ContractsMixin(ServerCore):
 
     def _resolve_options(self, req: P.ContractRequest, now: datetime) -> list[SimContract]:
         symbol, expiry, strike, right = req.symbol, req.expiry, req.strike, req.right
+        trading_class = req.trading_class
         if req.local_symbol:
             occ = P.parse_occ_local_symbol(req.local_symbol)
             if occ is None:
                 return []
             o_sym, o_exp, o_strike, o_right = occ
-            if symbol and symbol != o_sym:
+            # The OCC root is the trading class: SPXW's underlying is SPX.
+            o_under = CLASS_UNDERLYING.get(o_sym, o_sym)
+            if (symbol and symbol != o_under) or (trading_class and trading_class != o_sym):
                 return []
             symbol, expiry, strike, right = (
-                o_sym,
+                o_under,
                 expiry or o_exp,
                 strike or o_strike,
                 right or o_right,
             )
+            trading_class = o_sym
         if not self._known_symbol(symbol):
             return []
         if req.exchange and req.exchange not in OPTION_EXCHANGES:
             return []
-        try:
-            chain = self.market.option_chain(symbol, now)
-        except ValueError:
-            return []
-        if req.trading_class and req.trading_class != chain.trading_class:
-            return []
-        if req.multiplier:
-            try:
-                if float(req.multiplier) != float(chain.multiplier):
-                    return []
-            except ValueError:
-                return []
-        if expiry:
-            if len(expiry) == 8:
-                expiries = [expiry] if expiry in chain.expirations else []
-            elif len(expiry) == 6:
-                expiries = [e for e in chain.expirations if e.startswith(expiry)]
-            else:
-                return []
-        else:
-            expiries = list(chain.expirations)
-        if strike and strike > 0:
-            strikes = [s for s in chain.strikes if abs(s - strike) < 1e-6]
-        else:
-            strikes = list(chain.strikes)
         if right:
             try:
                 rights = [normalize_right(right)]
@@ -321,14 +367,31 @@ class ContractsMixin(ServerCore):
                 return []
         else:
             rights = ["C", "P"]
-        return [
-            self.option_contract(
-                symbol, e, s, r, chain.trading_class, chain.multiplier, req.exchange or "SMART"
-            )
-            for e in expiries
-            for s in strikes
-            for r in rights
-        ]
+        if expiry and len(expiry) not in (6, 8):
+            return []
+        found: list[SimContract] = []
+        for chain in self._chains(symbol, now):
+            if trading_class and trading_class != chain.trading_class:
+                continue
+            if req.multiplier:
+                try:
+                    if float(req.multiplier) != float(chain.multiplier):
+                        continue
+                except ValueError:
+                    return []
+            expiries = [e for e in chain.expirations if not expiry or e.startswith(expiry)]
+            # Only listed (expiry, strike) pairs: a strike from the union that this expiry does
+            # not list is "No security definition", as IB answers it.
+            found += [
+                self.option_contract(
+                    symbol, e, s, r, chain.trading_class, chain.multiplier, req.exchange or "SMART"
+                )
+                for e in expiries
+                for s in chain.strikes_for(e)
+                if not (strike and strike > 0) or abs(s - strike) < 1e-6
+                for r in rights
+            ]
+        return found
 
     def _trading_hours(self, now: datetime) -> tuple[str, str, str]:
         """(tradingHours, liquidHours, optionHours) for the coming week in IB's format."""
@@ -364,7 +427,32 @@ class ContractsMixin(ServerCore):
 
     def _details(self, c: SimContract, now: datetime) -> P.ContractDetailsData:
         trading, liquid, option_hours = self._trading_hours(now)
-        long_name, stock_type = LONG_NAMES.get(c.symbol, (f"{c.symbol} SIMULATED INC", "COMMON"))
+        spec = self.market.spec(c.symbol)
+        long_name, stock_type = LONG_NAMES.get(
+            c.symbol, (spec.long_name or f"{c.symbol} SIMULATED INC", spec.kind)
+        )
+        if c.sec_type == "IND":
+            return P.ContractDetailsData(
+                market_name=c.symbol,
+                min_tick=0.01,
+                order_types="",
+                valid_exchanges=c.exchange,
+                under_con_id=0,
+                long_name=long_name,
+                contract_month="",
+                industry="Indices",
+                category="Broad Range Equity Index",
+                subcategory="*",
+                time_zone_id="US/Central",
+                trading_hours=trading,
+                liquid_hours=liquid,
+                agg_group=2147483647,
+                under_symbol="",
+                under_sec_type="",
+                market_rule_ids=str(RULE_STOCK),
+                real_expiration_date="",
+                stock_type="",
+            )
         if c.is_option:
             rule = self._option_rule(c.symbol)
             return P.ContractDetailsData(
@@ -383,7 +471,7 @@ class ContractsMixin(ServerCore):
                 liquid_hours=liquid,
                 agg_group=2,
                 under_symbol=c.symbol,
-                under_sec_type="STK",
+                under_sec_type=spec.sec_type,
                 market_rule_ids=",".join([str(rule)] * len(OPTION_EXCHANGES)),
                 real_expiration_date=c.expiry,
                 stock_type="",
@@ -439,28 +527,34 @@ class ContractsMixin(ServerCore):
         con_id = r.int()
         now = self.clock.now()
         under = self.contract_by_con_id(con_id, now) if con_id else None
-        if under is not None and under.sec_type == "STK":
+        if under is not None and under.sec_type in ("STK", "IND"):
             symbol = under.symbol
-        if not self._known_symbol(symbol) or sec_type not in ("", "STK"):
+        known = self._known_symbol(symbol)
+        spec_type = self.market.spec(symbol).sec_type if known else ""
+        chains = self._chains(symbol, now) if known and sec_type in ("", spec_type) else ()
+        if not chains:
+            # Unknown, asked for as the wrong secType, or without listed options (VIX, NDX, RUT
+            # here): 200, as for their contract details.
             s.send_error(req_id, 200, ERR_NO_SECURITY)
             return
-        chain = self.market.option_chain(symbol, now)
         under_con_id = self.market.spec(symbol).con_id
         msgs = []
-        for exch in ("SMART", "CBOE"):
-            if exchange and exchange != exch:
-                continue
-            msgs.append(
-                P.msg_sec_def_opt_params(
-                    req_id,
-                    exch,
-                    under_con_id,
-                    chain.trading_class,
-                    chain.multiplier,
-                    chain.expirations,
-                    chain.strikes,
+        # One row per exchange and trading class, each with the union of its expiries' strikes.
+        for chain in chains:
+            for exch in ("SMART", "CBOE"):
+                if exchange and exchange != exch:
+                    continue
+                msgs.append(
+                    P.msg_sec_def_opt_params(
+                        req_id,
+                        exch,
+                        under_con_id,
+                        chain.trading_class,
+                        chain.multiplier,
+                        chain.expirations,
+                        chain.strikes,
+                    )
                 )
-            )
         msgs.append(P.msg_sec_def_opt_params_end(req_id))
         s.send_many(msgs)
 

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from sim.clock import Clock
     from sim.config import SimOptions
     from sim.faults import FaultInjector
+    from sim.latency import Latency
     from sim.market import MarketModel
     from sim.orders import OrderBook
     from sim.pacing import Monotonic, Pacing
@@ -30,6 +31,7 @@ class ServerCore:
     book: OrderBook
     pacing: Pacing
     faults: FaultInjector
+    latency: Latency
     stats: dict[str, Any]
     # Sessions past the handshake, and those past startApi by client id.
     sessions: set[ClientSession]

@@ -138,6 +138,8 @@ class DispatchMixin(ServerCore):
             self.stats["unknown_requests"] += 1
             log.info("%r: unhandled message id %d ignored", session, msg_id)
             return
+        if self._hold_for_latency(session, msg_id, fields):
+            return
         self._run_handler(session, msg_id, handler, fields)
 
     def _run_handler(

@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sim.faults import FARM_RECOVERY, FARM_TEXTS, QUOTE_FAULTS, Fault
+from sim.faults import FARM_NAMES, FARM_RECOVERY, FARM_TEXTS, QUOTE_FAULTS, Fault
 from sim.market import SimBar
 from sim.orders import Quote, SimContract, SimOrder
 from sim.server.core import ServerCore
@@ -51,12 +51,25 @@ class FaultsMixin(ServerCore):
     # client id -> monotonic time its session closed (client_id_in_use quick_reconnect);
     # a restart forgets it, as a fresh Gateway would.
     _last_closed: dict[int, float]
+    # The reauth_required window in progress: connections are closed on accept until it ends.
+    _login_wall: Fault | None
+    # server_reset faults in progress -> the phase each is in (even: down, odd: up again).
+    _reset_phase: dict[Fault, int]
+    # A gateway_restart with lost_seconds: (monotonic time of the drop, down_seconds, its outage).
+    _pending_restart: tuple[float, float, Fault] | None
 
     def _init_faults(self) -> None:
         self._outages = []
         self._broken_farms = {}
         self._refuse_until = -math.inf
         self._last_closed = {}
+        self._login_wall = None
+        self._reset_phase = {}
+        self._pending_restart = None
+
+    def _refusing(self) -> bool:
+        """Whether a new connection is closed on accept (restarting, or waiting for a login)."""
+        return self.monotonic() < self._refuse_until or self._login_wall is not None
 
     def _remember_close(self, client_id: int) -> None:
         """A client closed its session: a quick_reconnect client_id_in_use fault counts from now."""
@@ -82,6 +95,12 @@ class FaultsMixin(ServerCore):
         return now
 
     def _poll_faults(self, now: datetime) -> None:
+        if self._pending_restart is not None and self.monotonic() >= self._pending_restart[0]:
+            _, down, outage = self._pending_restart
+            self._pending_restart = None
+            if outage in self._outages:
+                self._outages.remove(outage)
+            self._restart(down)
         started, ended = self.faults.poll(now)
         for f in started:
             try:
@@ -93,6 +112,11 @@ class FaultsMixin(ServerCore):
                 self._end_fault(f, now)
             except Exception:
                 log.exception("fault %s failed to end", f.label)
+        for f in list(self._reset_phase):
+            try:
+                self._flap(f, now)
+            except Exception:
+                log.exception("fault %s failed to flap", f.label)
 
     def _targets(self, f: Fault) -> list[ClientSession]:
         return [
@@ -111,7 +135,24 @@ class FaultsMixin(ServerCore):
                 self.stats["dropped_connections"] += 1
                 s.close()
         elif kind == "gateway_restart":
-            self._restart(f["down_seconds"])
+            if f["lost_seconds"] > 0:
+                # The Gateway logs out of IB's servers first: 1100 and no data, then the drop.
+                self._outages.append(f)
+                for s in self._targets(f):
+                    s.send_error(-1, 1100, MSG_CONNECTIVITY_LOST)
+                due = self.monotonic() + f["lost_seconds"]
+                self._pending_restart = (due, f["down_seconds"], f)
+            else:
+                self._restart(f["down_seconds"])
+        elif kind == "reauth_required":
+            self.faults.hit(f)
+            log.warning("Gateway waits for its weekly login: dropping every client")
+            self._login_wall = f
+            self._restart(0.0)
+        elif kind == "server_reset":
+            self.faults.hit(f)
+            self._reset_phase[f] = 0
+            self._reset_down(f)
         elif kind == "clock_jump":
             self.clock.jump(f["by"])
             self.stats["clock_jumps"] += 1
@@ -132,6 +173,15 @@ class FaultsMixin(ServerCore):
 
     def _end_fault(self, f: Fault, now: datetime) -> None:
         log.info("fault %s ends at %s", f.label, now.isoformat())
+        if f.kind == "reauth_required":
+            if self._login_wall is f:
+                self._login_wall = None
+            return
+        if f.kind == "server_reset":
+            phase = self._reset_phase.pop(f, None)
+            if phase is not None and phase % 2 == 0:
+                self._reset_up(f)
+            return
         if f.kind == "connectivity_lost":
             if f in self._outages:
                 self._outages.remove(f)
@@ -160,6 +210,53 @@ class FaultsMixin(ServerCore):
             if ok == code and self._broken_farms.pop(broken, None) is not None:
                 self._release_where(lambda h, why=f"farm:{broken}": h.reason == why)
 
+    def _flap(self, f: Fault, now: datetime) -> None:
+        """Move an active server_reset to the phase `now` is in: 2*flaps-1 equal slices of its
+        window, down in the even ones and up in the odd ones (the end brings it up for good)."""
+        started, ends = self.faults.started_at(f), self.faults.ends_at(f)
+        phases = 2 * f["flaps"] - 1
+        if started is None or ends is None or ends <= started:
+            return  # open-ended: down until it ends
+        end = (ends - started).total_seconds()
+        phase = min(phases - 1, int((now - started).total_seconds() / (end / phases)))
+        while self._reset_phase.get(f, phase) < phase:
+            self._reset_phase[f] += 1
+            if self._reset_phase[f] % 2 == 0:
+                self._reset_down(f)
+            else:
+                self._reset_up(f)
+
+    def _reset_down(self, f: Fault) -> None:
+        if f["style"] == "connectivity":
+            if f not in self._outages:
+                self._outages.append(f)
+            for s in self._targets(f):
+                s.send_error(-1, 1100, MSG_CONNECTIVITY_LOST)
+            return
+        for code in (2103, 2105):
+            self._broken_farms[code] = f
+            text = FARM_TEXTS[code].format(farm=FARM_NAMES[code])
+            for s in self._targets(f):
+                s.send_error(-1, code, text)
+
+    def _reset_up(self, f: Fault) -> None:
+        if f["style"] == "connectivity":
+            if f in self._outages:
+                self._outages.remove(f)
+            for s in self._targets(f):
+                s.send_error(-1, 1102, MSG_RESTORED_DATA_KEPT)
+            if not self._outages:
+                self._release_where(lambda h: h.reason == "outage")
+            return
+        for code in (2103, 2105):
+            if self._broken_farms.get(code) is f:
+                del self._broken_farms[code]
+                ok = FARM_RECOVERY[code]
+                text = FARM_TEXTS[ok].format(farm=FARM_NAMES[ok])
+                for s in self._targets(f):
+                    s.send_error(-1, ok, text)
+                self._release_where(lambda h, why=f"farm:{code}": h.reason == why)
+
     def _restart(self, down_seconds: float) -> None:
         log.warning("Gateway restart: dropping every client, down for %.1fs", down_seconds)
         for s in list(self.sessions):
@@ -171,6 +268,7 @@ class FaultsMixin(ServerCore):
         self._last_closed.clear()
         self._outages.clear()
         self._broken_farms.clear()
+        self._reset_phase.clear()
         self._refuse_until = self.monotonic() + down_seconds
 
     def _racing_fill_price(self, order: SimOrder, quote: Quote | None) -> float | None:

@@ -26,7 +26,7 @@ from sim.pacing import (
     message_rate_text,
 )
 from sim.protocol import In, ProtocolError
-from sim.server.contracts import ERR_NO_SECURITY
+from sim.server.contracts import CLASS_UNDERLYING, ERR_NO_SECURITY
 from sim.server.core import ServerCore
 from sim.server.faults import fill_quantity
 from sim.server.history import parse_bar_size
@@ -64,7 +64,8 @@ class HeldRequest:
     req_id: int
     fields: list[str]
     # "stall" (never), "delay" (at release_at), "farm:<code>"/"outage" (when that ends),
-    # "queue" (a free slot under the open-request limit).
+    # "queue" (a free slot under the open-request limit), "latency" (the answer's own delay,
+    # at release_at).
     reason: str
     release_at: float | None = None
     symbol: str | None = None
@@ -81,16 +82,21 @@ class GatesMixin(ServerCore):
 
     # Historical and contract requests received but not answered yet, in arrival order.
     _held: list[HeldRequest]
+    # Messages answered but not sent yet (a snapshot's end): (monotonic due time, session, messages).
+    _deferred: list[tuple[float, ClientSession, list[Any]]]
 
     def _init_gates(self) -> None:
         self._held = []
+        self._deferred = []
 
     def _drop_held(self, session: ClientSession | None = None) -> None:
         """Forget the held requests of one closed session, or everyone's (a Gateway restart)."""
         if session is None:
             self._held.clear()
+            self._deferred.clear()
         else:
             self._held = [h for h in self._held if h.session is not session]
+            self._deferred = [d for d in self._deferred if d[1] is not session]
 
     def set_pacing(self, options: PacingOptions) -> None:
         """Change the pacing rules of a running simulator (windows and message counts start afresh)."""
@@ -121,7 +127,9 @@ class GatesMixin(ServerCore):
         return False
 
     def _lines_in_use(self) -> int:
-        return sum(len(s.mkt_subs) + len(s.rt_subs) for s in self.sessions if not s.closed)
+        open_lines = sum(len(s.mkt_subs) + len(s.rt_subs) for s in self.sessions if not s.closed)
+        # Lines accepted but still waiting for their first tick hold their line already.
+        return open_lines + sum(1 for h in self._held if h.reason == "latency" and _is_line(h))
 
     def _open_historical(self) -> int:
         subs = sum(len(s.hist_subs) for s in self.sessions if not s.closed)
@@ -167,7 +175,9 @@ class GatesMixin(ServerCore):
             return c.symbol
         if c.local_symbol:
             occ = P.parse_occ_local_symbol(c.local_symbol)
-            return occ[0] if occ else c.local_symbol.strip().upper()
+            if occ is None:
+                return c.local_symbol.strip().upper()
+            return CLASS_UNDERLYING.get(occ[0], occ[0])
         if c.con_id:
             known = self.contract_by_con_id(c.con_id, now)
             return known.symbol if known else None
@@ -398,13 +408,74 @@ class GatesMixin(ServerCore):
         for h in due:
             self._answer_held(h)
 
+    def _hold_for_latency(self, s: ClientSession, msg_id: int, fields: list[str]) -> bool:
+        """Hold a request for its kind's drawn latency; True when held (answered on release).
+
+        Order requests (place and cancel) of one session stay in arrival order: a cancel never
+        overtakes the order it cancels, and a fill never comes before the order's acknowledgement.
+        """
+        kind = LATENCY_OF.get(msg_id)
+        if kind is None or self.options.latency.instant:
+            return False
+        delay = self.latency.draw(kind)
+        if delay <= 0:
+            return False
+        release = self.monotonic() + delay
+        if kind == "order_ack":
+            for h in self._held:
+                if h.session is s and h.reason == "latency" and h.msg_id in ORDER_MSGS:
+                    release = max(release, h.release_at or release)
+        symbol = None
+        if msg_id == In.REQ_HISTORICAL_DATA:
+            symbol = self._request_symbol(s, msg_id, fields, self.clock.now())
+        self._held.append(
+            HeldRequest(s, _req_id(msg_id, fields), fields, "latency", release, symbol, msg_id)
+        )
+        return True
+
+    def _defer(self, s: ClientSession, delay: float, msgs: list[Any]) -> None:
+        """Send `msgs` to `s` after `delay` real seconds (at once when 0)."""
+        if delay <= 0:
+            s.send_many(msgs)
+            return
+        self._deferred.append((self.monotonic() + delay, s, msgs))
+
+    def _forget_held_mkt_data(self, s: ClientSession, req_id: int) -> None:
+        """A cancelMktData for a line or snapshot not answered yet: it will never be."""
+        self._held = [
+            h
+            for h in self._held
+            if not (h.session is s and h.req_id == req_id and h.msg_id == In.REQ_MKT_DATA)
+        ]
+
     def _release_held(self) -> None:
+        mono = self.monotonic()
+        if self._deferred:
+            due = [d for d in self._deferred if d[0] <= mono]
+            if due:
+                self._deferred = [d for d in self._deferred if d[0] > mono]
+                for _, s, msgs in due:
+                    s.send_many(msgs)
         if not self._held:
             return
-        mono = self.monotonic()
         self._release_where(
             lambda h: h.reason == "delay" and h.release_at is not None and h.release_at <= mono
         )
+        due = [
+            h
+            for h in self._held
+            if h.reason == "latency" and h.release_at is not None and h.release_at <= mono
+        ]
+        for h in due:
+            self._held.remove(h)
+            # What happened while it was on its way applies: a farm that broke, an outage.
+            if h.msg_id == In.REQ_HISTORICAL_DATA:
+                if self._hold_historical(h.session, h.req_id, h.fields, h.symbol):
+                    continue
+            elif h.msg_id in (In.REQ_CONTRACT_DATA, In.REQ_SEC_DEF_OPT_PARAMS):
+                if self._hold_sec_def(h.session, h.msg_id, h.req_id, h.fields):
+                    continue
+            self._answer_held(h)
         limit = self.pacing.options.max_open_historical
         while any(h.reason == "queue" for h in self._held):
             if self.pacing.on("open_historical") and self._open_historical() >= limit:
@@ -419,3 +490,37 @@ class GatesMixin(ServerCore):
         if h.session.closed:
             return
         self._run_handler(h.session, h.msg_id, self._handlers[h.msg_id], h.fields)
+
+
+# Message id -> the latency kind (sim/latency.py) its answer waits for.
+LATENCY_OF = {
+    In.REQ_CONTRACT_DATA: "contract_details",
+    In.REQ_SEC_DEF_OPT_PARAMS: "sec_def",
+    In.REQ_MKT_DATA: "first_tick",
+    In.REQ_HISTORICAL_DATA: "historical",
+    In.PLACE_ORDER: "order_ack",
+    In.CANCEL_ORDER: "order_ack",
+}
+ORDER_MSGS = frozenset({In.PLACE_ORDER, In.CANCEL_ORDER})
+
+
+def _req_id(msg_id: int, fields: list[str]) -> int:
+    """The request id a later cancel names (market data, history), or -1."""
+    try:
+        if msg_id == In.REQ_MKT_DATA:
+            return P.decode_req_mkt_data(fields).req_id
+        if msg_id == In.REQ_HISTORICAL_DATA:
+            return P.decode_req_historical_data(fields).req_id
+    except (ProtocolError, ValueError, IndexError, TypeError):
+        pass
+    return -1
+
+
+def _is_line(h: HeldRequest) -> bool:
+    if h.msg_id != In.REQ_MKT_DATA:
+        return False
+    try:
+        req = P.decode_req_mkt_data(h.fields)
+    except (ProtocolError, ValueError, IndexError, TypeError):
+        return False
+    return not (req.snapshot or req.regulatory_snapshot)

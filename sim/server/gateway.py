@@ -17,6 +17,7 @@ from sim import protocol as P
 from sim.clock import ScaledClock
 from sim.config import SimOptions
 from sim.faults import FaultInjector
+from sim.latency import Latency
 from sim.market import MarketModel, default_spec
 from sim.orders import OrderBook
 from sim.pacing import Monotonic, Pacing
@@ -91,6 +92,7 @@ class SimServer(
         self.book.fill_policy = self._fill_policy
         self.pacing = Pacing(opts.pacing, monotonic=monotonic)
         self.faults = FaultInjector(self._fault_origin(), seed=opts.seed)
+        self.latency = Latency(opts.latency, seed=opts.seed)
         if opts.scenario is not None:
             self.faults.load(opts.scenario)
         self.stats = {
@@ -160,7 +162,7 @@ class SimServer(
             self._server = None
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.monotonic() < self._refuse_until:
+        if self._refusing():
             # A Gateway that is starting accepts the TCP connection and closes it at once.
             self.stats["refused_restarting"] += 1
             writer.close()

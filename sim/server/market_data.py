@@ -70,13 +70,17 @@ class MarketDataMixin(ServerCore):
         if not self._outages and 2103 not in self._broken_farms:
             msgs += self._tick_messages(sub, now, force=True, client_id=s.client_id)
         if req.snapshot or req.regulatory_snapshot:
-            msgs.append(P.msg_tick_snapshot_end(req.req_id))
-        else:
-            s.mkt_subs[req.req_id] = sub
+            s.send_many(msgs)
+            # The end comes once IB has gathered the snapshot, up to 11 s after the request.
+            self._defer(s, self.latency.draw("snapshot"), [P.msg_tick_snapshot_end(req.req_id)])
+            return
+        s.mkt_subs[req.req_id] = sub
         s.send_many(msgs)
 
     def _h_cancel_mkt_data(self, s: ClientSession, fields: list[str]) -> None:
-        s.mkt_subs.pop(P.Reader(fields, 2).int(), None)
+        req_id = P.Reader(fields, 2).int()
+        s.mkt_subs.pop(req_id, None)
+        self._forget_held_mkt_data(s, req_id)
 
     def _tick_messages(
         self, sub: MktDataSub, now: datetime, force: bool, client_id: int | None = None
@@ -108,17 +112,20 @@ class MarketDataMixin(ServerCore):
                 return True
             return False
 
-        if changed("bid", (q.bid, q.bid_size)):
+        index = c.sec_type == "IND"
+        # An index is a calculated value: IB sends its last (and close), never a bid, ask or volume.
+        if not index and changed("bid", (q.bid, q.bid_size)):
             msgs.append(
                 P.msg_tick_price(rid, Tick.BID, q.bid if q.bid > 0 or raw else -1.0, q.bid_size, 1)
             )
-        if changed("ask", (q.ask, q.ask_size)):
+        if not index and changed("ask", (q.ask, q.ask_size)):
             msgs.append(
                 P.msg_tick_price(rid, Tick.ASK, q.ask if q.ask > 0 or raw else -1.0, q.ask_size, 1)
             )
         if q.last and changed("last", q.last):
-            msgs.append(P.msg_tick_price(rid, Tick.LAST, q.last, 1 if c.is_option else 100, 0))
-        if changed("volume", q.volume):
+            size = 1 if c.is_option else 0 if index else 100
+            msgs.append(P.msg_tick_price(rid, Tick.LAST, q.last, size, 0))
+        if not index and changed("volume", q.volume):
             msgs.append(P.msg_tick_size(rid, Tick.VOLUME, q.volume))
         if force:
             close = self._prev_close(c, now)

@@ -38,6 +38,11 @@ class OrdersMixin(ServerCore):
                 f"The contract description specified for {req.contract.symbol} is ambiguous.",
             )
             return
+        if found[0].sec_type == "IND":
+            # An index is a calculated value, not a tradable product. IB's exact code and text here
+            # are not documented; 201 (order rejected) is our guess at the closest.
+            s.send_error(req.order_id, 201, "Order rejected - reason:An index is not tradable")
+            return
         client_id = s.client_id or 0
         try:
             order = self.book.place(client_id, spec_from_request(req), found[0], now)

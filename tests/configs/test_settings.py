@@ -109,3 +109,11 @@ def test_spike_multiple_below_ordinary_bars_is_refused():
 
     with pytest.raises(ValidationError, match="spike_atr_multiple"):
         DataSettings(spike_atr_multiple=2)
+
+
+def test_the_simulator_latency_setting_takes_a_profile_and_names_the_field_when_wrong(tmp_path):
+    assert load_settings(environ={}).sim.latency == "instant"
+    s = load_settings(environ={"OPTIONSBOT_SIM__LATENCY": "realistic"})
+    assert s.sim.latency == "realistic"
+    with pytest.raises(ConfigError, match="sim.latency"):
+        load_settings(environ={"OPTIONSBOT_SIM__LATENCY": "slow"})

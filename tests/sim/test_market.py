@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim import market as mk
@@ -161,7 +161,13 @@ def test_default_specs() -> None:
     )
     assert default_spec("QQQ").con_id == 320227571
     assert default_spec("IWM").con_id == 9579970
-    for sym in ("AAPL", "TSLA", "XYZ", "ABCDE", "F"):
+    # Common names come from the listed table at realistic levels, not from a hash of the name.
+    aapl, f, vix = default_spec("AAPL"), default_spec("F"), default_spec("VIX")
+    assert aapl.con_id == 265598 and 150 < aapl.price < 400 and aapl.primary_exchange == "NASDAQ"
+    assert 5 < f.price < 30 and f.primary_exchange == "NYSE" and f.daily_volume > 10e6
+    assert vix.sec_type == "IND" and vix.primary_exchange == "CBOE" and vix.vol > 0.5
+    assert default_spec("SPY").chain_style == "daily" and aapl.chain_style == "weekly"
+    for sym in ("XYZ", "ABCDE", "ZZTOP", "QWERT"):
         spec = default_spec(sym)
         assert spec == default_spec(sym)
         assert 20.0 <= spec.price <= 500.0
@@ -410,22 +416,45 @@ def test_option_chain_shape(model: MarketModel) -> None:
     assert chain.trading_class == "SPY" and chain.multiplier == "100"
     exps = [datetime.strptime(e, "%Y%m%d").date() for e in chain.expirations]
     assert exps == sorted(set(exps))
-    assert exps[0] == date(2026, 11, 20)
-    weeklies = [d for d in exps if d < date(2026, 12, 24)]
-    assert {d.weekday() for d in weeklies} == {0, 2, 4}
-    assert date(2026, 11, 23) in exps and date(2026, 11, 25) in exps and date(2026, 11, 27) in exps
-    assert exps[-2:] == [date(2027, 1, 15), date(2027, 2, 19)]  # monthlies past the weeklies
-    assert date(2026, 12, 18) in exps
+    # Dailies: every session for five weeks, today's included until the close.
+    assert exps[0] == date(2026, 11, 19)
+    dailies = [d for d in exps if d < date(2026, 12, 24)]
+    assert {d.weekday() for d in dailies} == {0, 1, 2, 3, 4}
+    assert date(2026, 11, 26) not in exps  # Thanksgiving
+    assert date(2026, 12, 18) in exps and date(2026, 12, 31) in exps  # monthly, quarterly
+    assert date(2027, 1, 15) in exps and date(2029, 1, 19) in exps  # monthly, LEAPS
+    assert len(exps) >= 35
     strikes = chain.strikes
     assert list(strikes) == sorted(strikes) and all(s == int(s) for s in strikes)
+    # reqSecDefOptParams' union of strikes: over 400 for SPY, as IB shows it.
+    assert len(strikes) > 400
     center = model.bars("SPY", ny(2026, 11, 19, 9, 30), ny(2026, 11, 19, 9, 31), 60)[0].open
-    assert strikes[0] >= 0.85 * center and strikes[-1] <= 1.15 * center
-    assert strikes[0] - 1 < 0.85 * center and strikes[-1] + 1 > 1.15 * center
+    front = chain.strikes_for(chain.expirations[0])
+    assert front[0] >= 0.9 * center and front[-1] <= 1.1 * center
+    assert all(b - a == 1 for a, b in zip(front, front[1:], strict=False))
+    leaps = chain.strikes_for(chain.expirations[-1])
+    assert all(k % 5 == 0 for k in leaps) and leaps[0] < 0.6 * center and leaps[-1] > 1.6 * center
+    # Each expiry lists a subset of the union; far strikes exist only for far expiries.
+    assert set(front) < set(strikes) and not chain.lists(chain.expirations[0], leaps[-1])
+    assert chain.lists(chain.expirations[-1], leaps[-1])
     # Fixed for the whole session.
     assert model.option_chain("SPY", ny(2026, 11, 19, 15, 59)) == chain
     # Same-day expiry is listed until the close, then drops off.
     assert model.option_chain("SPY", ny(2026, 11, 20, 15, 0)).expirations[0] == "20261120"
     assert model.option_chain("SPY", ny(2026, 11, 20, 16, 1)).expirations[0] == "20261123"
+
+
+def test_listed_stock_chain_has_weeklies_monthlies_and_leaps(model: MarketModel) -> None:
+    chain = model.option_chain("AAPL", ny(2026, 11, 19, 11))
+    exps = [datetime.strptime(e, "%Y%m%d").date() for e in chain.expirations]
+    fridays = [d for d in exps if d < date(2027, 1, 10)]
+    assert {d.weekday() for d in fridays} == {4} or {d.weekday() for d in fridays} == {3, 4}
+    assert len(fridays) >= 6
+    assert date(2027, 1, 15) in exps and date(2028, 1, 21) in exps
+    assert len(exps) >= 15
+    spot = model.last_price("AAPL", ny(2026, 11, 19, 11))
+    near = [k for k in chain.strikes_for(chain.expirations[0]) if abs(k / spot - 1) < 0.05]
+    assert near and all(round(k / 2.5, 9).is_integer() for k in near)
 
 
 def test_option_chain_single_stock_fridays_and_holidays(model: MarketModel) -> None:
@@ -442,11 +471,11 @@ def test_option_chain_single_stock_fridays_and_holidays(model: MarketModel) -> N
 def test_option_quotes(model: MarketModel) -> None:
     t = ny(2026, 11, 19, 13, 0)
     chain = model.option_chain("SPY", t)
-    expiry = chain.expirations[2]
+    expiry = chain.expirations[4]
     spot = model.last_price("SPY", t)
     t_years = (ny(2026, 11, 25, 16) - t).total_seconds() / (365 * 86400)
     assert expiry == "20261125"
-    near = [k for k in chain.strikes if abs(k - spot) <= 0.01 * spot]
+    near = [k for k in chain.strikes_for(expiry) if abs(k - spot) <= 0.01 * spot]
     for k in near:
         c = model.option_quote("SPY", expiry, k, "C", t)
         p = model.option_quote("SPY", expiry, k, "P", t)
@@ -455,7 +484,7 @@ def test_option_quotes(model: MarketModel) -> None:
         tolerance = (c.ask - c.bid + p.ask - p.bid) / 2
         assert abs((c.bid + c.ask) / 2 - (p.bid + p.ask) / 2 - parity) <= tolerance
         assert 0 < c.delta < 1 and -1 < p.delta < 0
-    for k in chain.strikes:
+    for k in chain.strikes_for(expiry):
         for right in ("C", "P"):
             q = model.option_quote("SPY", expiry, k, right, t)
             tick = option_tick("SPY", q.model_price)
@@ -465,7 +494,9 @@ def test_option_quotes(model: MarketModel) -> None:
             assert q.bid <= q.last <= q.ask
             assert q.bid <= q.model_price + 1e-9 and q.ask >= q.model_price - 1e-9
             assert q.iv >= model.spec("SPY").vol
-    calls = [model.option_quote("SPY", expiry, k, "C", t).model_price for k in chain.strikes]
+    calls = [
+        model.option_quote("SPY", expiry, k, "C", t).model_price for k in chain.strikes_for(expiry)
+    ]
     assert calls == sorted(calls, reverse=True)
 
 
@@ -569,3 +600,104 @@ def test_first_quote_timing_for_new_symbol(model: MarketModel) -> None:
     per_call = (time.perf_counter() - started) / 1000
     print(f"is_open: {per_call * 1e6:.2f} us per call")
     assert mk.FULL_SESSION_STEPS == 4680
+
+
+def test_option_spreads_look_like_a_real_chain(model: MarketModel) -> None:
+    """SPY/QQQ ATM options a cent or two wide on a $2-3 premium, never the old 3% of the premium;
+    wider with the premium and away from the money; tick grids by the Penny Interval Program."""
+    t = ny(2026, 11, 19, 11, 0)
+    for sym in ("SPY", "QQQ"):
+        chain = model.option_chain(sym, t)
+        spot = model.last_price(sym, t)
+        seen_cheap_atm = False
+        for expiry in chain.expirations[:6]:
+            atm = min(chain.strikes_for(expiry), key=lambda k: abs(k - spot))
+            for right in ("C", "P"):
+                q = model.option_quote(sym, expiry, atm, right, t)
+                if 1.5 <= q.model_price <= 4.0:
+                    seen_cheap_atm = True
+                    assert q.ask - q.bid <= 0.02 + 1e-9, (sym, expiry, q)
+                # The old market was 3% of the premium or more; a cent is the floor.
+                assert q.ask - q.bid <= max(0.01, 0.01 * q.model_price) + 1e-9, (sym, expiry, q)
+        assert seen_cheap_atm
+    aapl = model.option_chain("AAPL", t)
+    spot = model.last_price("AAPL", t)
+    month = next(e for e in aapl.expirations if e >= "20261218")
+    atm = min(aapl.strikes_for(month), key=lambda k: abs(k - spot))
+    q = model.option_quote("AAPL", month, atm, "C", t)
+    assert q.model_price > 3 and 0.05 - 1e-9 <= q.ask - q.bid <= 0.20 + 1e-9
+    assert _on_grid(q.bid, 0.05) and _on_grid(q.ask, 0.05)
+    # A name outside the penny program quotes nickels under $3 and dimes above.
+    z = model.option_chain("ZZTOP", t)
+    for e in z.expirations[:3]:
+        for k in z.strikes_for(e):
+            zq = model.option_quote("ZZTOP", e, k, "C", t)
+            for price in (zq.bid, zq.ask):
+                if price > 0:
+                    assert _on_grid(price, 0.10 if price >= 3 else 0.05), (k, zq)
+    # Wider away from the money (in dollars, at a similar premium: a far put vs a near call).
+    spy = model.option_chain("SPY", t)
+    spot = model.last_price("SPY", t)
+    expiry = spy.expirations[-1]
+    ks = spy.strikes_for(expiry)
+    atm = min(ks, key=lambda k: abs(k - spot))
+    near_w = model.option_quote("SPY", expiry, atm, "C", t)
+    deep_w = model.option_quote("SPY", expiry, ks[0], "C", t)  # deep in the money: big premium
+    assert deep_w.ask - deep_w.bid > near_w.ask - near_w.bid
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sym=st.sampled_from(["SPY", "QQQ", "IWM", "AAPL", "TSLA", "F", "LLY", "NIO", "XYZ"]),
+    day=st.integers(0, 400),
+    minute=st.integers(0, 389),
+)
+def test_every_chain_is_consistent_whatever_the_day(model: MarketModel, sym, day, minute) -> None:
+    """Each expiry's strikes lie in the union; the union's strikes nearest the stock are listed
+    for every expiry up to a year out (what a client picking ATM from reqSecDefOptParams needs);
+    every listed pair quotes a two-sided market on the tick grid."""
+    t = ny(2026, 1, 2, 9, 30) + timedelta(days=day, minutes=minute)
+    chain = model.option_chain(sym, t)
+    union = set(chain.strikes)
+    spot = model.last_price(sym, t)
+    today = model.session_date(t)
+    atm_union = min(chain.strikes, key=lambda k: abs(k - spot))
+    assert list(chain.expirations) == sorted(set(chain.expirations))
+    assert chain.expirations[0] >= today.strftime("%Y%m%d")
+    for expiry, strikes in chain.expiry_strikes:
+        assert strikes and set(strikes) <= union
+        dte = (datetime.strptime(expiry, "%Y%m%d").date() - today).days
+        if dte <= 365:
+            # Not LEAPS: the base grid near the money, so the union's ATM strike is listed here.
+            if dte <= 365 and abs(atm_union - spot) / spot < 0.02:
+                assert atm_union in strikes, (expiry, atm_union)
+            assert strikes[0] < spot < strikes[-1], (expiry, spot, strikes[0], strikes[-1])
+    expiry = chain.expirations[min(3, len(chain.expirations) - 1)]
+    atm = min(chain.strikes_for(expiry), key=lambda k: abs(k - spot))
+    for right in ("C", "P"):
+        q = model.option_quote(sym, expiry, atm, right, t)
+        assert 0 <= q.bid < q.ask
+        for price in (q.bid, q.ask):
+            if price > 0:
+                assert _on_grid(price, option_tick(sym, price))
+
+
+def test_the_soak_bench_names_are_all_listed() -> None:
+    """bench/soak.py trades these; a hash-made name would quote nickel/dime options the service's
+    penny/nickel tick table does not know."""
+    from bench.soak import NAMES
+    from sim.listed import LISTED
+
+    assert [n for n in NAMES if n not in LISTED] == []
+
+
+def test_option_con_ids_are_stable_and_tell_trading_classes_apart(model: MarketModel) -> None:
+    # A stored position's conId must survive an upgrade: a stock option's id is what it was.
+    old = 1_000_000_000 + zlib.crc32(b"SPY|20261218|680.0000|C") % 1_000_000_000
+    assert model.option_con_id("SPY", "20261218", 680.0, "C") == old
+    assert model.option_con_id("SPY", "20261218", 680.0, "C", "SPY") == old
+    spx = model.option_con_id("SPX", "20261218", 6800.0, "C", "SPX")
+    spxw = model.option_con_id("SPX", "20261218", 6800.0, "C", "SPXW")
+    assert spx != spxw

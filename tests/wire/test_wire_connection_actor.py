@@ -66,12 +66,15 @@ def test_a_timed_out_history_request_is_cancelled_at_the_gateway(actor):
     assert sim.violations == {}
 
 
-def _atm_contracts(ref) -> tuple:
+def _atm_contracts(ref, sim) -> tuple:
     inbox = Inbox()
     ref.tell(m.FetchChain(symbol="SPY", reply_to=inbox))
     got = inbox.wait(m.ChainFetched)
     assert got.chain is not None, got.reason
-    strikes = sorted(got.chain.strikes, key=lambda k: abs(k - got.spot))[:3]
+    # The chain's strikes are the union over its expiries (ChainFetched carries no spot): the ones
+    # nearest the stock are listed for every near expiry.
+    spot = sim.market.last_price("SPY", sim.clock.now())
+    strikes = sorted(got.chain.strikes, key=lambda k: abs(k - spot))[:3]
     return tuple(m.OptionContract("SPY", got.chain.expirations[2], k, "C") for k in strikes)
 
 
@@ -85,7 +88,7 @@ def test_a_quote_that_never_changes_has_no_known_age_and_a_moving_one_is_fresh(a
     """The simulated market stands still (a manual clock): its quotes are as frozen as a stalled
     feed's, and arrive just as fresh. Only a change seen on the wire proves one alive."""
     ref, sim = actor
-    contracts = _atm_contracts(ref)
+    contracts = _atm_contracts(ref, sim)
     frozen = _quotes(ref, contracts)
     assert len(frozen.quotes) == 3 and frozen.missing == ()
     assert [q.age_known for q in frozen.quotes] == [False] * 3
