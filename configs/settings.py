@@ -311,11 +311,32 @@ class RiskSettings(_Section):
 
 class StorageSettings(_Section):
     path: Path = Path("var/optionsbot.sqlite")
+    # Nightly online backups (SQLite's backup API) at backup_at, this machine's local time,
+    # keeping the newest backup_keep; null turns them off. `optionsbot backup` does one now.
+    backup_dir: Path | None = Path("var/backups")
+    backup_keep: int = Field(7, ge=1, le=365)
+    backup_at: str = Field("03:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: Path) -> Path:
         return v if str(v) == ":memory:" else _writable(v, "database file", "var/optionsbot.sqlite")
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _backup_dir(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        if str(v) in ("", "."):
+            raise ValueError("is empty; name a directory, e.g. var/backups, or null for none")
+        if v.exists() and not v.is_dir():
+            raise ValueError(f"{v} is a file; name a directory for the backups")
+        ancestor = v.absolute()
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create or write {v}: fix its permissions or choose another")
+        return v
 
 
 class MetricsSettings(_Section):
@@ -327,6 +348,9 @@ class MetricsSettings(_Section):
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_file: Path | None = Path("var/optionsbot.jsonl")
+    # The JSON file rotates at this size, keeping `backups` old files (0: never rotates).
+    max_bytes: int = Field(20_000_000, ge=0, le=10_000_000_000)
+    backups: int = Field(5, ge=0, le=100)
 
     @field_validator("json_file")
     @classmethod
