@@ -270,9 +270,11 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     if args.print:
         print(text, end="")
         return 0
+    from actors.unit import writable_dirs
     from storage.files import private_dirs
 
-    for d in writable:
+    # ReadWritePaths= must exist when the service starts, and belong to its user.
+    for d in writable_dirs(settings, ROOT, nested=True):
         private_dirs(d)
         _chown(d, args.user)
     out = Path(args.output)

@@ -9,7 +9,7 @@ from configs.settings import Settings
 TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "optionsbot.service"
 
 
-def writable_dirs(settings: Settings, root: Path) -> list[Path]:
+def writable_dirs(settings: Settings, root: Path, nested: bool = False) -> list[Path]:
     """Every directory the service writes: the database's (with its -wal, lock, history mark and
     market-hours cache), the JSON log's, the kill switch's and the backups'. Relative paths are
     relative to the working directory, which the unit sets to `root`."""
@@ -23,6 +23,8 @@ def writable_dirs(settings: Settings, root: Path) -> list[Path]:
         d = d.resolve()
         if d not in out:
             out.append(d)
+    if nested:
+        return out
     # A directory inside another one already listed is writable through it.
     return [d for d in out if not any(o != d and o in d.parents for o in out)]
 

@@ -23,8 +23,8 @@ from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 ENV_PREFIX = "OPTIONSBOT_"
-# Variables with the prefix that are not settings (actors/crash.py reads this one).
-OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT"})
+# Variables with the prefix that are not settings: test hooks (actors/crash.py, actors/cli.py).
+OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT", "OPTIONSBOT_DEBUG_HANG"})
 # The sentence that turns on real orders against a Gateway (live.confirm): typed, not defaulted.
 LIVE_CONFIRMATION = "I accept real orders"
 HOUR = 3600.0
