@@ -213,6 +213,24 @@ def install_gate(
     client.reset = reset
 
 
+# -- memory: a keepUpToDate stream's bar list -------------------------------------------------
+STREAM_KEEP = 2
+
+
+def trim_stream(bar_list: Any, keep: int = STREAM_KEEP) -> None:
+    """Drop all but the last `keep` bars of a keepUpToDate stream's BarDataList.
+
+    ib_async appends every new bar to the list for as long as the stream is open, so over weeks
+    it holds every minute of every symbol (the whole backfill included). Only the last two are
+    ever read: the closed bar (bar_list[-2]) and the forming one, which ib_async's
+    historicalDataUpdate compares each update with (bars[-1].date) and which CloseLastBar reads.
+    Never fewer than two: ib_async drops updates for an empty list (`if not bars: return`).
+    Checked against ib_async 2.x wrapper.historicalDataUpdate.
+    """
+    if len(bar_list) > keep:
+        del bar_list[:-keep]
+
+
 class ConnectionActor(BaseActor):
     name = "connection"
 
@@ -801,6 +819,7 @@ class ConnectionActor(BaseActor):
         def on_update(bar_list: Any, has_new_bar: bool) -> None:
             if has_new_bar and len(bar_list) >= 2:
                 bar = bar_from_ib(bar_list[-2])
+                trim_stream(bar_list)
                 if self.closed_early.pop(key, None) == bar.time:
                     return
                 self._tell(reply_to, m.BarStreamed(symbol=symbol, bar_size=size, bar=bar))
@@ -811,6 +830,7 @@ class ConnectionActor(BaseActor):
             self.hist_slots.release()
             return
         await self._end_stream(key)
+        trim_stream(bars)  # the backfill was delivered above, from its own copy
         bars.updateEvent += on_update
         self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
 
