@@ -85,12 +85,12 @@ class Service:
                 continue
             except OSError:
                 return
-            with self.got:
-                self.messages.append((time.monotonic(), data.decode()))
-                self.got.notify_all()
             if data.startswith(b"READY=1"):
                 # What the JSON log held at the moment READY arrived.
                 self.log_at_ready = (self.workdir / "bot.jsonl").read_text()
+            with self.got:
+                self.messages.append((time.monotonic(), data.decode()))
+                self.got.notify_all()
 
     def wait_for(self, predicate, timeout: float) -> bool:
         with self.got:
