@@ -73,6 +73,10 @@ class System:
         self._stop_ticker = threading.Event()
         self._ticker: threading.Thread | None = None
         self._backuper: threading.Thread | None = None
+        from storage.backup import next_run
+
+        # When the next nightly backup is due (a test makes it sooner).
+        self.backup_schedule = next_run
         self.broker_port = self.settings.broker.port
         self.metrics_port: int | None = None
         self.lock = None
@@ -258,12 +262,12 @@ class System:
         """The nightly backup, on this machine's wall clock (not the simulated one): it is about
         the file on this disk. A failed backup is logged and tried again the next night; it
         never stops the trading."""
-        from storage.backup import backup, next_run
+        from storage.backup import backup
 
         st = self.settings.storage
         while True:
             now = datetime.now().astimezone()
-            wait = (next_run(now, st.backup_at) - now).total_seconds()
+            wait = (self.backup_schedule(now, st.backup_at) - now).total_seconds()
             if self._stop_ticker.wait(wait):
                 return
             try:

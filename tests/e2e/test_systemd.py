@@ -291,3 +291,37 @@ def test_the_generated_unit_passes_systemd_analyze_verify(tmp_path):
     )
     # verify exits 0 on an unknown key or a bad value, and says so: both must be silent.
     assert check.returncode == 0 and check.stderr.strip() == "", check.stderr
+
+
+def test_the_service_backs_up_on_its_schedule_while_it_runs(make_settings, tmp_path, caplog):
+    from datetime import timedelta
+
+    from actors.metrics import Metrics, new_registry
+    from actors.system import System
+    from storage.backup import backups
+
+    out = tmp_path / "nightly"
+    settings = make_settings(
+        storage={"backup_dir": str(out), "backup_keep": 2},
+        sim={"time_scale": 240, "start": "2026-11-20T15:00:00+00:00"},
+        data={"record_bars": True},
+    )
+    system = System(settings, metrics=Metrics(new_registry()))
+    # "Nightly" every half second: the schedule itself is next_run's (tests/storage).
+    system.backup_schedule = lambda now, at: now + timedelta(seconds=0.5)
+    caplog.set_level("INFO", logger="optionsbot.system")
+    system.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "nightly backup written" not in caplog.text:
+            time.sleep(0.2)
+        time.sleep(2.5)  # a few more, so the pruning shows
+        assert not system.failed.is_set(), system.failure
+    finally:
+        system.stop()
+    kept = backups(out, "bot")
+    assert len(kept) == 2, kept
+    assert caplog.text.count("nightly backup written") >= 3
+    for f in kept:
+        _counts(f)  # each one passes integrity_check
+    assert not system._backuper.is_alive(), "the backup thread stops with the service"
