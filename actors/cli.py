@@ -266,22 +266,26 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     from actors.unit import render_unit
 
     config = Path(args.config or ROOT / "configs" / "default.yaml").absolute()
-    text, writable = render_unit(settings, config, args.user, args.group or args.user, ROOT)
+    try:
+        text, writable = render_unit(settings, config, args.user, args.group or args.user, ROOT)
+    except ValueError as exc:
+        print(f"optionsbot install-service: {exc}", file=sys.stderr)
+        return 2
     if args.print:
         print(text, end="")
         return 0
     from actors.unit import writable_dirs
     from storage.files import private_dirs
 
-    # ReadWritePaths= must exist when the service starts, and belong to its user.
-    for d in writable_dirs(settings, ROOT, nested=True):
-        private_dirs(d)
-        _chown(d, args.user)
     out = Path(args.output)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         os.chmod(out, 0o644)  # a unit file is read by systemd and `systemctl cat`; no secret
+        # ReadWritePaths= must exist when the service starts, and belong to its user.
+        for d in writable_dirs(settings, ROOT, nested=True):
+            private_dirs(d)
+            _chown(d, args.user)
     except OSError as exc:
         return _fail("install-service", exc)
     print(f"unit written: {out} (writable for the service: {', '.join(map(str, writable))})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -315,12 +316,19 @@ class StorageSettings(_Section):
     # keeping the newest backup_keep; null turns them off. `optionsbot backup` does one now.
     backup_dir: Path | None = Path("var/backups")
     backup_keep: int = Field(7, ge=1, le=365)
-    backup_at: str = Field("03:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    backup_at: str = Field("03:30", max_length=5)
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: Path) -> Path:
         return v if str(v) == ":memory:" else _writable(v, "database file", "var/optionsbot.sqlite")
+
+    @field_validator("backup_at")
+    @classmethod
+    def _backup_at(cls, v: str) -> str:
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", v):
+            raise ValueError(f"{v!r} is not a time of day; use HH:MM, 24-hour, e.g. 03:30")
+        return v
 
     @field_validator("backup_dir")
     @classmethod

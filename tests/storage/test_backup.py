@@ -171,3 +171,30 @@ def test_newer_than_refuses_exactly_when_the_current_file_is_ahead_somewhere(cur
     why = newer_than(History("x", cur), History("x", bak))
     ahead = any(n > bak.get(t, 0) for t, n in cur.items())
     assert bool(why) == ahead
+
+
+@pytest.mark.parametrize(
+    ("storage", "needle"),
+    [
+        ({"backup_at": "25:00"}, "storage.backup_at: '25:00' is not a time of day"),
+        ({"backup_at": "3:30"}, "use HH:MM"),
+        ({"backup_keep": 0}, "storage.backup_keep"),
+        ({"backup_keep": 10_000}, "storage.backup_keep"),
+        ({"backup_dir": ""}, "storage.backup_dir: is empty"),
+    ],
+)
+def test_backup_settings_are_refused_with_the_field_and_the_fix(make_settings, storage, needle):
+    from configs.settings import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        make_settings(storage=storage)
+    assert needle in err.value.render()
+
+
+def test_a_backup_dir_that_is_a_file_is_refused(make_settings, tmp_path):
+    from configs.settings import ConfigError
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError) as err:
+        make_settings(storage={"backup_dir": str(tmp_path / "f")})
+    assert "is a file; name a directory" in err.value.render()
