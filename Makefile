@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint pytest venv prometheus bench diagrams clean
+.PHONY: run test lint pytest venv prometheus systemd bench diagrams clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-pytest: venv prometheus
+# systemd-analyze (the unit file's check) from Debian's systemd package, only when missing.
+systemd:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  echo "installing systemd (for systemd-analyze) from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    systemd >/dev/null; }
+
+pytest: venv prometheus systemd
 	$(PY) -m pytest -q
 
 test: lint pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +58,23 @@ class BaseActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Ping):
             return "pong"
+        if isinstance(message, m.DebugHang):
+            return self._debug_hang(message)
         handler = getattr(self, f"on_{type(message).__name__.lstrip('_')}", None)
         if handler is None:
             self.log.warning("%s: unexpected message %r", self.name, type(message).__name__)
             return None
         return handler(message)
+
+    def _debug_hang(self, msg: m.DebugHang) -> None:
+        # Only where no money is at stake: a hung actor against a Gateway could leave an order
+        # half-handled. The CLI refuses the variable outside embedded mode too.
+        mode = getattr(getattr(getattr(self, "settings", None), "broker", None), "mode", None)
+        if mode != "embedded":
+            self.log.error("%s: DebugHang refused: only on the embedded simulator", self.name)
+            return
+        self.log.warning("%s: hanging for %.0fs (test hook)", self.name, msg.seconds)
+        time.sleep(msg.seconds)
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         metrics = getattr(self, "metrics", None)

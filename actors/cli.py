@@ -16,6 +16,9 @@ from actors.failures import describe
 from configs.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("optionsbot")
+# A test hook (actors/notify.py's tests): the named actor hangs once the service is ready.
+HANG_ENV = "OPTIONSBOT_DEBUG_HANG"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(path: str | None) -> Settings:
@@ -49,11 +52,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from actors import logs
     from actors.system import StartupError, System
 
+    hang = os.environ.get(HANG_ENV, "")
+    if hang and settings.broker.mode != "embedded":
+        print(f"{HANG_ENV}: a test hook for the embedded simulator only; unset it", file=sys.stderr)
+        return 2
     try:
         logs.setup(
             settings.log.level,
             settings.log.json_file,
             [settings.broker.account.get_secret_value()],
+            max_bytes=settings.log.max_bytes,
+            backups=settings.log.backups,
         )
     except OSError as exc:
         return _fail("run", exc)
@@ -74,12 +83,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.debug("start-up failed", exc_info=True)
         log.error("start-up failed: %s", exc)
         return 1
+    from actors.notify import Heartbeat
+
+    def hang_an_actor() -> None:
+        # The test hook: once ready, one actor blocks as a deadlocked one would.
+        from actors.messages import DebugHang
+
+        for name, ref in system.actors:
+            if name == hang:
+                ref.tell(DebugHang(seconds=3600))
+
+    heartbeat = Heartbeat(
+        lambda: list(system.actors), system.waiting_for, on_ready=hang_an_actor if hang else None
+    ).start()
     try:
         while not stop.wait(0.5):
             if system.failed.is_set():
                 break
     finally:
         log.info("stopping: actors stop in reverse order")
+        heartbeat.stop()
         system.stop()
     return 1 if system.failed.is_set() else 0
 
@@ -211,6 +234,97 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    from storage.backup import BackupError, backup
+
+    out = Path(args.out) if args.out else settings.storage.backup_dir
+    if out is None:
+        print("optionsbot backup: give --out DIR (storage.backup_dir is null)", file=sys.stderr)
+        return 2
+    keep = args.keep or settings.storage.backup_keep
+    try:
+        path = backup(settings.storage.path, out, keep)
+    except BackupError as exc:
+        print(f"optionsbot backup: {exc}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, OSError) as exc:
+        return _fail("backup", exc, settings.storage.path)
+    print(f"backup written: {path} (keeping the newest {keep} in {out})")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    from storage.backup import BackupError, restore
+
+    try:
+        aside = restore(Path(args.file), settings.storage.path, force=args.force)
+    except BackupError as exc:
+        print(f"optionsbot restore: {exc}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, OSError) as exc:
+        return _fail("restore", exc, settings.storage.path)
+    print(
+        f"restored {args.file} to {settings.storage.path}"
+        + (f"; the replaced database is kept as {aside}" if aside else "")
+    )
+    if not settings.dry_run:
+        print(
+            "live mode: if the backup is older than the broker's state, the next start blocks"
+            " new entries until `optionsbot adopt` (see README, A lost database)"
+        )
+    return 0
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    from actors.unit import render_unit
+
+    config = Path(args.config or ROOT / "configs" / "default.yaml").absolute()
+    try:
+        text, writable = render_unit(settings, config, args.user, args.group or args.user, ROOT)
+    except ValueError as exc:
+        print(f"optionsbot install-service: {exc}", file=sys.stderr)
+        return 2
+    if args.print:
+        print(text, end="")
+        return 0
+    from actors.unit import writable_dirs
+    from storage.files import private_dirs
+
+    out = Path(args.output)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        os.chmod(out, 0o644)  # a unit file is read by systemd and `systemctl cat`; no secret
+        # ReadWritePaths= must exist when the service starts, and belong to its user.
+        for d in writable_dirs(settings, ROOT, nested=True):
+            private_dirs(d)
+            _chown(d, args.user)
+    except OSError as exc:
+        return _fail("install-service", exc)
+    print(f"unit written: {out} (writable for the service: {', '.join(map(str, writable))})")
+    print(
+        "next: sudo systemctl daemon-reload && sudo systemctl enable --now optionsbot;"
+        " logs: journalctl -u optionsbot -f"
+    )
+    return 0
+
+
+def _chown(path: Path, user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        print(f"note: no user {user!r} yet; create it, then chown -R {user} {path}")
+        return
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from configs.settings import SYMBOL_CHARS
 
@@ -259,6 +373,12 @@ def cmd_history(argv: list[str]) -> int:
         return _fail("history", exc)
 
 
+def _keep(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 365:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to 365")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The database, its WAL, the logs and the kill file are the owner's alone.
@@ -282,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         ("status", cmd_status, "orders, positions and P&L from the database"),
         ("adopt", cmd_adopt, "trade on from the broker's positions and orders (lost database)"),
         ("doctor", cmd_doctor, "diagnose the Gateway, data, options and storage setup"),
+        ("backup", cmd_backup, "an online copy of the database (safe while the service runs)"),
+        ("restore", cmd_restore, "put a backup in place of the database (service stopped)"),
+        ("install-service", cmd_install_service, "write the systemd unit for these settings"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", "-c", help="YAML settings file (default: configs/default.yaml)")
@@ -291,6 +414,21 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--wait", type=float, default=30.0, help="seconds to wait for the service"
             )
+        if name == "backup":
+            p.add_argument("--out", help="directory (default: storage.backup_dir)")
+            p.add_argument(
+                "--keep", type=_keep, help="backups to keep (default: storage.backup_keep)"
+            )
+        if name == "restore":
+            p.add_argument("file", help="a backup written by `optionsbot backup`")
+            p.add_argument(
+                "--force", action="store_true", help="replace a database with newer history"
+            )
+        if name == "install-service":
+            p.add_argument("--user", default="optionsbot", help="the service's own user")
+            p.add_argument("--group", help="its group (default: the user's name)")
+            p.add_argument("--output", default="/etc/systemd/system/optionsbot.service")
+            p.add_argument("--print", action="store_true", help="print the unit, write nothing")
         if name == "doctor":
             p.add_argument("--json", action="store_true", help="a JSON list of checks")
             p.add_argument("--symbols", nargs="+", help="underlyings to check (default: settings)")

@@ -45,7 +45,12 @@ class MarketHours:
         cache = Path(cache) if cache else None
         self.sessions = _read_cache(cache, key) if cache else None
         if self.sessions is None:
-            self.sessions = _build(name, start, end)
+            # With a cache (the service's case) the calendar is built in a child process: it
+            # imports exchange-calendars and pandas (about 45 MB), which would otherwise stay in
+            # the service's memory for good, for a table of dates read once.
+            self.sessions = (_build_in_child(name, start, end) if cache else None) or _build(
+                name, start, end
+            )
             if cache:
                 _write_cache(cache, key, self.sessions)
         self._opens = [s.open for s in self.sessions]
@@ -93,15 +98,45 @@ def _build(name: str, start: date, end: date) -> list[Session]:
     ]
 
 
+def _rows(sessions: list[Session]) -> list[list[str]]:
+    return [[s.date.isoformat(), s.open.isoformat(), s.close.isoformat()] for s in sessions]
+
+
+def _sessions(rows: list[list[str]]) -> list[Session]:
+    return [
+        Session(date.fromisoformat(d), datetime.fromisoformat(o), datetime.fromisoformat(c))
+        for d, o, c in rows
+    ]
+
+
+def _build_in_child(name: str, start: date, end: date) -> list[Session] | None:
+    """_build in a child process; None when that fails (the caller builds it here instead)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "actors.hours", name, start.isoformat(), end.isoformat()],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1:] or done.returncode)
+        return _sessions(json.loads(done.stdout))
+    except Exception as exc:  # noqa: BLE001 - building it in this process still works
+        log.warning("market calendar not built in a child process (%s); building it here", exc)
+        return None
+
+
 def _read_cache(path: Path, key: dict[str, str]) -> list[Session] | None:
     try:
         data = json.loads(path.read_text())
         if data.get("key") != key:
             return None
-        return [
-            Session(date.fromisoformat(d), datetime.fromisoformat(o), datetime.fromisoformat(c))
-            for d, o, c in data["sessions"]
-        ]
+        return _sessions(data["sessions"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -110,7 +145,7 @@ def _read_cache(path: Path, key: dict[str, str]) -> list[Session] | None:
 
 
 def _write_cache(path: Path, key: dict[str, str], sessions: list[Session]) -> None:
-    rows = [[s.date.isoformat(), s.open.isoformat(), s.close.isoformat()] for s in sessions]
+    rows = _rows(sessions)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -118,3 +153,10 @@ def _write_cache(path: Path, key: dict[str, str], sessions: list[Session]) -> No
         tmp.replace(path)  # atomic: a crash never leaves half a file
     except OSError as exc:
         log.warning("market-hours cache %s not written (%s)", path, exc)
+
+
+if __name__ == "__main__":  # the child process of _build_in_child
+    import sys
+
+    _name, _start, _end = sys.argv[1:4]
+    print(json.dumps(_rows(_build(_name, date.fromisoformat(_start), date.fromisoformat(_end)))))

@@ -81,6 +81,14 @@ class Shutdown(Msg):
     """Stop taking new work (sent before the actors are stopped)."""
 
 
+@dataclass(frozen=True, slots=True)
+class DebugHang(Msg):
+    """A test hook: the receiving actor blocks for `seconds`, as a deadlocked one would, so a
+    test can watch the systemd watchdog stop. Refused outside the embedded simulator."""
+
+    seconds: float
+
+
 # -- connection --------------------------------------------------------------------------
 
 

@@ -72,8 +72,14 @@ class System:
         self.exporter = None
         self._stop_ticker = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._backuper: threading.Thread | None = None
+        from storage.backup import next_run
+
+        # When the next nightly backup is due (a test makes it sooner).
+        self.backup_schedule = next_run
         self.broker_port = self.settings.broker.port
         self.metrics_port: int | None = None
+        self.lock = None
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> System:
@@ -89,6 +95,13 @@ class System:
 
     def _start(self) -> System:
         s = self.settings
+        if str(s.storage.path) != ":memory:":
+            from storage.lock import InstanceLock, Locked
+
+            try:
+                self.lock = InstanceLock(s.storage.path).acquire()
+            except Locked as exc:
+                raise StartupError(str(exc)) from None
         db = open_db(s.storage.path)  # migrate once, before any actor opens its own connection
         stored_clock = KeyValueRepo(db).get("clock")
         db.close()
@@ -113,6 +126,9 @@ class System:
         self._start_actors()
         self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
         self._ticker.start()
+        if s.storage.backup_dir is not None and str(s.storage.path) != ":memory:":
+            self._backuper = threading.Thread(target=self._backup_loop, name="backups", daemon=True)
+            self._backuper.start()
         mode = "DRY-RUN (no real orders)" if s.dry_run else "LIVE ORDERS"
         log.info(
             "optionsbot started: %s, %s, broker %s:%d, symbols %s, database %s",
@@ -243,6 +259,41 @@ class System:
                 except pykka.ActorDeadError:
                     pass
 
+    def waiting_for(self, timeout: float = 5.0) -> str | None:
+        """None once the service is ready to trade (connected, and in live mode reconciled with
+        the broker: OrderActor has matched SQLite with the broker's orders and positions), else
+        what it is waiting for, in a few words (systemd's STATUS=)."""
+        refs = getattr(self, "refs", None)
+        if not refs:
+            return "starting the actors"
+        try:
+            state = refs["connection"].proxy().model.get(timeout=timeout).state
+            if state not in ("connected", "degraded"):
+                return f"the broker connection is {state}"
+            if not refs["orders"].proxy().reconciled.get(timeout=timeout):
+                return "reconciling orders and positions with the broker"
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return "an actor did not answer"
+        return None
+
+    def _backup_loop(self) -> None:
+        """The nightly backup, on this machine's wall clock (not the simulated one): it is about
+        the file on this disk. A failed backup is logged and tried again the next night; it
+        never stops the trading."""
+        from storage.backup import backup
+
+        st = self.settings.storage
+        while True:
+            now = datetime.now().astimezone()
+            wait = (self.backup_schedule(now, st.backup_at) - now).total_seconds()
+            if self._stop_ticker.wait(wait):
+                return
+            try:
+                path = backup(st.path, st.backup_dir, st.backup_keep)
+                log.info("nightly backup written: %s (keeping %d)", path, st.backup_keep)
+            except Exception as exc:  # noqa: BLE001 - one line; the next night tries again
+                log.error("nightly backup to %s failed: %s", st.backup_dir, describe(exc, st.path))
+
     def _fail(self, why: str) -> None:
         # Conservative: a dead actor stops the whole service; a restart resumes from SQLite.
         self.failure = why
@@ -284,6 +335,8 @@ class System:
         self._stop_ticker.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join(timeout)
+        if self._backuper is not None:
+            self._backuper.join(timeout)
         for name, ref in reversed(self.actors):
             try:
                 ref.stop(timeout=timeout)
@@ -303,6 +356,9 @@ class System:
             self.exporter.shutdown()
             self.exporter.server_close()
             self.exporter = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         log.info("optionsbot stopped")
 
     def run_for(self, sim_span: timedelta, real_timeout: float) -> None:

@@ -1,4 +1,5 @@
-"""A simulated trading day for many symbols through the Gateway's bad days, with pacing enforced.
+"""A simulated trading day for many symbols through the Gateway's bad days, with pacing enforced;
+or, with --days N, the service's memory over N trading days.
 
 Runs the whole service on the embedded simulator with a fault scenario (default: the bad day:
 farm flaps, an entitlement gap, history stalls and delays, outages with data lost and kept,
@@ -176,13 +177,174 @@ def soak(
     }
 
 
+# -- days: the service's memory over a week ---------------------------------------------------
+# Wednesday 09:30 New York: five sessions reach the next Tuesday, so a weekend is crossed.
+WEEK = datetime(2026, 11, 18, 14, 30, tzinfo=UTC)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int) -> str:
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def soak_days(
+    days: int = 5,
+    symbols: int = 50,
+    scale: float = 300,
+    workdir: Path | None = None,
+    real_budget_s: float | None = None,
+) -> dict:
+    """The service in gateway mode (its own process, as on a Pi) against a standalone simulator
+    (another process, so its memory is not counted), for `days` trading sessions from a
+    Wednesday, nights and the weekend passed as the Gateway's clock jumps over them. The
+    service's resident memory is read from /proc at the end of each session.
+    """
+    import os
+    import subprocess
+    import sys
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-days-"))
+    hours = MarketHours()
+    sessions = []
+    t = WEEK
+    while len(sessions) < days:
+        s = hours.session_at(t) or hours.session_at(hours.next_open(t))
+        sessions.append(s)
+        t = hours.next_open(s.close)
+    names = NAMES[:symbols]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSBOT_")}
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--time-scale", str(scale)]
+        + ["--start", sessions[0].open.isoformat(), "--log-level", "WARNING", "--symbols", *names],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    service = None
+    try:
+        line = sim.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"the simulator did not start: {line}")
+        port = int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
+        threading_drain(sim.stdout)
+        metrics_port = _free_port()
+        cfg = {
+            "symbols": names,
+            "broker": {
+                "mode": "gateway",
+                "port": port,
+                "clock_scale": scale,
+                "clock_sync_s": 2,
+                "timeouts_s": {"historical": 15},
+                "breaker_cooldown_s": 10,
+            },
+            "storage": {"path": str(workdir / "soak.sqlite"), "backup_dir": None},
+            "metrics": {"port": metrics_port},
+            "risk": {"kill_switch_file": str(workdir / "KILL")},
+            "log": {"level": "WARNING", "json_file": str(workdir / "soak.jsonl")},
+        }
+        (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
+        log_file = open(workdir / "service.log", "w")  # noqa: SIM115 - closed below
+        t0 = time.monotonic()
+        service = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        budget = real_budget_s or (days * 390 * 60 / scale * 3 + 300)
+        per_day: list[dict] = []
+        peak, samples = 0, 0
+        while len(per_day) < days and time.monotonic() - t0 < budget:
+            if service.poll() is not None:
+                break
+            time.sleep(1.0)
+            kib = rss_kib(service.pid)
+            peak = max(peak, kib)
+            try:
+                now = sample(_scrape(metrics_port), "optionsbot_clock_timestamp_seconds")
+            except OSError:
+                continue
+            samples += 1
+            day = sessions[len(per_day)]
+            # Near the end of the session: the day's work is done and nothing was freed yet.
+            if now >= (day.close - timedelta(minutes=3)).timestamp():
+                per_day.append({"date": day.date.isoformat(), "rss_mb": round(kib / 1024, 1)})
+        elapsed = time.monotonic() - t0
+        exit_code = service.poll()
+    finally:
+        if service is not None and service.poll() is None:
+            service.send_signal(2)
+            try:
+                service.wait(60)
+            except subprocess.TimeoutExpired:
+                service.kill()
+        sim.terminate()
+        try:
+            sim.wait(30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    db = open_db(workdir / "soak.sqlite")
+    rss = [d["rss_mb"] for d in per_day]
+    return {
+        "days": days,
+        "symbols": symbols,
+        "scale": scale,
+        "real_seconds": round(elapsed, 1),
+        "service_exit": exit_code,
+        "rss_by_day": per_day,
+        "rss_peak_mb": round(peak / 1024, 1),
+        "growth_day2_to_last_pct": (
+            round((rss[-1] - rss[1]) / rss[1] * 100, 2) if len(rss) >= 3 else None
+        ),
+        "signals": db["signals"].count,
+        "orders": db["orders"].count,
+        "decisions": db["decisions"].count,
+        "workdir": str(workdir),
+    }
+
+
+def threading_drain(stream) -> None:
+    """Read a child's output in the background so a full pipe never blocks it."""
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--scale", type=float, default=150)
+    parser.add_argument("--scale", type=float, default=None, help="default 150; with --days 300")
     parser.add_argument("--scenario", type=Path, default=BAD_DAY)
+    parser.add_argument(
+        "--days", type=int, default=0, help="trading days of memory use (gateway mode)"
+    )
     args = parser.parse_args()
-    print(json.dumps(soak(args.symbols, args.scale, args.scenario), indent=2, default=str))
+    if args.days:
+        result = soak_days(args.days, args.symbols, args.scale or 300)
+    else:
+        result = soak(args.symbols, args.scale or 150, args.scenario)
+    print(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

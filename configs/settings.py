@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,8 +24,8 @@ from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 ENV_PREFIX = "OPTIONSBOT_"
-# Variables with the prefix that are not settings (actors/crash.py reads this one).
-OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT"})
+# Variables with the prefix that are not settings: test hooks (actors/crash.py, actors/cli.py).
+OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT", "OPTIONSBOT_DEBUG_HANG"})
 # The sentence that turns on real orders against a Gateway (live.confirm): typed, not defaulted.
 LIVE_CONFIRMATION = "I accept real orders"
 HOUR = 3600.0
@@ -314,11 +315,39 @@ class RiskSettings(_Section):
 
 class StorageSettings(_Section):
     path: Path = Path("var/optionsbot.sqlite")
+    # Nightly online backups (SQLite's backup API) at backup_at, this machine's local time,
+    # keeping the newest backup_keep; null turns them off. `optionsbot backup` does one now.
+    backup_dir: Path | None = Path("var/backups")
+    backup_keep: int = Field(7, ge=1, le=365)
+    backup_at: str = Field("03:30", max_length=5)
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: Path) -> Path:
         return v if str(v) == ":memory:" else _writable(v, "database file", "var/optionsbot.sqlite")
+
+    @field_validator("backup_at")
+    @classmethod
+    def _backup_at(cls, v: str) -> str:
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", v):
+            raise ValueError(f"{v!r} is not a time of day; use HH:MM, 24-hour, e.g. 03:30")
+        return v
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _backup_dir(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        if str(v) in ("", "."):
+            raise ValueError("is empty; name a directory, e.g. var/backups, or null for none")
+        if v.exists() and not v.is_dir():
+            raise ValueError(f"{v} is a file; name a directory for the backups")
+        ancestor = v.absolute()
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create or write {v}: fix its permissions or choose another")
+        return v
 
 
 class MetricsSettings(_Section):
@@ -330,6 +359,9 @@ class MetricsSettings(_Section):
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_file: Path | None = Path("var/optionsbot.jsonl")
+    # The JSON file rotates at this size, keeping `backups` old files (0: never rotates).
+    max_bytes: int = Field(20_000_000, ge=0, le=10_000_000_000)
+    backups: int = Field(5, ge=0, le=100)
 
     @field_validator("json_file")
     @classmethod

@@ -1,5 +1,6 @@
 """SQLite persistence through sqlite-utils: schema, migrations and one repository per concern."""
 
+from storage import _lean  # noqa: F401, I001 - first: sqlite-utils without pandas
 from storage.db import open_db
 from storage.repos import (
     BarRepo,

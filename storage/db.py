@@ -15,6 +15,14 @@ from storage.files import private_file, tighten
 
 migrations = Migrations("optionsbot")
 
+# Memory per connection, and the service holds one per actor (50 symbols: 55 of them). SQLite's
+# default page cache may grow to 2 MB each; the file is small and the OS caches it anyway.
+# Python keeps 128 prepared statements per connection, and sqlite-utils names every nested
+# write's savepoint at random, so those caches fill with statements never run twice: a few MB
+# that took a day of trading to appear. Both stay bounded either way; these bounds are small.
+PAGE_CACHE_KIB = 512
+STATEMENT_CACHE = 32
+
 
 @migrations()
 def m001_initial(db: Database) -> None:
@@ -280,7 +288,11 @@ def open_db(path: Path | str) -> Database:
     on_disk = str(path) != ":memory:"
     if on_disk:
         private_file(path)  # 0600 before SQLite opens it; its -wal and -shm take its mode
-    db = Database(path)
+    if on_disk:
+        db = Database(sqlite3.connect(str(path), cached_statements=STATEMENT_CACHE))
+        db.conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+    else:
+        db = Database(path)
     db.conn.execute("PRAGMA busy_timeout = 10000")
     if on_disk:
         db.enable_wal()

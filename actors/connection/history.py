@@ -25,6 +25,24 @@ def refused(msg: m.StreamBars | m.FetchBars, reason: str) -> None:
     tell(msg.reply_to, m.StreamFailed(symbol=msg.symbol, bar_size=msg.bar_size, reason=reason))
 
 
+# -- memory: a keepUpToDate stream's bar list -------------------------------------------------
+STREAM_KEEP = 2
+
+
+def trim_stream(bar_list: Any, keep: int = STREAM_KEEP) -> None:
+    """Drop all but the last `keep` bars of a keepUpToDate stream's BarDataList.
+
+    ib_async appends every new bar to the list for as long as the stream is open, so over weeks
+    it holds every minute of every symbol (the whole backfill included). Only the last two are
+    ever read: the closed bar (bar_list[-2]) and the forming one, which ib_async's
+    historicalDataUpdate compares each update with (bars[-1].date) and which CloseLastBar reads.
+    Never fewer than two: ib_async drops updates for an empty list (`if not bars: return`).
+    Checked against ib_async 2.x wrapper.historicalDataUpdate.
+    """
+    if len(bar_list) > keep:
+        del bar_list[:-keep]
+
+
 class History:
     # IB allows about broker.max_open_historical requests open at once, and a keepUpToDate
     # stream holds its request open for good. Requests beyond the limit wait here for a slot
@@ -134,6 +152,7 @@ class History:
         def on_update(bar_list: Any, has_new_bar: bool) -> None:
             if has_new_bar and len(bar_list) >= 2:
                 bar = bar_from_ib(bar_list[-2])
+                trim_stream(bar_list)
                 if self.closed_early.pop(key, None) == bar.time:
                     return
                 tell(reply_to, m.BarStreamed(symbol=symbol, bar_size=size, bar=bar))
@@ -144,6 +163,7 @@ class History:
             self.slots.release()
             return
         await self.end_stream(key)
+        trim_stream(bars)  # the backfill was delivered above, from its own copy
         bars.updateEvent += on_update
         self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
 
