@@ -101,6 +101,13 @@ class Metrics:
             f"{p}_reconnects_total", "Connection attempts after the first", registry=r
         )
         self.client_id = Gauge(f"{p}_client_id", "The API client id in use", registry=r)
+        self.gateway_routine = Gauge(
+            f"{p}_gateway_routine",
+            "1 while a Gateway routine window is under way (broker.routines: the nightly reset, "
+            "the daily restart, the weekly re-login): outages are expected, the breaker holds",
+            ["routine"],
+            registry=r,
+        )
         self.requests = Counter(
             f"{p}_requests_total", "Requests sent to the Gateway", ["kind"], registry=r
         )

@@ -74,6 +74,57 @@ class LiveSettings(_Section):
     confirm: str = Field("", max_length=100)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class RoutineWindow(_Section):
+    """A window in which the Gateway is expected to drop, flap or refuse connections: IB's
+    nightly server reset, the Gateway's daily auto-restart, the weekly re-authentication.
+
+    Inside it a failure does not count toward the breaker, the connection alerts stand down
+    (optionsbot_gateway_routine), the first refusal is logged once, and the service keeps
+    reconnecting with its usual backoff. Outside it every failure counts as before."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = Field(
+        WEEKDAYS, min_length=1, max_length=7
+    )
+    start: str = Field(max_length=5)  # HH:MM, 24-hour, in `tz`; the window starts on `days`
+    minutes: int = Field(ge=1, le=24 * 60)
+    tz: str = Field("America/New_York", max_length=64)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"{v!r} is not a time of day; use HH:MM, 24-hour, e.g. 23:45")
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{v!r} is not a time zone; use an IANA name like America/New_York"
+            ) from None
+        return v
+
+
+# IB's routines, in New York time. Sources: IB's "System Availability" page (the North America
+# server reset, 00:15-01:45 ET); IBKR's "Auto Restart Considerations" (a restart-daily platform
+# needs a login again after Sunday 01:00 ET); the Gateway's own Auto restart time is the user's
+# setting (23:45 here: set it to yours).
+DEFAULT_ROUTINES = (
+    {"name": "server_reset", "start": "00:15", "minutes": 90},
+    {"name": "gateway_restart", "start": "23:40", "minutes": 15},
+    {"name": "weekly_reauth", "days": ("sun",), "start": "01:00", "minutes": 8 * 60},
+)
+
+
 class BrokerSettings(_Section):
     """Where IB Gateway / TWS is. `embedded` starts the built-in simulator instead."""
 
@@ -119,6 +170,11 @@ class BrokerSettings(_Section):
     max_market_data_lines: int = Field(100, ge=1, le=10_000)
     breaker_threshold: int = Field(3, ge=1, le=1000)  # consecutive failures that open the breaker
     breaker_cooldown_s: float = Field(30.0, gt=0, le=DAY)
+    # When the Gateway's own routines are expected to take it away (see RoutineWindow).
+    routines: tuple[RoutineWindow, ...] = Field(
+        default_factory=lambda: tuple(RoutineWindow(**r) for r in DEFAULT_ROUTINES),
+        max_length=20,
+    )
     # 1 live, 2 frozen, 3 delayed, 4 delayed frozen. An int, not a Literal: a Literal refuses
     # the string "3" that OPTIONSBOT_BROKER__MARKET_DATA_TYPE gives.
     market_data_type: int = Field(1, ge=1, le=4)
@@ -126,6 +182,15 @@ class BrokerSettings(_Section):
     # 15-20 minutes old: fine for dry-run and paper, not for orders with real money.
     delayed_data_fallback: bool = False
     readonly: bool = False
+
+    @field_validator("routines")
+    @classmethod
+    def _routines(cls, v: tuple[RoutineWindow, ...]) -> tuple[RoutineWindow, ...]:
+        names = [r.name for r in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"routine names must differ: {', '.join(twice)} given twice")
+        return v
 
     @field_validator("account")
     @classmethod

@@ -66,6 +66,9 @@ class ConnectionModel:
 
     failure_threshold: int = 3
     failures: int = 0
+    # The Gateway routine under way (its nightly reset, daily restart, weekly re-login), or "":
+    # a failure inside one is expected and does not count toward the breaker.
+    expected: str = ""
     trips: int = 0
     causes: set[str] = field(default_factory=set)
     last_cause: str = ""
@@ -86,7 +89,8 @@ class ConnectionModel:
         cause = str(event.kwargs.get("cause", "")) or name
         self.last_cause = cause
         if name in ("connect_failed", "request_failed", "probe_failed"):
-            self.failures += 1
+            if not self.expected:
+                self.failures += 1
             if name == "request_failed":
                 self.causes.add(TIMEOUT_CAUSE)
         elif name in ("connect_ok", "probe_ok"):

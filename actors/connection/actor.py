@@ -17,6 +17,8 @@ from transitions import MachineError
 
 from actors import messages as m
 from actors.base import BaseActor, tell
+from actors.clock import WallClock
+from actors.connection import routines
 from actors.connection.broker import bracket_refused, reconciliation_postponed
 from actors.connection.history import refused as history_refused
 from actors.connection.quotes import chain_refused, quotes_refused
@@ -90,7 +92,7 @@ class ConnectionActor(BaseActor):
         super().__init__()
         self.settings = settings
         self.metrics = metrics
-        self.clock = clock
+        self.clock = clock if clock is not None else WallClock()
         self.host = settings.broker.host
         self.port = port or settings.broker.port
         self.base_client_id = settings.broker.client_id
@@ -107,6 +109,7 @@ class ConnectionActor(BaseActor):
         self.market_data_type = settings.broker.market_data_type
         metrics.market_data_type.set(self.market_data_type)
         self.stale_symbols: set[str] = set()
+        self.routine_reported = ""  # the Gateway routine whose first failure was logged
         # Everything the loop thread touches is the session's: reached only by message.
         self.session = Session(settings, metrics, clock, self.actor_ref)
 
@@ -162,7 +165,36 @@ class ConnectionActor(BaseActor):
         self._spawn(self.session.guarded(refusal, refuse, work))
 
     # -- the machine ----------------------------------------------------------------------
+    def _routine(self) -> str:
+        """The Gateway routine under way now, or "" (and the gauge that says so)."""
+        now = self.clock.now()
+        routine = routines.active(self.settings.broker.routines, now)
+        for r in self.settings.broker.routines:
+            self.metrics.gateway_routine.labels(r.name).set(1 if r is routine else 0)
+        if routine is None:
+            self.routine_reported = ""
+            return ""
+        return routine.name
+
+    def _report_routine(self, what: str) -> bool:
+        """Log the first failure of a routine once, clearly; True if a routine is under way."""
+        name = self.model.expected = self._routine()
+        if not name:
+            return False
+        if self.routine_reported != name:
+            self.routine_reported = name
+            routine = next(r for r in self.settings.broker.routines if r.name == name)
+            log.warning(
+                "%s during the Gateway's %s: expected (broker.routines), so the breaker holds and"
+                " the service keeps reconnecting quietly; if it lasts past the window, the Gateway"
+                " needs a person (a login, a 2FA prompt)",
+                what,
+                routines.describe(routine, self.clock.now()),
+            )
+        return True
+
     def _fire(self, trigger: str, **kw: Any) -> bool:
+        self.model.expected = self._routine()
         before = self.model.state
         try:
             getattr(self.model, trigger)(**kw)
@@ -175,7 +207,9 @@ class ConnectionActor(BaseActor):
         if after != before:
             level = (
                 logging.WARNING
-                if after in ("breaker_open", "degraded", "disconnected") and trigger != "stop"
+                if after in ("breaker_open", "degraded", "disconnected")
+                and trigger != "stop"
+                and not self.model.expected  # a Gateway routine: expected, said once elsewhere
                 else logging.INFO
             )
             log.log(
@@ -276,6 +310,8 @@ class ConnectionActor(BaseActor):
             pool = self.settings.broker.client_id_pool
             self.client_id = self.base_client_id + (self.client_id - self.base_client_id + 1) % pool
             log.warning("client id in use (326); next attempt uses client id %d", self.client_id)
+        elif self._report_routine(f"connect to {self.host}:{self.port} failed ({msg.cause})"):
+            pass
         else:
             log.warning(
                 "connect to %s:%d failed: %s (check that the API is enabled, the port, and Trusted IPs)",
@@ -289,6 +325,7 @@ class ConnectionActor(BaseActor):
         if self.stopping:
             return
         self._spawn(self.session.lost())
+        self._report_routine(f"the connection dropped ({msg.cause})")
         self._fire("connection_lost", cause=msg.cause)
 
     def on_SymbolStale(self, msg: m.SymbolStale) -> None:
@@ -300,6 +337,7 @@ class ConnectionActor(BaseActor):
             self._fire("recover", cause="stale_data")
 
     def on_SyncClock(self, msg: _SyncClock) -> None:
+        self.model.expected = self._routine()  # keeps optionsbot_gateway_routine current
         if self.model.may_send:
             self._spawn(self.session.sync_clock(only_if_connected=True))
         if not self.stopping:

@@ -299,6 +299,8 @@ def _kind(field) -> str:
         return "literal"
     if origin is dict:
         return "timeouts"
+    if origin is tuple and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return "models"  # broker.routines: an empty tuple is valid (no routines)
     if origin is tuple:
         return "symbols"
     if Path in args or ann is Path:
@@ -347,6 +349,22 @@ def bad_value(kind: str, field) -> st.SearchStrategy:
             st.lists(st.sampled_from([".", "1A", "", "SP Y", "A..B", "TOOLONGSYM", 7]), min_size=1),
             st.just([]),
             st.just("SPY"),
+        )
+    if kind == "models":
+        window = {"name": "reset", "start": "00:15", "minutes": 90}
+        return st.sampled_from(
+            [
+                ["reset"],
+                "reset",
+                [{"name": "reset"}],
+                [{**window, "start": "24:00"}],
+                [{**window, "minutes": 0}],
+                [{**window, "minutes": 10**30}],
+                [{**window, "tz": "Nowhere/City"}],
+                [{**window, "days": ["someday"]}],
+                [{**window, "name": "Reset Now"}],
+                [window, window],  # one name twice
+            ]
         )
     return st.one_of(TEXT, CONTAINERS)  # datetimes (an integer is a valid Unix time)
 

@@ -44,6 +44,28 @@ def test_connect_failures_open_the_breaker_at_the_threshold():
     assert model.drain_intents() == ["reconnect", "reconnect", "cooldown"]
 
 
+@pytest.mark.parametrize("failures", [3, 10, 50])
+def test_a_gateway_routine_never_trips_the_breaker_and_the_count_resumes_after(failures):
+    """The nightly reset or the weekly re-login refuse connections for minutes or hours: that
+    is expected, so the breaker stays shut and reconnects go on; outside it, failures count."""
+    model = at(S.DISCONNECTED, failure_threshold=3, expected="weekly_reauth")
+    for _ in range(failures):
+        model.connect()
+        model.connect_failed(cause="refused")
+        assert model.state == S.DISCONNECTED.value
+    assert model.trips == 0 and model.failures == 0
+    model.connect()
+    model.connect_ok()
+    model.request_failed(cause="historical timeout")  # degraded, not counted
+    assert model.state == S.DEGRADED.value and model.failures == 0
+    model.expected = ""
+    for _ in range(2):
+        model.request_failed(cause="historical timeout")
+    assert model.state == S.DEGRADED.value
+    model.request_failed(cause="historical timeout")
+    assert model.state == S.BREAKER_OPEN.value and model.trips == 1
+
+
 def test_half_open_probe_decides():
     model = at(S.BREAKER_OPEN, failures=3)
     model.cooldown_elapsed()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -106,3 +108,46 @@ def test_a_quote_that_never_changes_has_no_known_age_and_a_moving_one_is_fresh(a
     assert sim.call(lambda: sum(len(s.mkt_subs) for s in sim.server.sessions)) == 0, (
         "the lines opened to look again were left open"
     )
+
+
+def test_the_weekly_relogin_never_trips_the_breaker_and_is_said_once(
+    make_sim, make_settings, caplog
+):
+    """The Gateway at its Sunday login dialog drops every client and refuses connections for
+    hours (sim fault reauth_required). Inside the configured window that is expected: however
+    many connects fail, the breaker stays shut, the refusal is logged once, and the gauge the
+    alerts read says so. The same failures outside a window open the breaker at the threshold."""
+    sim = make_sim(SimOptions(seed=7), real_time=True)
+    ny = ZoneInfo("America/New_York")
+    start = (datetime.now(ny) - timedelta(minutes=1)).strftime("%H:%M")
+    window = {"name": "weekly_reauth", "start": start, "minutes": 30}
+    settings = make_settings(
+        broker={
+            "clock": "wall",
+            "breaker_threshold": 2,
+            "connect_timeout_s": 1.0,
+            "routines": [window],
+        }
+    )
+    metrics = Metrics(new_registry())
+    caplog.set_level(logging.INFO, logger="optionsbot.connection")
+    ref = ConnectionActor.start(settings, metrics, WallClock(), port=sim.port)
+    try:
+        failed = metrics.connection_transitions.labels("connect_failed", "disconnected")
+        deadline = time.monotonic() + 10
+        while ref.proxy().model.get().state != "connected":
+            assert time.monotonic() < deadline, "never connected"
+            time.sleep(0.05)
+        sim.faults.add("reauth_required", at="+1m", duration="4h")
+        sim.clock.advance(timedelta(minutes=1))
+        deadline = time.monotonic() + 30
+        while failed._value.get() < 3:  # more than the breaker's threshold of 2
+            assert time.monotonic() < deadline, "fewer than 3 refused connects in 30s"
+            time.sleep(0.05)
+        assert metrics.breaker_trips._value.get() == 0
+        assert ref.proxy().model.get().state in ("disconnected", "connecting")
+        said = [r for r in caplog.records if "during the Gateway's weekly_reauth" in r.getMessage()]
+        assert len(said) == 1 and said[0].levelno == logging.WARNING
+        assert metrics.gateway_routine.labels("weekly_reauth")._value.get() == 1
+    finally:
+        ref.stop()
