@@ -324,6 +324,172 @@ def soak_days(
     }
 
 
+# A weekend of the Gateway's routines, in New York time: Friday's close, the daily restart and
+# the nightly reset every night, the Sunday re-login, then Monday's open.
+ROUTINES_FROM = "2026-11-20T15:30:00"  # Friday, half an hour before the close
+ROUTINES_UNTIL = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)  # Monday 10:30 ET
+
+
+def routines_scenario(restart_real_s: float) -> dict:
+    """sim/scenarios/nightly_reset.yaml, daily_restart.yaml and weekly_reauth.yaml in one file,
+    nights not skipped. The restart's parts are real seconds in the simulator; at a high clock
+    scale they are kept short so that they fit the service's 15-minute window."""
+    return {
+        "name": "routines",
+        "description": "Friday close to Monday open with every Gateway routine",
+        "skip_closed": False,
+        "faults": [
+            {
+                "kind": "server_reset",
+                "name": "nightly server reset",
+                "at": "2026-11-21T00:15:00",
+                "duration": "1h30m",
+                "repeat": "1d",
+                "style": "farms",
+                "flaps": 3,
+            },
+            {
+                "kind": "gateway_restart",
+                "name": "daily auto-restart",
+                "at": "2026-11-20T23:45:00",
+                "repeat": "1d",
+                "lost_seconds": restart_real_s,
+                "down_seconds": restart_real_s,
+            },
+            {
+                "kind": "reauth_required",
+                "name": "weekly login",
+                "at": "2026-11-22T01:00:00",
+                "duration": "8h",
+            },
+        ],
+    }
+
+
+def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None = None) -> dict:
+    """The service (gateway mode, its own process) from Friday's close to Monday's open through
+    every Gateway routine, with the default broker.routines. Expected: no breaker trip, each
+    routine said once, connected with every stream open again by Monday, and Monday's bars all
+    there."""
+    import os
+    import subprocess
+    import sys
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-routines-"))
+    # 10 simulated minutes of restart at most, inside the 15-minute window.
+    restart_real_s = round(min(60.0, 600 / scale), 2)
+    scenario = workdir / "routines.yaml"
+    scenario.write_text(yaml.safe_dump(routines_scenario(restart_real_s)))
+    names = NAMES[:symbols]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSBOT_")}
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--time-scale", str(scale)]
+        + ["--start", ROUTINES_FROM, "--scenario", str(scenario), "--log-level", "WARNING"]
+        + ["--symbols", *names],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    service = None
+    metrics: dict[str, float] = {}
+    try:
+        line = sim.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"the simulator did not start: {line}")
+        port = int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
+        threading_drain(sim.stdout)
+        metrics_port = _free_port()
+        cfg = {
+            "symbols": list(names),
+            "broker": {
+                "mode": "gateway",
+                "port": port,
+                "clock_scale": scale,
+                "clock_sync_s": 2,
+                "connect_timeout_s": 3,
+                "timeouts_s": {"historical": 15},
+                "breaker_cooldown_s": 10,
+            },
+            "storage": {"path": str(workdir / "soak.sqlite"), "backup_dir": None},
+            "metrics": {"port": metrics_port},
+            "risk": {"kill_switch_file": str(workdir / "KILL")},
+            "log": {"level": "INFO", "json_file": None},
+            "data": {"record_bars": True},
+        }
+        (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
+        log_path = workdir / "service.log"
+        log_file = open(log_path, "w")  # noqa: SIM115 - closed below
+        t0 = time.monotonic()
+        service = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        span = (ROUTINES_UNTIL - datetime.fromisoformat(ROUTINES_FROM + "-05:00")).total_seconds()
+        budget = span / scale * 2 + 120
+        text = ""
+        while time.monotonic() - t0 < budget and service.poll() is None:
+            time.sleep(1.0)
+            try:
+                text = _scrape(metrics_port)
+            except OSError:
+                continue
+            if sample(text, "optionsbot_clock_timestamp_seconds") >= ROUTINES_UNTIL.timestamp():
+                break
+        elapsed = time.monotonic() - t0
+        for name in (
+            "optionsbot_breaker_trips_total",
+            "optionsbot_reconnects_total",
+            "optionsbot_data_stale",
+        ):
+            metrics[name] = sample(text, name)
+        metrics["connected"] = sample(
+            text, "optionsbot_connection_state", optionsbot_connection_state="connected"
+        )
+        exit_code = service.poll()
+    finally:
+        if service is not None and service.poll() is None:
+            service.send_signal(2)
+            try:
+                service.wait(60)
+            except subprocess.TimeoutExpired:
+                service.kill()
+        sim.terminate()
+        try:
+            sim.wait(30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    log_text = (workdir / "service.log").read_text(errors="replace")
+    said = {
+        r: log_text.count(f"during the Gateway's {r}")
+        for r in ("server_reset", "gateway_restart", "weekly_reauth")
+    }
+    db = open_db(workdir / "soak.sqlite")
+    # Monday 09:30 to 10:30 ET: every symbol's 60 minutes, after a weekend of routines.
+    monday = db.execute(
+        "select symbol, count(*) from bars where bar_size = '1 min' and live = 1"
+        " and time >= '2026-11-23T14:30' and time < '2026-11-23T15:30' group by symbol"
+    ).fetchall()
+    got = dict(monday)
+    return {
+        "symbols": symbols,
+        "scale": scale,
+        "real_seconds": round(elapsed, 1),
+        "service_exit": exit_code,
+        "breaker_trips": metrics.get("optionsbot_breaker_trips_total"),
+        "reconnects": metrics.get("optionsbot_reconnects_total"),
+        "connected_at_end": metrics.get("connected") == 1,
+        "routines_said": said,
+        "stale_symbols_at_end": metrics.get("optionsbot_data_stale"),
+        "monday_first_hour_bars": {n: got.get(n, 0) for n in names},
+        "workdir": str(workdir),
+    }
+
+
 def threading_drain(stream) -> None:
     """Read a child's output in the background so a full pipe never blocks it."""
     import threading
@@ -339,8 +505,16 @@ def main() -> None:
     parser.add_argument(
         "--days", type=int, default=0, help="trading days of memory use (gateway mode)"
     )
+    parser.add_argument(
+        "--routines",
+        action="store_true",
+        help="Friday close to Monday open through the Gateway's nightly reset, daily restart and"
+        " weekly re-login (gateway mode)",
+    )
     args = parser.parse_args()
-    if args.days:
+    if args.routines:
+        result = soak_routines(min(args.symbols, 50), args.scale or 1200)
+    elif args.days:
         result = soak_days(args.days, args.symbols, args.scale or 300)
     else:
         result = soak(args.symbols, args.scale or 150, args.scenario)

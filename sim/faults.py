@@ -866,7 +866,11 @@ class FaultInjector:
                             self._rearm(a, now)
                             continue
                     a.state = "active"
-                    a.started = now
+                    # A scheduled fault started when it was due, not when a (late) step saw it:
+                    # "bars from the window's start" must not depend on how busy the machine is.
+                    a.started = (
+                        min(now, a.next_at or self.resolve(f.at)) if f.at is not None else now
+                    )
                     if f.repeat is not None and f.duration is not None:
                         # A routine keeps its schedule: it ends when its window ends.
                         a.ends = (a.next_at or self.resolve(f.at)) + f.duration  # type: ignore[arg-type]
