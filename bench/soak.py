@@ -376,8 +376,9 @@ def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None =
     import sys
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-routines-"))
-    # 10 simulated minutes of restart at most, inside the 15-minute window.
-    restart_real_s = round(min(60.0, 600 / scale), 2)
+    # 1100 for 5 simulated minutes, then 5 down: the 23:45 restart ends inside the 23:40-23:55
+    # window of the default broker.routines.
+    restart_real_s = round(min(60.0, 300 / scale), 2)
     scenario = workdir / "routines.yaml"
     scenario.write_text(yaml.safe_dump(routines_scenario(restart_real_s)))
     names = NAMES[:symbols]

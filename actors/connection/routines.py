@@ -34,11 +34,12 @@ def window_start(routine: RoutineWindow, now: datetime) -> datetime | None:
 
 
 def active(routines: Iterable[RoutineWindow], now: datetime) -> RoutineWindow | None:
-    """The first routine whose window holds `now`, or None."""
-    for routine in routines:
-        if window_start(routine, now) is not None:
-            return routine
-    return None
+    """The routine whose window holds `now`, or None. Where windows overlap (Sunday's re-login
+    begins inside the nightly reset), the one that began last: it is what just happened."""
+    found = [(start, i, r) for i, r in enumerate(routines) if (start := window_start(r, now))]
+    if not found:
+        return None
+    return max(found, key=lambda x: (x[0], -x[1]))[2]
 
 
 def describe(routine: RoutineWindow, now: datetime) -> str:

@@ -8,13 +8,16 @@ from actors.crash import POINTS
 from bench.crash import DAMAGES, crash_test, lost_database_lane
 
 
-@pytest.mark.timeout(420)  # 100 service starts on a shared 2-core machine
-def test_a_hundred_kills_lose_and_duplicate_nothing(tmp_path):
-    summary = crash_test(runs=100, lanes=4, per_run_s=6.0, seed=7, workdir=tmp_path)
+@pytest.mark.timeout(300)  # 32 service starts on a shared 2-core machine
+def test_kills_at_every_crash_point_lose_and_duplicate_nothing(tmp_path):
+    """The suite's short version of `python -m bench.crash --runs 100` (its figures are in the
+    README): every crash point several times, the same zeros asserted."""
+    summary = crash_test(runs=32, lanes=4, per_run_s=6.0, seed=7, workdir=tmp_path)
     print("\ncrash test:", json.dumps(summary, indent=2))
-    assert summary["runs"] == 100
+    assert summary["runs"] == 32
     assert set(summary["crashed_at_point"]) == set(POINTS), "every crash point was reached"
-    assert summary["orders_at_broker"] > 50 and summary["executions_at_broker"] > 10, (
+    assert min(summary["crashed_at_point"].values()) >= 3, "each point more than once"
+    assert summary["orders_at_broker"] > 15 and summary["executions_at_broker"] > 3, (
         "the order path was exercised"
     )
     assert summary["duplicate_orders"] == 0

@@ -67,5 +67,8 @@ def test_the_defaults_cover_ibs_three_routines():
     assert active(routines, ny(2026, 11, 20, 0, 30)).name == "server_reset"
     assert active(routines, ny(2026, 11, 19, 23, 45)).name == "gateway_restart"
     assert active(routines, ny(2026, 11, 22, 5, 0)).name == "weekly_reauth"
+    # Sunday 01:10: inside the reset (since 00:15) and the re-login (since 01:00): the latter.
+    assert active(routines, ny(2026, 11, 22, 1, 10)).name == "weekly_reauth"
+    assert active(routines, ny(2026, 11, 21, 1, 10)).name == "server_reset"  # a Saturday
     assert active(routines, ny(2026, 11, 20, 10, 0)) is None  # a trading morning
     assert describe(REAUTH, ny(2026, 11, 22, 5, 0)) == "weekly_reauth until 09:00 America/New_York"
