@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 def bar_seconds(bar_size: str) -> int:
@@ -30,6 +30,36 @@ def gap_duration(
         days = int(gap // 86_400) + 1
         return f"{days} D"
     return f"{max(60, int(gap))} S"
+
+
+def close_check_at(forming: datetime, now: datetime, bar_s: int, grace_s: float) -> datetime:
+    """When to look whether the forming bar of a stream has closed: `grace_s` after its end.
+
+    A keepUpToDate stream says a bar has closed only with the next bar's first update, every 4
+    to 6 s at IB (IBKR.md), so a bar would be known closed up to 6 s late; a timer at its end
+    knows it at once. When that end has passed already (the market closed, the stream
+    stalled), the next check is at the next bar boundary, never in the past: a timer that
+    keeps firing at once would spin the loop.
+    """
+    due = forming + timedelta(seconds=bar_s + grace_s)
+    if due > now:
+        return due
+    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+    elapsed = (now - epoch).total_seconds()
+    boundary = epoch + timedelta(seconds=(elapsed // bar_s + 1) * bar_s)
+    return boundary + timedelta(seconds=grace_s)
+
+
+def close_due(
+    forming: datetime, now: datetime, bar_s: int, already_closed: datetime | None
+) -> bool:
+    """Whether a stream's forming bar is to be closed now, from its last update: its end has
+    passed, no update has started the next bar (the forming bar is still this one), and it
+    was not closed before. A stream that stalls leaves its forming bar older than one bar: that
+    bar's values are not vouched for (the end of it never arrived), so the stream's next
+    update, or the gap fill, delivers it, never this timer."""
+    end = forming + timedelta(seconds=bar_s)
+    return end <= now < end + timedelta(seconds=bar_s) and already_closed != forming
 
 
 def _in_window(times: list[float], t: float, span: float) -> list[float]:

@@ -192,6 +192,9 @@ class DataSettings(_Section):
     backfill_1hour: str = Field("30 D", pattern=r"^[1-9][0-9]{0,3} [SDWMY]$")
     what_to_show: Literal["TRADES", "MIDPOINT"] = "TRADES"
     stale_after_minutes: float = Field(5.0, gt=0, le=24 * 60)
+    # A streamed bar is closed this long (simulated seconds at a simulator) after its end when
+    # no update has started the next one: IB's keepUpToDate updates come every 4 to 6 s.
+    bar_close_grace_s: float = Field(0.25, gt=0, le=5)
     # A stale stream is asked for again only after this long without a bar in real time too:
     # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
     resubscribe_after_s: float = Field(30.0, gt=0, le=DAY)

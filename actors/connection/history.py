@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from actors import messages as m
 from actors.base import tell
 from actors.connection.convert import bar_from_ib
-from actors.pacing import HistoricalPacer, bar_seconds, gap_duration
+from actors.pacing import HistoricalPacer, bar_seconds, close_check_at, close_due, gap_duration
 
 if TYPE_CHECKING:
     from actors.connection.session import Session
@@ -39,6 +39,8 @@ class History:
         # The session's last bar, delivered at the close: not again at the next session's
         # first update.
         self.closed_early: dict[tuple[str, str], datetime] = {}
+        # Per open stream, the timer that closes its forming bar at its end (`_arm_close`).
+        self.close_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -55,6 +57,7 @@ class History:
 
     async def end_stream(self, key: tuple[str, str]) -> None:
         bars = self.open_streams.pop(key, None)
+        self._disarm(key)
         if bars is not None:
             if self.session.ib.isConnected():
                 self.session.ib.cancelHistoricalData(bars)
@@ -64,6 +67,8 @@ class History:
         """The socket closed: the Gateway forgot every stream: every slot free again."""
         for _ in range(len(self.open_streams)):
             self.slots.release()
+        for key in list(self.close_timers):
+            self._disarm(key)
         self.open_streams.clear()
 
     async def fetch(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
@@ -146,6 +151,49 @@ class History:
         await self.end_stream(key)
         bars.updateEvent += on_update
         self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
+        self._arm_close(key, bars, reply_to)
+
+    # -- a bar known closed at its end, not at the next bar's first update -----------------
+
+    def _arm_close(self, key: tuple[str, str], bars: Any, reply_to: Any) -> None:
+        """Close the stream's forming bar `data.bar_close_grace_s` after its end if no update
+        has started the next bar by then. IB sends keepUpToDate updates every 4 to 6 s, so
+        without this a bar is known closed up to 6 s late, and every entry waits for it.
+
+        The bar closed here carries the values of its last update, at most one update interval
+        before its end; the stream's own final version, when the next bar starts, is dropped
+        (`closed_early`), so the strategy sees each bar once.
+        """
+        if not bars or self.open_streams.get(key) is not bars:
+            return
+        s = self.session
+        bar_s = bar_seconds(key[1])
+        grace = s.settings.data.bar_close_grace_s
+        now = s.clock.now()
+        at = close_check_at(bar_from_ib(bars[-1]).time, now, bar_s, grace)
+        delay = (at - now).total_seconds() / getattr(s.clock, "scale", 1.0)
+        loop = asyncio.get_running_loop()
+        self._disarm(key)
+        self.close_timers[key] = loop.call_later(
+            max(0.0, delay), self._close_if_due, key, bars, reply_to
+        )
+
+    def _close_if_due(self, key: tuple[str, str], bars: Any, reply_to: Any) -> None:
+        self.close_timers.pop(key, None)
+        if self.open_streams.get(key) is not bars or not bars:
+            return
+        forming = bar_from_ib(bars[-1])
+        if close_due(
+            forming.time, self.session.clock.now(), bar_seconds(key[1]), self.closed_early.get(key)
+        ):
+            self.closed_early[key] = forming.time
+            tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=forming))
+        self._arm_close(key, bars, reply_to)
+
+    def _disarm(self, key: tuple[str, str]) -> None:
+        handle = self.close_timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def _final(self, ib_bar: Any, bar_size: str) -> bool:
         """A stream's last bar is final a minute after it ended: by then a newer one would have

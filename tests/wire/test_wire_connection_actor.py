@@ -103,3 +103,60 @@ def test_a_quote_that_never_changes_has_no_known_age_and_a_moving_one_is_fresh(a
     assert sim.call(lambda: sum(len(s.mkt_subs) for s in sim.server.sessions)) == 0, (
         "the lines opened to look again were left open"
     )
+
+
+class TimedInbox(Inbox):
+    """Records the simulated time each message arrived at."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.at: list = []
+
+    def tell(self, msg) -> None:
+        self.at.append((self.clock.now(), msg))
+        super().tell(msg)
+
+
+def test_a_streamed_bar_is_known_closed_within_a_second_of_its_end(make_settings):
+    """keepUpToDate says a bar closed only with the next bar's first update, 4 to 6 s later
+    at IB; the service closes it at its end. The simulator's updates come every 5 s here,
+    starting 2 s after each minute (the stream opens at :52), so the old behaviour is ~2 s
+    late on every bar."""
+    from datetime import UTC, datetime
+
+    from sim.clock import ScaledClock
+    from sim.runner import EmbeddedSim
+
+    start = datetime(2026, 11, 20, 15, 0, 52, tzinfo=UTC)  # 10:00:52 New York
+    clock = ScaledClock(start, scale=10.0)
+    with EmbeddedSim(SimOptions(seed=7, bar_update_interval=5.0), clock=clock) as sim:
+        settings = make_settings(symbols=["SPY"], broker={"clock": "wall"})
+        ref = ConnectionActor.start(settings, Metrics(new_registry()), clock, port=sim.port)
+        try:
+            deadline = time.monotonic() + 10
+            while ref.proxy().model.get().state != "connected":
+                assert time.monotonic() < deadline, "never connected"
+                time.sleep(0.05)
+            inbox = TimedInbox(clock)
+            ref.tell(
+                m.StreamBars(symbol="SPY", bar_size="1 min", duration="1800 S", reply_to=inbox)
+            )
+            deadline = time.monotonic() + 30
+            while len([g for g in inbox.got if isinstance(g, m.BarStreamed)]) < 2:
+                assert time.monotonic() < deadline, f"two bars never streamed: {inbox.got}"
+                time.sleep(0.02)
+        finally:
+            ref.stop()
+        late = [
+            (at - (msg.bar.time + timedelta(minutes=1))).total_seconds()
+            for at, msg in inbox.at
+            if isinstance(msg, m.BarStreamed)
+        ]
+        assert all(0 <= s <= 1.0 for s in late), late
+        bars = [msg.bar for _, msg in inbox.at if isinstance(msg, m.BarStreamed)]
+        # Each bar once, in order: the stream's own final version later is not a second bar.
+        assert [b.time for b in bars] == sorted({b.time for b in bars})
+        # The bar closed at its end is the simulator's bar (its updates cover the minute).
+        first = sim.market.bars("SPY", bars[0].time, bars[0].time + timedelta(minutes=1), 60)[0]
+        assert bars[0].open == first.open and bars[0].high <= first.high + 1e-9
