@@ -70,8 +70,10 @@ class DataActor(BaseActor):
         connection: Any,
         strategies: dict[str, Any],
         stale_listeners: tuple[Any, ...] = (),
+        spot_listeners: tuple[Any, ...] = (),
     ):
         super().__init__()
+        self.spot_listeners = spot_listeners
         self.hours = hours
         self.stale_listeners = stale_listeners
         self.settings = settings
@@ -293,6 +295,9 @@ class DataActor(BaseActor):
             log.error(
                 "%s %s bar %s delivered twice", feed.symbol, feed.bar_size, bar.time.isoformat()
             )
+        if live and feed.bar_size == MINUTE:
+            for ref in self.spot_listeners:
+                ref.tell(m.SpotMoved(symbol=feed.symbol, price=bar.close, time=bar.time))
         strategy = self.strategies.get(feed.symbol)
         if strategy is not None:
             strategy.tell(

@@ -233,6 +233,25 @@ class QuotesFetched(Msg):
 
 
 @dataclass(frozen=True, slots=True)
+class WarmQuotes(Msg):
+    """Keep streaming lines on these contracts (nearest first), where market data lines allow,
+    so that an entry's quotes are already there when its bar closes; replaces the symbol's
+    earlier set. An empty set gives the symbol's lines back."""
+
+    symbol: str
+    contracts: tuple[OptionContract, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SpotMoved(Msg):
+    """A live 1-minute bar closed at `price` (DataActor to OrderActor: which strikes are in play)."""
+
+    symbol: str
+    price: float
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class WatchQuotes(Msg):
     """Stream quotes for a contract to `reply_to` until UnwatchQuotes (paper fills use it)."""
 

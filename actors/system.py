@@ -195,7 +195,14 @@ class System:
         data = self._started(
             "data",
             DataActor.start(
-                s, mt, clock, self.hours, connection, strategies, stale_listeners=(risk, connection)
+                s,
+                mt,
+                clock,
+                self.hours,
+                connection,
+                strategies,
+                stale_listeners=(risk, connection),
+                spot_listeners=(orders,),
             ),
         )
         connection.tell(m.Subscribe(listener=risk, topics=("connection", "account")))

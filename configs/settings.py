@@ -253,6 +253,9 @@ class OptionSettings(_Section):
     # A quote not seen to change within max_quote_age_s is watched on a line for this many real
     # seconds before an entry; only a change on it proves the quote alive (a frozen one sends none).
     quote_recheck_s: float = Field(1.0, gt=0, le=60)
+    # Keep the strikes in play (calls and puts around each symbol's last close) streaming on
+    # market data lines IB's limit leaves free, so an entry needs no quote request at all.
+    warm_quotes: bool = True
 
     @model_validator(mode="after")
     def _recheck_shorter(self) -> OptionSettings:

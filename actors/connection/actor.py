@@ -382,6 +382,10 @@ class ConnectionActor(BaseActor):
         quotes = self.session.quotes
         self._send(lambda why: quotes_refused(msg, why), lambda: quotes.fetch(msg))
 
+    def on_WarmQuotes(self, msg: m.WarmQuotes) -> None:
+        # Refused quietly: warming is an optimisation, asked again with the next bar.
+        self._send(lambda why: None, lambda: self.session.quotes.warm(msg))
+
     def on_WatchQuotes(self, msg: m.WatchQuotes) -> None:
         quotes = self.session.quotes
         # Refused quietly: the watcher subscribes again on the next resync.

@@ -246,5 +246,9 @@ class History:
         self.closed_early[key] = bar.time
         tell(msg.reply_to, m.BarStreamed(symbol=msg.symbol, bar_size=msg.bar_size, bar=bar))
 
+    def realtime_lines(self) -> int:
+        """Market data lines the real-time bar streams hold (one each)."""
+        return 0
+
     async def stream_count(self) -> int:
         return len(self.open_streams)
