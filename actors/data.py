@@ -17,7 +17,7 @@ from actors import messages as m
 from actors.base import BaseActor
 from actors.hours import MarketHours
 from actors.metrics import Metrics
-from actors.pacing import gap_duration
+from actors.pacing import gap_duration, stream_kinds
 from configs.settings import Settings
 from storage import BarRepo, open_db
 from strategies.aggregate import HourlyAggregator, hour_bucket
@@ -93,6 +93,11 @@ class DataActor(BaseActor):
             for size in (MINUTE, HOUR)
         }
         self.hourly = {s: HourlyAggregator() for s in settings.symbols}
+        # Which symbols' minutes come from real-time bars (a line) rather than keepUpToDate (an
+        # open historical request): IB allows ~50 of the latter at once.
+        self.realtime = stream_kinds(
+            settings.symbols, settings.data.stream, settings.broker.max_open_historical
+        )
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
         self.recorder: BarRepo | None = None
         self.resubscribed_at: dict[str, datetime] = {}
@@ -134,6 +139,7 @@ class DataActor(BaseActor):
                 feed.bar_size,
                 duration if last is None else f"since {last.isoformat()}",
             )
+            extra = {"realtime": self.realtime[feed.symbol]} if kind is m.StreamBars else {}
             self.connection.tell(
                 kind(
                     symbol=feed.symbol,
@@ -141,6 +147,7 @@ class DataActor(BaseActor):
                     duration=duration,
                     reply_to=self.actor_ref,
                     since=last,
+                    **extra,
                 )
             )
 
@@ -388,5 +395,6 @@ class DataActor(BaseActor):
                 duration=duration,
                 reply_to=self.actor_ref,
                 since=feed.last.time if feed.last else None,
+                realtime=self.realtime[feed.symbol],
             )
         )

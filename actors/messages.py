@@ -117,6 +117,9 @@ class StreamBars(Msg):
     duration: str
     reply_to: Any
     since: datetime | None = None
+    # Stream real-time 5-second bars aggregated to minutes (a market data line) instead of a
+    # keepUpToDate request (an open historical request): see actors/pacing.py stream_kinds.
+    realtime: bool = False
 
 
 @dataclass(frozen=True, slots=True)

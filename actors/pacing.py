@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,6 +61,30 @@ def close_due(
     update, or the gap fill, delivers it, never this timer."""
     end = forming + timedelta(seconds=bar_s)
     return end <= now < end + timedelta(seconds=bar_s) and already_closed != forming
+
+
+# Open historical requests kept free of streams in `auto`: backfills, gap fills and the hourly
+# fetches need slots too, or they would wait behind streams that never end.
+HISTORICAL_HEADROOM = 5
+# IB's realtime_bars.html: "no more than 60 *new* requests for real time bars can be made in 10
+# minutes": every reconnect asks for all of them again.
+MAX_REALTIME_STREAMS = 60
+
+
+def stream_kinds(symbols: Sequence[str], mode: str, max_open_historical: int) -> dict[str, bool]:
+    """Per symbol, whether its minutes come from real-time 5-second bars (True) or from a
+    keepUpToDate stream (False).
+
+    A keepUpToDate stream holds one of IB's ~50 open historical requests for good; real-time
+    bars hold a market data line instead (100 by default). `auto` streams the first symbols
+    from history, keeping HISTORICAL_HEADROOM requests free, and the rest in real time.
+    """
+    if mode == "historical":
+        return dict.fromkeys(symbols, False)
+    if mode == "realtime":
+        return dict.fromkeys(symbols, True)
+    keep = max(0, max_open_historical - HISTORICAL_HEADROOM)
+    return {s: i >= keep for i, s in enumerate(symbols)}
 
 
 def _in_window(times: list[float], t: float, span: float) -> list[float]:

@@ -365,6 +365,9 @@ class ConnectionActor(BaseActor):
     # -- requests: each one is work for the loop ----------------------------------------------
     def on_StreamBars(self, msg: m.StreamBars) -> None:
         history = self.session.history
+        if msg.realtime:
+            self._send(lambda why: history_refused(msg, why), lambda: history.realtime(msg))
+            return
         self._send(lambda why: history_refused(msg, why), lambda: history.request(msg, True))
 
     def on_FetchBars(self, msg: m.FetchBars) -> None:

@@ -6,18 +6,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from actors import messages as m
 from actors.base import tell
 from actors.connection.convert import bar_from_ib
 from actors.pacing import HistoricalPacer, bar_seconds, close_check_at, close_due, gap_duration
+from strategies.aggregate import MinuteAggregator
+from strategies.bars import Bar
 
 if TYPE_CHECKING:
     from actors.connection.session import Session
 
 log = logging.getLogger("optionsbot.connection")
+
+
+class Inbox:
+    """Collects a request's answers on the loop, to pass on in order with what came meanwhile."""
+
+    def __init__(self) -> None:
+        self.got: list[m.Msg] = []
+
+    def tell(self, msg: m.Msg) -> None:
+        self.got.append(msg)
 
 
 def refused(msg: m.StreamBars | m.FetchBars, reason: str) -> None:
@@ -41,6 +53,9 @@ class History:
         self.closed_early: dict[tuple[str, str], datetime] = {}
         # Per open stream, the timer that closes its forming bar at its end (`_arm_close`).
         self.close_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # Real-time 5-second bar streams, aggregated to minutes: each holds a market data line
+        # (the Quotes room's semaphore), not an open historical request.
+        self.realtime_streams: dict[tuple[str, str], Any] = {}
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -62,14 +77,22 @@ class History:
             if self.session.ib.isConnected():
                 self.session.ib.cancelHistoricalData(bars)
             self.slots.release()
+        live = self.realtime_streams.pop(key, None)
+        if live is not None:
+            if self.session.ib.isConnected():
+                self.session.ib.cancelRealTimeBars(live)
+            self.session.quotes.lines.release()
 
     def drop(self) -> None:
-        """The socket closed: the Gateway forgot every stream: every slot free again."""
+        """The socket closed: the Gateway forgot every stream: every slot and line free again."""
         for _ in range(len(self.open_streams)):
             self.slots.release()
+        for _ in range(len(self.realtime_streams)):
+            self.session.quotes.lines.release()
         for key in list(self.close_timers):
             self._disarm(key)
         self.open_streams.clear()
+        self.realtime_streams.clear()
 
     async def fetch(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
         s = self.session
@@ -232,6 +255,19 @@ class History:
 
     async def close_last_bar(self, msg: m.CloseLastBar) -> None:
         key = (msg.symbol, msg.bar_size)
+        if key in self.realtime_streams:
+            # The minute's last 5-second bar may never come after the close: history has it.
+            await self.request(
+                m.FetchBars(
+                    symbol=msg.symbol,
+                    bar_size=msg.bar_size,
+                    duration="300 S",
+                    reply_to=msg.reply_to,
+                    since=msg.bar_time - timedelta(minutes=1),
+                ),
+                stream=False,
+            )
+            return
         bars = self.open_streams.get(key)
         bar = bar_from_ib(bars[-1]) if bars else None
         if bar is None or bar.time != msg.bar_time:
@@ -248,7 +284,87 @@ class History:
 
     def realtime_lines(self) -> int:
         """Market data lines the real-time bar streams hold (one each)."""
-        return 0
+        return len(self.realtime_streams)
+
+    # -- real-time 5-second bars, aggregated to minutes -------------------------------------
+
+    async def realtime(self, msg: m.StreamBars) -> None:
+        """Stream minutes built from real-time 5-second bars, after a backfill of the gap.
+
+        IB's realtime_bars.html: each subscription holds a market data line, and new ones are
+        paced like small historical bars (at most 60 in 10 minutes), so the pacer books it as
+        one. A minute is known closed when its last 5-second bar arrives, at its end. The
+        minute the subscription starts in is incomplete, and so never streamed: DataActor sees
+        the hole at the next minute and fills it from history, like any gap. Minutes that
+        complete before the backfill has answered wait here, so history comes first.
+        """
+        s, ib = self.session, self.session.ib
+        key = (msg.symbol, msg.bar_size)
+        generation = self.stream_generation[key] = self.stream_generation.get(key, 0) + 1
+        await self.end_stream(key)
+        delay = self.pacer.reserve(
+            (msg.symbol, "5 secs", True), (msg.symbol, "TRADES"), time.monotonic(), small_bars=True
+        )
+        s.metrics.pacing_wait.observe(delay)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await s.quotes.lines.acquire()
+        if not ib.isConnected() or self.stream_generation.get(key) != generation:
+            s.quotes.lines.release()
+            if not ib.isConnected():
+                refused(msg, "not connected (lost while queued)")
+            return
+        try:
+            contract = await s.stock(msg.symbol)
+        except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
+            s.quotes.lines.release()
+            refused(msg, str(exc) or type(exc).__name__)
+            return
+        live = ib.reqRealTimeBars(contract, 5, s.settings.data.what_to_show, True)
+        self.realtime_streams[key] = live
+        minutes = MinuteAggregator()
+        held: list[Bar] | None = []  # None once the backfill has answered
+        reply_to = msg.reply_to
+
+        def on_bar(bars: Any, _: bool) -> None:
+            if not bars:
+                return
+            b = bars[-1]
+            five = Bar(b.time.astimezone(UTC), b.open_, b.high, b.low, b.close, max(0.0, b.volume))
+            for minute in minutes.update(five):
+                if held is None:
+                    tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+                else:
+                    held.append(minute)
+
+        live.updateEvent += on_bar
+        answer = Inbox()
+        await self.request(
+            m.FetchBars(
+                symbol=msg.symbol,
+                bar_size=msg.bar_size,
+                duration=msg.duration,
+                reply_to=answer,
+                since=msg.since,
+            ),
+            stream=False,
+        )
+        if any(isinstance(r, m.StreamFailed) for r in answer.got):
+            if self.stream_generation.get(key) == generation:
+                await self.end_stream(key)  # no stream without its history: asked again later
+            for reply in answer.got:
+                tell(reply_to, reply)
+            return
+        for reply in answer.got:
+            tell(reply_to, reply)
+        last = max(
+            (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
+            default=None,
+        )
+        pending, held = held, None
+        for minute in pending or ():
+            if last is None or minute.time > last:
+                tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
 
     async def stream_count(self) -> int:
-        return len(self.open_streams)
+        return len(self.open_streams) + len(self.realtime_streams)
