@@ -5,7 +5,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from actors.pacing import HistoricalPacer, close_check_at, close_due
+from actors.pacing import (
+    HISTORICAL_HEADROOM,
+    HistoricalPacer,
+    close_check_at,
+    close_due,
+    stream_kinds,
+)
 
 
 def violations(sends: list[tuple[float, tuple, tuple]], p: HistoricalPacer) -> list[str]:
@@ -97,3 +103,16 @@ def test_a_forming_bar_closes_once_and_only_in_the_bar_after_it(forming, offset)
     due = close_due(forming, now, 60, already_closed=None)
     assert due == (60 <= offset < 120)
     assert not close_due(forming, now, 60, already_closed=forming)
+
+
+@given(n=st.integers(0, 120), max_open=st.integers(1, 80))
+def test_auto_streams_from_history_what_the_open_requests_allow_and_the_rest_in_real_time(
+    n, max_open
+):
+    symbols = [f"S{i}" for i in range(n)]
+    kinds = stream_kinds(symbols, "auto", max_open)
+    historical = [s for s in symbols if not kinds[s]]
+    assert len(historical) == min(n, max(0, max_open - HISTORICAL_HEADROOM))
+    assert historical == symbols[: len(historical)]  # the first listed keep history
+    assert stream_kinds(symbols, "historical", max_open) == dict.fromkeys(symbols, False)
+    assert stream_kinds(symbols, "realtime", max_open) == dict.fromkeys(symbols, True)
