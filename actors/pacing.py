@@ -150,7 +150,10 @@ class HistoricalPacer:
             if bump is None:
                 break
             t = max(t + 1e-6, bump)
-        for times in (identical, by_contract, self._all):
+        # Only small bars count in the window: the simulator, like IB's rule, counts no others,
+        # and counting the 1-minute and 1-hour requests would hold real-time bars back for
+        # minutes at a 100-symbol start.
+        for times in (identical, by_contract, *([self._all] if small_bars else [])):
             bisect.insort(times, t)
         self._prune(now)
         return t - now
@@ -182,14 +185,28 @@ ORDER_MESSAGES = frozenset(
         99,  # reqCompletedOrders
     }
 )
-ORDERS, DATA = 0, 1
-CLASS_NAMES = ("orders", "data")
+# Bars before quotes: every symbol's data rides on them, while a quote request serves one
+# entry that a late bar would spoil anyway. At 100 symbols a closing minute brings many entries
+# at once, and their quote traffic must not hold a backfill or a stream behind it.
+BAR_MESSAGES = frozenset(
+    {
+        20,  # reqHistoricalData
+        25,  # cancelHistoricalData
+        50,  # reqRealTimeBars
+        51,  # cancelRealTimeBars
+    }
+)
+ORDERS, BARS, DATA = 0, 1, 2
+CLASS_NAMES = ("orders", "bars", "data")
 
 
 def message_class(msg: str) -> int:
-    """ORDERS or DATA, from a serialized request's message id."""
+    """ORDERS, BARS or DATA, from a serialized request's message id."""
     head = msg.split("\0", 1)[0]
-    return ORDERS if head.isdigit() and int(head) in ORDER_MESSAGES else DATA
+    if not head.isdigit():
+        return DATA
+    msg_id = int(head)
+    return ORDERS if msg_id in ORDER_MESSAGES else BARS if msg_id in BAR_MESSAGES else DATA
 
 
 @dataclass
@@ -201,7 +218,7 @@ class MessageGate:
     them, still sees fewer than 50 in a second when a stall delivers a few hundred milliseconds
     of them together. (ib_async's own throttle allows its whole per-second quota at once, twice
     within a few milliseconds at a second's edge.) Orders wait in their own queue and always go
-    first; within a class, messages keep their order.
+    first, then bars, then the rest; within a class, messages keep their order.
     """
 
     rate: float = 30.0
@@ -212,7 +229,7 @@ class MessageGate:
 
     def __post_init__(self) -> None:
         self.tokens = float(self.burst)
-        self.queues = (deque(), deque())
+        self.queues = (deque(), deque(), deque())
 
     def offer(self, msg: str, now: float) -> list[str]:
         """Queue one message; returns the messages that may be sent now, in order."""

@@ -56,6 +56,7 @@ class History:
         # Real-time 5-second bar streams, aggregated to minutes: each holds a market data line
         # (the Quotes room's semaphore), not an open historical request.
         self.realtime_streams: dict[tuple[str, str], Any] = {}
+        self.realtime_wanted: set[tuple[str, str]] = set()  # asked for, open or on their way
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -284,7 +285,7 @@ class History:
 
     def realtime_lines(self) -> int:
         """Market data lines the real-time bar streams hold (one each)."""
-        return len(self.realtime_streams)
+        return len(self.realtime_wanted | set(self.realtime_streams))
 
     # -- real-time 5-second bars, aggregated to minutes -------------------------------------
 
@@ -306,8 +307,12 @@ class History:
             (msg.symbol, "5 secs", True), (msg.symbol, "TRADES"), time.monotonic(), small_bars=True
         )
         s.metrics.pacing_wait.observe(delay)
+        self.realtime_wanted.add(key)  # warm quotes leave its line free from now on
         if delay > 0:
             await asyncio.sleep(delay)
+        quotes = s.quotes
+        if quotes.lines.locked() and quotes.warm_lines:
+            quotes.give_back_warm_line()  # bars come before warmth
         await s.quotes.lines.acquire()
         if not ib.isConnected() or self.stream_generation.get(key) != generation:
             s.quotes.lines.release()
@@ -339,16 +344,24 @@ class History:
 
         live.updateEvent += on_bar
         answer = Inbox()
-        await self.request(
-            m.FetchBars(
-                symbol=msg.symbol,
-                bar_size=msg.bar_size,
-                duration=msg.duration,
-                reply_to=answer,
-                since=msg.since,
-            ),
-            stream=False,
+        # A key of its own: under the plain requests' key, the gap fill that follows at the
+        # next minute (the joined minute) would wait out the 15 s identical-request rule,
+        # though it asks for another duration and so is not identical at IB.
+        backfill = m.FetchBars(
+            symbol=msg.symbol,
+            bar_size=msg.bar_size,
+            duration=msg.duration,
+            reply_to=answer,
+            since=msg.since,
         )
+        delay = self.pacer.reserve(
+            (msg.symbol, msg.bar_size, "realtime backfill"),
+            (msg.symbol, "TRADES"),
+            time.monotonic(),
+            small_bars=bar_seconds(msg.bar_size) <= 30,
+        )
+        s.metrics.pacing_wait.observe(delay)
+        await self.fetch(backfill, delay, stream=False)
         if any(isinstance(r, m.StreamFailed) for r in answer.got):
             if self.stream_generation.get(key) == generation:
                 await self.end_stream(key)  # no stream without its history: asked again later

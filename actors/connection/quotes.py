@@ -76,6 +76,7 @@ class Quotes:
         # so an entry never waits for contract details it has had before.
         self.qualified: dict[tuple, Any] = {}
         self.qualified_day: date | None = None
+        self.qualifying: dict[tuple, asyncio.Future] = {}
         # Warm lines: per symbol the contracts in play (m.WarmQuotes), and per contract key
         # its open line and whether the line has settled (its opening values are not news).
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
@@ -127,14 +128,35 @@ class Quotes:
         if today != self.qualified_day:
             self.qualified.clear()
             self.qualified_day = today
-        todo = [c for c in contracts if contract_key(c) not in self.qualified]
+        # Asked already and not answered yet (by another entry, or the warming): wait for that
+        # answer rather than ask again; at 100 symbols a bar closes for all at once.
+        todo = list(
+            {
+                contract_key(c): c
+                for c in contracts
+                if contract_key(c) not in self.qualified and contract_key(c) not in self.qualifying
+            }.values()
+        )
         if todo:
-            found = await s.timed(
-                "contract_details", s.ib.qualifyContractsAsync(*[ib_option(c) for c in todo])
-            )
-            for c, q in zip(todo, found, strict=False):
-                if q is not None and q.conId:
-                    self.qualified[contract_key(c)] = q
+            done = asyncio.get_running_loop().create_future()
+            for c in todo:
+                self.qualifying[contract_key(c)] = done
+            try:
+                found = await s.timed(
+                    "contract_details", s.ib.qualifyContractsAsync(*[ib_option(c) for c in todo])
+                )
+                for c, q in zip(todo, found, strict=False):
+                    if q is not None and q.conId:
+                        self.qualified[contract_key(c)] = q
+            finally:
+                for c in todo:
+                    self.qualifying.pop(contract_key(c), None)
+                done.set_result(None)
+        waits = {
+            id(f): f for c in contracts if (f := self.qualifying.get(contract_key(c))) is not None
+        }
+        for f in waits.values():
+            await f
         return [self.qualified.get(contract_key(c)) for c in contracts]
 
     # -- warm lines: the strikes in play, streaming before an entry needs them --------------
@@ -195,6 +217,10 @@ class Quotes:
 
         ticker.updateEvent += on_tick
         self.warm_lines[key] = (ticker, start, on_tick)
+
+    def give_back_warm_line(self) -> None:
+        """The last warmed line is closed, for a line that matters more (bars, a position)."""
+        self._close_warm(next(reversed(self.warm_lines)))
 
     def _close_warm(self, key: tuple) -> None:
         ticker, _, on_tick = self.warm_lines.pop(key)
@@ -383,8 +409,7 @@ class Quotes:
         # A watch asked again (after a resync) replaces the old line instead of taking another.
         await self._unwatch(contract.conId)
         if self.lines.locked() and self.warm_lines:
-            # A position's line comes before warmth: the last warmed gives its line back.
-            self._close_warm(next(reversed(self.warm_lines)))
+            self.give_back_warm_line()  # a position's line comes before warmth
         if self.lines.locked():
             log.warning(
                 "%s waits for a market data line (all %d in use)",
