@@ -44,6 +44,10 @@ class Feed:
     # A gap fill is on its way: live minute bars wait here, to be delivered in order.
     filling: bool = False
     pending: list[tuple[Bar, float]] = field(default_factory=list)
+    # A first backfill that failed (a timeout, a request the Gateway dropped): asked again at
+    # this monotonic time, not only at the next reconnect, or the symbol would have no data
+    # all day on a connection that never drops.
+    retry_mono: float | None = None
 
     @property
     def last(self) -> Bar | None:
@@ -183,12 +187,37 @@ class DataActor(BaseActor):
         feed = self.feeds.get((msg.symbol, msg.bar_size))
         if feed is not None and feed.filling:
             self._flush(feed)
+        first = feed is not None and not feed.ready
+        if first:
+            feed.retry_mono = time.monotonic() + self.settings.data.resubscribe_after_s
         log.warning(
-            "%s %s bars failed: %s (asked again on the next reconnect)",
+            "%s %s bars failed: %s (%s)",
             msg.symbol,
             msg.bar_size,
             msg.reason,
+            f"asked again in {self.settings.data.resubscribe_after_s:g}s"
+            if first
+            else "asked again on the next reconnect",
         )
+
+    def _retry_first_backfills(self) -> None:
+        now_mono = time.monotonic()
+        for feed in self.feeds.values():
+            if feed.ready or feed.retry_mono is None or now_mono < feed.retry_mono:
+                continue
+            feed.retry_mono = None
+            kind = m.StreamBars if feed.bar_size == MINUTE else m.FetchBars
+            extra = {"realtime": self.realtime[feed.symbol]} if kind is m.StreamBars else {}
+            log.info("%s %s: asking for its history again", feed.symbol, feed.bar_size)
+            self.connection.tell(
+                kind(
+                    symbol=feed.symbol,
+                    bar_size=feed.bar_size,
+                    duration=self._default_duration(feed.bar_size),
+                    reply_to=self.actor_ref,
+                    **extra,
+                )
+            )
 
     def on_BarsBackfilled(self, msg: m.BarsBackfilled) -> None:
         feed = self.feeds.get((msg.symbol, msg.bar_size))
@@ -332,6 +361,7 @@ class DataActor(BaseActor):
 
     def on_Tick(self, msg: m.Tick) -> None:
         """Staleness: no 1-minute bar for N minutes while the market is open."""
+        self._retry_first_backfills()
         limit = timedelta(minutes=self.settings.data.stale_after_minutes)
         for (symbol, size), feed in self.feeds.items():
             if size != MINUTE or feed.last is None:

@@ -108,6 +108,10 @@ def soak(
                 cold_start_requests = sum(system.sim.stats["requests"].values())
             stale_seen |= {sym for sym, stale in data.stale.get().items() if stale}
             time.sleep(0.1 if cold_start_s is None else 0.5)
+        # A symbol that never had a bar is stale too (DataActor's clock starts at its first).
+        stale_seen |= {
+            sym for (sym, size), f in data.feeds.get().items() if size == "1 min" and f.last is None
+        }
         # After the close: give the service time to recover from the day's last faults and fill
         # its gaps (the simulator's restart downtime is in real seconds: long at this speed).
         last_minute = (close - timedelta(minutes=1)).isoformat()

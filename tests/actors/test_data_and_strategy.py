@@ -306,3 +306,21 @@ def test_a_spike_is_held_then_dropped_and_a_gap_is_held_then_confirmed(data, met
         == 1
     )
     assert all(b.bar.close < 1000 for b in strategy.of(m.BarClosed))
+
+
+def test_a_first_backfill_that_failed_is_asked_again_without_a_reconnect(data):
+    """A request the Gateway dropped (a message-rate violation, a stalled HMDS) at start-up
+    would leave the symbol without any data all day on a connection that never drops."""
+    actor, strategy, _, conn, clock = data
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 min", reason="timed out"))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 hour", reason="timed out"))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(conn.of(m.StreamBars)) == 2 and len(conn.of(m.FetchBars)) == 2
+    assert conn.last(m.StreamBars).duration == "2 D"
+    actor.on_Tick(m.Tick(now=clock.now()))  # asked once per failure, not on every tick
+    assert len(conn.of(m.StreamBars)) == 2
+    # Once it has its history, a failed stream is the stale check's to ask again, not this.
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0),)))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 min", reason="timed out"))
+    assert actor.feeds[("SPY", "1 min")].retry_mono is None
