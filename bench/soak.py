@@ -55,6 +55,7 @@ def soak(
     workdir: Path | None = None,
     seed: int = 11,
     minutes: int | None = None,
+    trading: bool = True,
 ) -> dict:
     """`minutes`: only the session's first minutes (the suite's short day), else all of it."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
@@ -71,6 +72,9 @@ def soak(
             "bar_update_s": 20,
         },
         "data": {"record_bars": True},
+        # Without trading, only the data path: at 60x, 100 symbols' entries send 60 times a
+        # real day's quote requests, and keep the message gate full all day.
+        **({} if trading else {"scalp": {"enabled": False}, "whale": {"enabled": False}}),
         # Timeouts and the breaker's cooldown are real seconds; at 120x a 60 s timeout would be
         # two simulated hours. These keep a stalled request's cost near a real Gateway's.
         "broker": {"timeouts_s": {"historical": 15}, "breaker_cooldown_s": 10},
@@ -222,9 +226,10 @@ def main() -> None:
         "--scenario", type=Path, default=BAD_DAY, help="a fault scenario, or 'none' for a calm day"
     )
     parser.add_argument("--minutes", type=int, default=None, help="only the session's first N")
+    parser.add_argument("--no-trading", action="store_true", help="the data path alone")
     args = parser.parse_args()
     scenario = None if str(args.scenario) == "none" else args.scenario
-    r = soak(args.symbols, args.scale, scenario, minutes=args.minutes)
+    r = soak(args.symbols, args.scale, scenario, minutes=args.minutes, trading=not args.no_trading)
     print(json.dumps(r, indent=2, default=str))
 
 
