@@ -250,6 +250,14 @@ class DataActor(BaseActor):
         feed.held.clear()
         if feed.filling:
             self._flush(feed)
+        elif feed.pending:
+            # Minutes streamed before the history came: each now as if it came now (a hole
+            # before the first is a gap to fill, as ever).
+            pending, feed.pending = feed.pending, []
+            for bar, mono in pending:
+                self.on_BarStreamed(
+                    m.BarStreamed(symbol=feed.symbol, bar_size=feed.bar_size, bar=bar, mono=mono)
+                )
 
     def _hour_closed(self, bar: Bar, now: datetime) -> bool:
         session = self.hours.session_at(bar.time)
@@ -262,7 +270,8 @@ class DataActor(BaseActor):
         if feed is None:
             return
         feed.last_seen_mono = time.monotonic()
-        if feed.filling:
+        if feed.filling or not feed.ready:
+            # Not before its history (a real-time stream may outlive its failed backfill).
             feed.pending.append((msg.bar, msg.mono))
             return
         if feed.last is not None and msg.bar.time > self._expected_next(feed.last):

@@ -56,6 +56,7 @@ def soak(
     seed: int = 11,
     minutes: int | None = None,
     trading: bool = True,
+    rate: float | None = None,
 ) -> dict:
     """`minutes`: only the session's first minutes (the suite's short day), else all of it."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
@@ -77,7 +78,14 @@ def soak(
         **({} if trading else {"scalp": {"enabled": False}, "whale": {"enabled": False}}),
         # Timeouts and the breaker's cooldown are real seconds; at 120x a 60 s timeout would be
         # two simulated hours. These keep a stalled request's cost near a real Gateway's.
-        "broker": {"timeouts_s": {"historical": 15}, "breaker_cooldown_s": 10},
+        "broker": {
+            "timeouts_s": {"historical": 15},
+            "breaker_cooldown_s": 10,
+            # The embedded simulator counts messages as its loop reads them, and at a
+            # 100-symbol start this process keeps that loop waiting: a slower gate keeps the
+            # bunched reads under 50 a second (a Gateway is a process of its own).
+            **({"max_messages_per_second": rate, "message_burst": 5} if rate else {}),
+        },
         "storage": {"path": str(workdir / "soak.sqlite")},
         "metrics": {"port": 0},
         "risk": {"kill_switch_file": str(workdir / "KILL")},
@@ -227,9 +235,17 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=int, default=None, help="only the session's first N")
     parser.add_argument("--no-trading", action="store_true", help="the data path alone")
+    parser.add_argument("--rate", type=float, default=None, help="broker.max_messages_per_second")
     args = parser.parse_args()
     scenario = None if str(args.scenario) == "none" else args.scenario
-    r = soak(args.symbols, args.scale, scenario, minutes=args.minutes, trading=not args.no_trading)
+    r = soak(
+        args.symbols,
+        args.scale,
+        scenario,
+        minutes=args.minutes,
+        trading=not args.no_trading,
+        rate=args.rate,
+    )
     print(json.dumps(r, indent=2, default=str))
 
 

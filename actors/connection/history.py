@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("optionsbot.connection")
 
 
+# A real-time stream that brought a 5-second bar this recently (real seconds) is alive.
+REALTIME_ALIVE_S = 60.0
+
+
 class Inbox:
     """Collects a request's answers on the loop, to pass on in order with what came meanwhile."""
 
@@ -57,6 +61,7 @@ class History:
         # (the Quotes room's semaphore), not an open historical request.
         self.realtime_streams: dict[tuple[str, str], Any] = {}
         self.realtime_wanted: set[tuple[str, str]] = set()  # asked for, open or on their way
+        self.realtime_seen: dict[tuple[str, str], float] = {}  # monotonic: its last 5 s bar
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -301,6 +306,15 @@ class History:
         """
         s, ib = self.session, self.session.ib
         key = (msg.symbol, msg.bar_size)
+        if (
+            key in self.realtime_streams
+            and time.monotonic() - self.realtime_seen.get(key, -1e9) < REALTIME_ALIVE_S
+        ):
+            # The subscription is alive: only the history is asked again. A new subscription
+            # would spend one of the 60 that IB allows in 10 minutes, and at a bad start they
+            # are all spent: the symbol would wait ten minutes with no bars.
+            await self._realtime_backfill(msg)
+            return
         generation = self.stream_generation[key] = self.stream_generation.get(key, 0) + 1
         await self.end_stream(key)
         delay = self.pacer.reserve(
@@ -334,6 +348,7 @@ class History:
         def on_bar(bars: Any, _: bool) -> None:
             if not bars:
                 return
+            self.realtime_seen[key] = time.monotonic()
             b = bars[-1]
             five = Bar(b.time.astimezone(UTC), b.open_, b.high, b.low, b.close, max(0.0, b.volume))
             for minute in minutes.update(five):
@@ -343,6 +358,22 @@ class History:
                     held.append(minute)
 
         live.updateEvent += on_bar
+        self.realtime_seen[key] = time.monotonic()
+        answer = await self._realtime_backfill(msg)
+        last = max(
+            (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
+            default=None,
+        )
+        pending, held = held, None
+        for minute in pending or ():
+            if last is None or minute.time > last:
+                tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+
+    async def _realtime_backfill(self, msg: m.StreamBars) -> Inbox:
+        """The history before a real-time stream, passed on to the requester; a failure is
+        passed on too, and the subscription stays (the requester asks for the history again,
+        and DataActor holds the stream's minutes until it has it)."""
+        s = self.session
         answer = Inbox()
         # A key of its own: under the plain requests' key, the gap fill that follows at the
         # next minute (the joined minute) would wait out the 15 s identical-request rule,
@@ -362,22 +393,9 @@ class History:
         )
         s.metrics.pacing_wait.observe(delay)
         await self.fetch(backfill, delay, stream=False)
-        if any(isinstance(r, m.StreamFailed) for r in answer.got):
-            if self.stream_generation.get(key) == generation:
-                await self.end_stream(key)  # no stream without its history: asked again later
-            for reply in answer.got:
-                tell(reply_to, reply)
-            return
         for reply in answer.got:
-            tell(reply_to, reply)
-        last = max(
-            (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
-            default=None,
-        )
-        pending, held = held, None
-        for minute in pending or ():
-            if last is None or minute.time > last:
-                tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+            tell(msg.reply_to, reply)
+        return answer
 
     async def stream_count(self) -> int:
         return len(self.open_streams) + len(self.realtime_streams)
