@@ -324,3 +324,18 @@ def test_a_first_backfill_that_failed_is_asked_again_without_a_reconnect(data):
     actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0),)))
     actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 min", reason="timed out"))
     assert actor.feeds[("SPY", "1 min")].retry_mono is None
+
+
+def test_minutes_streamed_before_the_history_wait_for_it_and_a_hole_is_filled(data):
+    """A real-time stream can outlive its failed backfill: its minutes must not reach the
+    strategy before the history (which would then be dropped as out of order)."""
+    actor, strategy, _, conn, _ = data
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(3)))
+    assert strategy.of(m.BarClosed) == []
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0), bar(1))))
+    # bar(2) is missing: the held minute asks for exactly that gap and waits for it.
+    assert conn.last(m.FetchBars).since == bar(1).time
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(2),)))
+    got = [b for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert [b.bar.time for b in got] == [bar(i).time for i in range(4)]
+    assert [b.live for b in got] == [False, False, False, True]
