@@ -61,6 +61,8 @@ ANSWERED = {
 
 
 def profiles() -> tuple[str, ...]:
+    if "latency" not in SimOptions.__dataclass_fields__:
+        return ("instant",)  # a simulator without latency profiles answers at once
     try:
         from sim.latency import PROFILES  # type: ignore[import-not-found]
     except ImportError:

@@ -62,6 +62,7 @@ class History:
         self.realtime_streams: dict[tuple[str, str], Any] = {}
         self.realtime_wanted: set[tuple[str, str]] = set()  # asked for, open or on their way
         self.realtime_seen: dict[tuple[str, str], float] = {}  # monotonic: its last 5 s bar
+        self.realtime_waiting: set[tuple[str, str]] = set()  # booked in the pacer, not yet sent
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -304,7 +305,6 @@ class History:
         the hole at the next minute and fills it from history, like any gap. Minutes that
         complete before the backfill has answered wait here, so history comes first.
         """
-        s, ib = self.session, self.session.ib
         key = (msg.symbol, msg.bar_size)
         if (
             key in self.realtime_streams
@@ -315,8 +315,23 @@ class History:
             # are all spent: the symbol would wait ten minutes with no bars.
             await self._realtime_backfill(msg)
             return
+        if key in self.realtime_waiting:
+            # A subscription already waits its turn in IB's window: booking another would
+            # only push every later one further back. The history is what can be had now.
+            await self._realtime_backfill(msg)
+            return
         generation = self.stream_generation[key] = self.stream_generation.get(key, 0) + 1
         await self.end_stream(key)
+        self.realtime_waiting.add(key)
+        try:
+            await self._subscribe_realtime(msg, key, generation)
+        finally:
+            self.realtime_waiting.discard(key)
+
+    async def _subscribe_realtime(
+        self, msg: m.StreamBars, key: tuple[str, str], generation: int
+    ) -> None:
+        s, ib = self.session, self.session.ib
         delay = self.pacer.reserve(
             (msg.symbol, "5 secs", True), (msg.symbol, "TRADES"), time.monotonic(), small_bars=True
         )

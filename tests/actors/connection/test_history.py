@@ -141,3 +141,20 @@ def test_a_live_real_time_stream_asked_again_only_fetches_its_history(session):
     asyncio.run(history.realtime(msg))
     assert history.realtime_streams[key] is live
     assert session.ib.durations == ["2 D"] and reply.last(m.BarsBackfilled).symbol == "SPY"
+
+
+def test_a_real_time_stream_waiting_for_ibs_window_is_not_booked_twice(session):
+    """A stale window asks again while the subscription still waits its turn (IB's 60 in
+    10 minutes): another booking would push every later subscription further back."""
+    session.clock = ManualClock(SESSION_TIME)
+    history = session.history
+    key = ("SPY", "1 min")
+    history.realtime_waiting.add(key)
+    reply = FakeRef()
+    msg = m.StreamBars(
+        symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply, realtime=True
+    )
+    booked = len(history.pacer._all)
+    asyncio.run(history.realtime(msg))
+    assert len(history.pacer._all) == booked  # no real-time request booked
+    assert session.ib.durations == ["2 D"]  # the history, which can be had now
