@@ -283,11 +283,22 @@ class Quotes:
                 for c, q in zip(msg.contracts, qualified, strict=False)
                 if q is None
             ]
+            # A contract on a warm line is read from it, never snapshotted: ib_async keeps one
+            # ticker and one request id per contract, and a snapshot's end would forget the
+            # line's id, so the line could never be cancelled at the Gateway.
+            # A line that has brought no bid and ask yet gives way to the snapshot (a frozen
+            # or broken quote sends nothing on a line, while a snapshot answers what IB holds).
+            on_lines = {}
+            for c, q in pairs:
+                line = self.warm_lines.get(contract_key(c))
+                if line is not None and len(line[1].seen) == 2:
+                    on_lines[q.conId] = line[0]
+                elif line is not None:
+                    self._close_warm(contract_key(c))
+            cold = [q for _, q in pairs if q.conId not in on_lines]
             tickers = (
-                await s.timed(
-                    "snapshot", s.ib.reqTickersAsync(*[q for _, q in pairs]), msg.wait_s + 8.0
-                )
-                if pairs
+                await s.timed("snapshot", s.ib.reqTickersAsync(*cold), msg.wait_s + 8.0)
+                if cold
                 else []
             )
         except Exception as exc:  # noqa: BLE001
@@ -297,6 +308,7 @@ class Quotes:
             return
         by_con = {t.contract.conId: t for t in tickers}
         self._mark_snapshot(by_con)
+        by_con.update(on_lines)
         options = s.settings.options
         scale = getattr(s.clock, "scale", 1.0)
         unproven = [

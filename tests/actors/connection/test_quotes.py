@@ -139,11 +139,15 @@ def test_cold_quotes_qualify_once_a_day_and_a_line_not_settled_is_not_trusted(
         for _ in range(2):
             await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=FakeRef(), tag="SPY"))
         assert len(ib.qualified) == 2 and ib.snapshots == 2  # contract details asked once
-        # A warm line that has not brought its first bid and ask yet answers nothing.
+        # A warm line that has brought no bid and ask yet gives way: it is closed (a
+        # snapshot of a contract on a line would make ib_async forget the line's request id)
+        # and the contract snapshotted, as a frozen quote sends nothing on a line.
         await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=cold))
         assert len(ib.qualified) == 2  # qualified already today
+        cancelled = len(ib.cancelled)
         await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=FakeRef(), tag="SPY"))
-        assert ib.snapshots == 3
+        assert ib.snapshots == 3 and quotes.warm_lines == {}
+        assert ib.cancelled[cancelled : cancelled + 2] == [6901, 6911]  # the two lines closed
         # The next trading day asks again: an option's definition is only good for its day.
         session.clock.advance(timedelta(days=3))
         await quotes.fetch(m.FetchQuotes(contracts=cold[:1], reply_to=FakeRef(), tag="SPY"))
