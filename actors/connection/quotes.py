@@ -289,12 +289,14 @@ class Quotes:
             # A line that has brought no bid and ask yet gives way to the snapshot (a frozen
             # or broken quote sends nothing on a line, while a snapshot answers what IB holds).
             on_lines = {}
+            reopen: list[tuple[tuple, Any]] = []
             for c, q in pairs:
                 line = self.warm_lines.get(contract_key(c))
                 if line is not None and len(line[1].seen) == 2:
                     on_lines[q.conId] = line[0]
                 elif line is not None:
                     self._close_warm(contract_key(c))
+                    reopen.append((contract_key(c), q))  # warm again once the snapshot is in
             cold = [q for _, q in pairs if q.conId not in on_lines]
             tickers = (
                 await s.timed("snapshot", s.ib.reqTickersAsync(*cold), msg.wait_s + 8.0)
@@ -309,6 +311,10 @@ class Quotes:
         by_con = {t.contract.conId: t for t in tickers}
         self._mark_snapshot(by_con)
         by_con.update(on_lines)
+        for key, q in reopen:
+            if key not in self.warm_lines and not self.lines.locked() and s.ib.isConnected():
+                await self.lines.acquire()
+                self._open_warm(key, q)
         options = s.settings.options
         scale = getattr(s.clock, "scale", 1.0)
         unproven = [
