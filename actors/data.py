@@ -17,7 +17,7 @@ from actors import messages as m
 from actors.base import BaseActor
 from actors.hours import MarketHours
 from actors.metrics import Metrics
-from actors.pacing import gap_duration
+from actors.pacing import gap_duration, stream_kinds
 from configs.settings import Settings
 from storage import BarRepo, open_db
 from strategies.aggregate import HourlyAggregator, hour_bucket
@@ -44,6 +44,10 @@ class Feed:
     # A gap fill is on its way: live minute bars wait here, to be delivered in order.
     filling: bool = False
     pending: list[tuple[Bar, float]] = field(default_factory=list)
+    # A first backfill that failed (a timeout, a request the Gateway dropped): asked again at
+    # this monotonic time, not only at the next reconnect, or the symbol would have no data
+    # all day on a connection that never drops.
+    retry_mono: float | None = None
 
     @property
     def last(self) -> Bar | None:
@@ -70,8 +74,10 @@ class DataActor(BaseActor):
         connection: Any,
         strategies: dict[str, Any],
         stale_listeners: tuple[Any, ...] = (),
+        spot_listeners: tuple[Any, ...] = (),
     ):
         super().__init__()
+        self.spot_listeners = spot_listeners
         self.hours = hours
         self.stale_listeners = stale_listeners
         self.settings = settings
@@ -91,6 +97,11 @@ class DataActor(BaseActor):
             for size in (MINUTE, HOUR)
         }
         self.hourly = {s: HourlyAggregator() for s in settings.symbols}
+        # Which symbols' minutes come from real-time bars (a line) rather than keepUpToDate (an
+        # open historical request): IB allows ~50 of the latter at once.
+        self.realtime = stream_kinds(
+            settings.symbols, settings.data.stream, settings.broker.max_open_historical
+        )
         self.stale: dict[str, bool] = dict.fromkeys(settings.symbols, False)
         self.recorder: BarRepo | None = None
         self.resubscribed_at: dict[str, datetime] = {}
@@ -132,6 +143,7 @@ class DataActor(BaseActor):
                 feed.bar_size,
                 duration if last is None else f"since {last.isoformat()}",
             )
+            extra = {"realtime": self.realtime[feed.symbol]} if kind is m.StreamBars else {}
             self.connection.tell(
                 kind(
                     symbol=feed.symbol,
@@ -139,6 +151,7 @@ class DataActor(BaseActor):
                     duration=duration,
                     reply_to=self.actor_ref,
                     since=last,
+                    **extra,
                 )
             )
 
@@ -174,12 +187,37 @@ class DataActor(BaseActor):
         feed = self.feeds.get((msg.symbol, msg.bar_size))
         if feed is not None and feed.filling:
             self._flush(feed)
+        first = feed is not None and not feed.ready
+        if first:
+            feed.retry_mono = time.monotonic() + self.settings.data.resubscribe_after_s
         log.warning(
-            "%s %s bars failed: %s (asked again on the next reconnect)",
+            "%s %s bars failed: %s (%s)",
             msg.symbol,
             msg.bar_size,
             msg.reason,
+            f"asked again in {self.settings.data.resubscribe_after_s:g}s"
+            if first
+            else "asked again on the next reconnect",
         )
+
+    def _retry_first_backfills(self) -> None:
+        now_mono = time.monotonic()
+        for feed in self.feeds.values():
+            if feed.ready or feed.retry_mono is None or now_mono < feed.retry_mono:
+                continue
+            feed.retry_mono = None
+            kind = m.StreamBars if feed.bar_size == MINUTE else m.FetchBars
+            extra = {"realtime": self.realtime[feed.symbol]} if kind is m.StreamBars else {}
+            log.info("%s %s: asking for its history again", feed.symbol, feed.bar_size)
+            self.connection.tell(
+                kind(
+                    symbol=feed.symbol,
+                    bar_size=feed.bar_size,
+                    duration=self._default_duration(feed.bar_size),
+                    reply_to=self.actor_ref,
+                    **extra,
+                )
+            )
 
     def on_BarsBackfilled(self, msg: m.BarsBackfilled) -> None:
         feed = self.feeds.get((msg.symbol, msg.bar_size))
@@ -212,6 +250,14 @@ class DataActor(BaseActor):
         feed.held.clear()
         if feed.filling:
             self._flush(feed)
+        elif feed.pending:
+            # Minutes streamed before the history came: each now as if it came now (a hole
+            # before the first is a gap to fill, as ever).
+            pending, feed.pending = feed.pending, []
+            for bar, mono in pending:
+                self.on_BarStreamed(
+                    m.BarStreamed(symbol=feed.symbol, bar_size=feed.bar_size, bar=bar, mono=mono)
+                )
 
     def _hour_closed(self, bar: Bar, now: datetime) -> bool:
         session = self.hours.session_at(bar.time)
@@ -224,7 +270,8 @@ class DataActor(BaseActor):
         if feed is None:
             return
         feed.last_seen_mono = time.monotonic()
-        if feed.filling:
+        if feed.filling or not feed.ready:
+            # Not before its history (a real-time stream may outlive its failed backfill).
             feed.pending.append((msg.bar, msg.mono))
             return
         if feed.last is not None and msg.bar.time > self._expected_next(feed.last):
@@ -293,6 +340,9 @@ class DataActor(BaseActor):
             log.error(
                 "%s %s bar %s delivered twice", feed.symbol, feed.bar_size, bar.time.isoformat()
             )
+        if live and feed.bar_size == MINUTE:
+            for ref in self.spot_listeners:
+                ref.tell(m.SpotMoved(symbol=feed.symbol, price=bar.close, time=bar.time))
         strategy = self.strategies.get(feed.symbol)
         if strategy is not None:
             strategy.tell(
@@ -320,6 +370,7 @@ class DataActor(BaseActor):
 
     def on_Tick(self, msg: m.Tick) -> None:
         """Staleness: no 1-minute bar for N minutes while the market is open."""
+        self._retry_first_backfills()
         limit = timedelta(minutes=self.settings.data.stale_after_minutes)
         for (symbol, size), feed in self.feeds.items():
             if size != MINUTE or feed.last is None:
@@ -383,5 +434,6 @@ class DataActor(BaseActor):
                 duration=duration,
                 reply_to=self.actor_ref,
                 since=feed.last.time if feed.last else None,
+                realtime=self.realtime[feed.symbol],
             )
         )

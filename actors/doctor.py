@@ -262,24 +262,36 @@ def check_storage(
 
 
 def check_limits(s: Settings, symbols: tuple[str, ...]) -> Check:
+    from actors.pacing import MAX_REALTIME_STREAMS, stream_kinds
+
     b = s.broker
     n = len(symbols)
-    # Each symbol holds one 1-minute keepUpToDate stream for good, and at start-up its two
-    # backfills (1-minute and 1-hour) may be open beside it.
-    streams, peak = n, 3 * n
-    lines = n * (1 + s.options.strike_count)  # a stock quote and the strikes quoted per idea
+    # A keepUpToDate symbol holds one open historical request for good, a real-time one a
+    # market data line (data.stream); at start-up each has two backfills (1-minute and 1-hour).
+    realtime = sum(stream_kinds(symbols, s.data.stream, b.max_open_historical).values())
+    streams = n - realtime
+    peak = streams + 2 * n
+    # A stock quote and the strikes quoted per idea, and a line per real-time stream.
+    lines = n * (1 + s.options.strike_count) + realtime
+    rt_note = f", {realtime} real-time bar stream{'s' if realtime != 1 else ''}" if realtime else ""
     notes = [
-        f"{n} symbol{'s' if n != 1 else ''}: {streams} open historical stream{'s' if n != 1 else ''}"
+        f"{n} symbol{'s' if n != 1 else ''}: {streams} open historical stream{'s' if streams != 1 else ''}"
         f" ({peak} at start-up) of"
-        f" {b.max_open_historical}; up to {lines} market data lines of {b.max_market_data_lines}"
+        f" {b.max_open_historical}{rt_note}; up to {lines} market data lines of"
+        f" {b.max_market_data_lines}"
     ]
     status, fixes = OK, []
     if streams > min(b.max_open_historical, 50):
         status = FAIL
-        fixes.append("list fewer symbols: IB allows about 50 open historical requests")
+        fixes.append(
+            "list fewer symbols, or data.stream: auto: IB allows about 50 open historical requests"
+        )
     elif peak > min(b.max_open_historical, 50):
         status = WARN
         fixes.append("start-up backfills will queue behind the 50 open historical requests")
+    if realtime > MAX_REALTIME_STREAMS:
+        status = FAIL
+        fixes.append("list fewer symbols: IB allows 60 new real-time bar requests in 10 minutes")
     if b.max_open_historical > 50:
         status = FAIL if status == FAIL else WARN
         fixes.append("broker.max_open_historical above IB's 50 invites error 162: set 50")

@@ -125,6 +125,9 @@ class StreamBars(Msg):
     duration: str
     reply_to: Any
     since: datetime | None = None
+    # Stream real-time 5-second bars aggregated to minutes (a market data line) instead of a
+    # keepUpToDate request (an open historical request): see actors/pacing.py stream_kinds.
+    realtime: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,25 @@ class QuotesFetched(Msg):
     quotes: tuple[OptionQuote, ...]
     missing: tuple[tuple[OptionContract, str], ...]  # (contract, reason)
     tag: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WarmQuotes(Msg):
+    """Keep streaming lines on these contracts (nearest first), where market data lines allow,
+    so that an entry's quotes are already there when its bar closes; replaces the symbol's
+    earlier set. An empty set gives the symbol's lines back."""
+
+    symbol: str
+    contracts: tuple[OptionContract, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SpotMoved(Msg):
+    """A live 1-minute bar closed at `price` (DataActor to OrderActor: which strikes are in play)."""
+
+    symbol: str
+    price: float
+    time: datetime
 
 
 @dataclass(frozen=True, slots=True)

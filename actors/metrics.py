@@ -156,6 +156,11 @@ class Metrics:
         self.market_data_lines = Gauge(
             f"{p}_market_data_lines", "Streaming quote lines in use", registry=r
         )
+        self.quotes_from_lines = Counter(
+            f"{p}_quotes_from_lines_total",
+            "Entries whose option quotes were all on warm lines already: no request sent",
+            registry=r,
+        )
         self.orders = Gauge(f"{p}_orders", "Orders by state", ["state"], registry=r)
         for s in OrderState:
             self.orders.labels(s.value).set(0)

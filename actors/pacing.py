@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 def bar_seconds(bar_size: str) -> int:
@@ -30,6 +31,60 @@ def gap_duration(
         days = int(gap // 86_400) + 1
         return f"{days} D"
     return f"{max(60, int(gap))} S"
+
+
+def close_check_at(forming: datetime, now: datetime, bar_s: int, grace_s: float) -> datetime:
+    """When to look whether the forming bar of a stream has closed: `grace_s` after its end.
+
+    A keepUpToDate stream says a bar has closed only with the next bar's first update, every 4
+    to 6 s at IB (IBKR.md), so a bar would be known closed up to 6 s late; a timer at its end
+    knows it at once. When that end has passed already (the market closed, the stream
+    stalled), the next check is at the next bar boundary, never in the past: a timer that
+    keeps firing at once would spin the loop.
+    """
+    due = forming + timedelta(seconds=bar_s + grace_s)
+    if due > now:
+        return due
+    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+    elapsed = (now - epoch).total_seconds()
+    boundary = epoch + timedelta(seconds=(elapsed // bar_s + 1) * bar_s)
+    return boundary + timedelta(seconds=grace_s)
+
+
+def close_due(
+    forming: datetime, now: datetime, bar_s: int, already_closed: datetime | None
+) -> bool:
+    """Whether a stream's forming bar is to be closed now, from its last update: its end has
+    passed, no update has started the next bar (the forming bar is still this one), and it
+    was not closed before. A stream that stalls leaves its forming bar older than one bar: that
+    bar's values are not vouched for (the end of it never arrived), so the stream's next
+    update, or the gap fill, delivers it, never this timer."""
+    end = forming + timedelta(seconds=bar_s)
+    return end <= now < end + timedelta(seconds=bar_s) and already_closed != forming
+
+
+# Open historical requests kept free of streams in `auto`: backfills, gap fills and the hourly
+# fetches need slots too, or they would wait behind streams that never end.
+HISTORICAL_HEADROOM = 5
+# IB's realtime_bars.html: "no more than 60 *new* requests for real time bars can be made in 10
+# minutes": every reconnect asks for all of them again.
+MAX_REALTIME_STREAMS = 60
+
+
+def stream_kinds(symbols: Sequence[str], mode: str, max_open_historical: int) -> dict[str, bool]:
+    """Per symbol, whether its minutes come from real-time 5-second bars (True) or from a
+    keepUpToDate stream (False).
+
+    A keepUpToDate stream holds one of IB's ~50 open historical requests for good; real-time
+    bars hold a market data line instead (100 by default). `auto` streams the first symbols
+    from history, keeping HISTORICAL_HEADROOM requests free, and the rest in real time.
+    """
+    if mode == "historical":
+        return dict.fromkeys(symbols, False)
+    if mode == "realtime":
+        return dict.fromkeys(symbols, True)
+    keep = max(0, max_open_historical - HISTORICAL_HEADROOM)
+    return {s: i >= keep for i, s in enumerate(symbols)}
 
 
 def _in_window(times: list[float], t: float, span: float) -> list[float]:
@@ -95,7 +150,10 @@ class HistoricalPacer:
             if bump is None:
                 break
             t = max(t + 1e-6, bump)
-        for times in (identical, by_contract, self._all):
+        # Only small bars count in the window: the simulator, like IB's rule, counts no others,
+        # and counting the 1-minute and 1-hour requests would hold real-time bars back for
+        # minutes at a 100-symbol start.
+        for times in (identical, by_contract, *([self._all] if small_bars else [])):
             bisect.insort(times, t)
         self._prune(now)
         return t - now
@@ -127,14 +185,28 @@ ORDER_MESSAGES = frozenset(
         99,  # reqCompletedOrders
     }
 )
-ORDERS, DATA = 0, 1
-CLASS_NAMES = ("orders", "data")
+# Bars before quotes: every symbol's data rides on them, while a quote request serves one
+# entry that a late bar would spoil anyway. At 100 symbols a closing minute brings many entries
+# at once, and their quote traffic must not hold a backfill or a stream behind it.
+BAR_MESSAGES = frozenset(
+    {
+        20,  # reqHistoricalData
+        25,  # cancelHistoricalData
+        50,  # reqRealTimeBars
+        51,  # cancelRealTimeBars
+    }
+)
+ORDERS, BARS, DATA = 0, 1, 2
+CLASS_NAMES = ("orders", "bars", "data")
 
 
 def message_class(msg: str) -> int:
-    """ORDERS or DATA, from a serialized request's message id."""
+    """ORDERS, BARS or DATA, from a serialized request's message id."""
     head = msg.split("\0", 1)[0]
-    return ORDERS if head.isdigit() and int(head) in ORDER_MESSAGES else DATA
+    if not head.isdigit():
+        return DATA
+    msg_id = int(head)
+    return ORDERS if msg_id in ORDER_MESSAGES else BARS if msg_id in BAR_MESSAGES else DATA
 
 
 @dataclass
@@ -146,7 +218,7 @@ class MessageGate:
     them, still sees fewer than 50 in a second when a stall delivers a few hundred milliseconds
     of them together. (ib_async's own throttle allows its whole per-second quota at once, twice
     within a few milliseconds at a second's edge.) Orders wait in their own queue and always go
-    first; within a class, messages keep their order.
+    first, then bars, then the rest; within a class, messages keep their order.
     """
 
     rate: float = 30.0
@@ -157,7 +229,7 @@ class MessageGate:
 
     def __post_init__(self) -> None:
         self.tokens = float(self.burst)
-        self.queues = (deque(), deque())
+        self.queues = (deque(), deque(), deque())
 
     def offer(self, msg: str, now: float) -> list[str]:
         """Queue one message; returns the messages that may be sent now, in order."""

@@ -231,6 +231,7 @@ class System:
             connection,
             strategies,
             stale_listeners=(risk, connection),
+            spot_listeners=(orders,),
         )
         connection.tell(m.Subscribe(listener=risk, topics=("connection", "account")))
         self.refs = {

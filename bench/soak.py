@@ -32,6 +32,10 @@ NAMES = (
     "SPY QQQ IWM AAPL MSFT NVDA AMZN GOOGL META TSLA AMD NFLX INTC CSCO ORCL CRM ADBE QCOM TXN AVGO "
     "JPM BAC WFC C GS MS V MA PYPL XOM CVX COP SLB KO PEP WMT COST HD LOW NKE DIS MCD SBUX BA CAT "
     "DE GE F GM UBER"
+    # Beyond 50: the next large caps, for the 100-symbol day (real-time bars past 45).
+    " ABBV ABT ACN AIG AMAT AMGN AXP BK BKNG BLK BMY CB CHTR CL CMCSA COF CVS DHR DUK EMR EXC"
+    " FDX GD GILD HON IBM INTU ISRG JNJ LIN LLY LMT MDLZ MDT MET MMM MO MRK NEE PFE PG PM RTX"
+    " SCHW SO T TGT TMO UNH UNP"
 ).split()
 
 
@@ -51,7 +55,11 @@ def soak(
     scenario: Path | None = BAD_DAY,
     workdir: Path | None = None,
     seed: int = 11,
+    minutes: int | None = None,
+    trading: bool = True,
+    rate: float | None = None,
 ) -> dict:
+    """`minutes`: only the session's first minutes (the suite's short day), else all of it."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
     hours = MarketHours()
     session = hours.session_at(SESSION)
@@ -66,9 +74,19 @@ def soak(
             "bar_update_s": 20,
         },
         "data": {"record_bars": True},
+        # Without trading, only the data path: at 60x, 100 symbols' entries send 60 times a
+        # real day's quote requests, and keep the message gate full all day.
+        **({} if trading else {"scalp": {"enabled": False}, "whale": {"enabled": False}}),
         # Timeouts and the breaker's cooldown are real seconds; at 120x a 60 s timeout would be
         # two simulated hours. These keep a stalled request's cost near a real Gateway's.
-        "broker": {"timeouts_s": {"historical": 15}, "breaker_cooldown_s": 10},
+        "broker": {
+            "timeouts_s": {"historical": 15},
+            "breaker_cooldown_s": 10,
+            # The embedded simulator counts messages as its loop reads them, and at a
+            # 100-symbol start this process keeps that loop waiting: a slower gate keeps the
+            # bunched reads under 50 a second (a Gateway is a process of its own).
+            **({"max_messages_per_second": rate, "message_burst": 5} if rate else {}),
+        },
         "storage": {"path": str(workdir / "soak.sqlite")},
         "metrics": {"port": 0},
         "risk": {"kill_switch_file": str(workdir / "KILL")},
@@ -76,22 +94,40 @@ def soak(
     }
     (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
     settings = load_settings(workdir / "soak.yaml", environ={})
+    from actors.pacing import stream_kinds
+
+    realtime = stream_kinds(
+        settings.symbols, settings.data.stream, settings.broker.max_open_historical
+    )
     metrics = Metrics(new_registry())
     system = System(settings, metrics=metrics)
+    close = session.close if minutes is None else session.open + timedelta(minutes=minutes)
     t0 = time.monotonic()
     system.start()
+    cold_start_s = cold_start_requests = None
+    stale_seen: set[str] = set()
     try:
-        real_budget = (session.close - session.open).total_seconds() / scale * 2 + 60
-        end = session.close + timedelta(minutes=1)
+        data = system.refs["data"].proxy()
+        real_budget = (close - session.open).total_seconds() / scale * 2 + 60
+        end = close + timedelta(minutes=1)
         while (
             system.clock.now() < end
             and time.monotonic() - t0 < real_budget
             and not system.failed.is_set()
         ):
-            time.sleep(0.5)
+            if cold_start_s is None and all(f.ready for f in data.feeds.get().values()):
+                # Every symbol's 1-minute and 1-hour history delivered: the cold start.
+                cold_start_s = time.monotonic() - t0
+                cold_start_requests = sum(system.sim.stats["requests"].values())
+            stale_seen |= {sym for sym, stale in data.stale.get().items() if stale}
+            time.sleep(0.1 if cold_start_s is None else 0.5)
+        # A symbol that never had a bar is stale too (DataActor's clock starts at its first).
+        stale_seen |= {
+            sym for (sym, size), f in data.feeds.get().items() if size == "1 min" and f.last is None
+        }
         # After the close: give the service time to recover from the day's last faults and fill
         # its gaps (the simulator's restart downtime is in real seconds: long at this speed).
-        last_minute = (session.close - timedelta(minutes=1)).isoformat()
+        last_minute = (close - timedelta(minutes=1)).isoformat()
         db = open_db(settings.storage.path)
         recovery_deadline = time.monotonic() + 90
         while time.monotonic() < recovery_deadline and not system.failed.is_set():
@@ -120,7 +156,7 @@ def soak(
     lost, extra, expected_total, per_symbol = 0, 0, 0, {}
     lost_at: dict[str, int] = {}  # UTC minute -> symbols that lost it
     # Every bar of the session, the last one too (delivered from the stream after the close).
-    last_checked = session.close
+    last_checked = close
     for sym in settings.symbols:
         expected = {
             b.time
@@ -150,9 +186,23 @@ def soak(
             transitions[f"{trig}->{dest}"] = transitions.get(f"{trig}->{dest}", 0) + float(
                 line.rsplit(" ", 1)[1]
             )
+    b = settings.broker
     return {
         "symbols": symbols,
-        "simulated_minutes": round((session.close - session.open).total_seconds() / 60),
+        "streams": {
+            "historical": sum(1 for v in realtime.values() if not v),
+            "realtime": sum(realtime.values()),
+        },
+        # From start() to every symbol's history delivered, beside the least the message gate
+        # allows for the requests it took (a burst, then max_messages_per_second); IB's own
+        # limit is 50 a second.
+        "cold_start_s": round(cold_start_s, 2) if cold_start_s is not None else None,
+        "cold_start_requests": cold_start_requests,
+        "cold_start_gate_bound_s": round(
+            max(0, (cold_start_requests or 0) - b.message_burst) / b.max_messages_per_second, 2
+        ),
+        "stale_symbols": sorted(stale_seen),
+        "simulated_minutes": round((close - session.open).total_seconds() / 60),
         "real_seconds": round(elapsed, 1),
         "failed": system.failure or None,
         "final_connection_state": final_state,
@@ -502,7 +552,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--scale", type=float, default=None, help="default 150; with --days 300")
-    parser.add_argument("--scenario", type=Path, default=BAD_DAY)
+    parser.add_argument(
+        "--scenario", type=Path, default=BAD_DAY, help="a fault scenario, or 'none' for a calm day"
+    )
+    parser.add_argument("--minutes", type=int, default=None, help="only the session's first N")
+    parser.add_argument("--no-trading", action="store_true", help="the data path alone")
+    parser.add_argument("--rate", type=float, default=None, help="broker.max_messages_per_second")
     parser.add_argument(
         "--days", type=int, default=0, help="trading days of memory use (gateway mode)"
     )
@@ -518,7 +573,15 @@ def main() -> None:
     elif args.days:
         result = soak_days(args.days, args.symbols, args.scale or 300)
     else:
-        result = soak(args.symbols, args.scale or 150, args.scenario)
+        scenario = None if str(args.scenario) == "none" else args.scenario
+        result = soak(
+            args.symbols,
+            args.scale or 150,
+            scenario,
+            minutes=args.minutes,
+            trading=not args.no_trading,
+            rate=args.rate,
+        )
     print(json.dumps(result, indent=2, default=str))
 
 

@@ -261,6 +261,14 @@ class DataSettings(_Section):
     backfill_1hour: str = Field("30 D", pattern=r"^[1-9][0-9]{0,3} [SDWMY]$")
     what_to_show: Literal["TRADES", "MIDPOINT"] = "TRADES"
     stale_after_minutes: float = Field(5.0, gt=0, le=24 * 60)
+    # A streamed bar is closed this long (simulated seconds at a simulator) after its end when
+    # no update has started the next one: IB's keepUpToDate updates come every 4 to 6 s.
+    bar_close_grace_s: float = Field(0.25, gt=0, le=5)
+    # Where streamed minutes come from: keepUpToDate requests (each holds one of IB's ~50 open
+    # historical requests), real-time 5-second bars aggregated to minutes (each holds a market
+    # data line, at most 60), or `auto`: history for the first max_open_historical - 5 symbols,
+    # real time for the rest.
+    stream: Literal["historical", "realtime", "auto"] = "auto"
     # A stale stream is asked for again only after this long without a bar in real time too:
     # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
     resubscribe_after_s: float = Field(30.0, gt=0, le=DAY)
@@ -319,6 +327,9 @@ class OptionSettings(_Section):
     # A quote not seen to change within max_quote_age_s is watched on a line for this many real
     # seconds before an entry; only a change on it proves the quote alive (a frozen one sends none).
     quote_recheck_s: float = Field(1.0, gt=0, le=60)
+    # Keep the strikes in play (calls and puts around each symbol's last close) streaming on
+    # market data lines IB's limit leaves free, so an entry needs no quote request at all.
+    warm_quotes: bool = True
 
     @model_validator(mode="after")
     def _recheck_shorter(self) -> OptionSettings:
@@ -490,10 +501,30 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _streams_fit(self) -> Settings:
-        if len(self.symbols) > self.broker.max_open_historical:
+        from actors.pacing import MAX_REALTIME_STREAMS, stream_kinds
+
+        b, n = self.broker, len(self.symbols)
+        if self.data.stream == "historical" and n > b.max_open_historical:
             raise ValueError(
-                f"{len(self.symbols)} symbols need {len(self.symbols)} open 1-minute streams but "
-                f"broker.max_open_historical is {self.broker.max_open_historical}: list fewer symbols"
+                f"{n} symbols need {n} open 1-minute streams but broker.max_open_historical is"
+                f" {b.max_open_historical}: list fewer symbols, or set data.stream: auto (real-time"
+                " bars, on market data lines, for the symbols beyond)"
+            )
+        realtime = sum(stream_kinds(self.symbols, self.data.stream, b.max_open_historical).values())
+        if realtime > MAX_REALTIME_STREAMS:
+            raise ValueError(
+                f"data.stream: {self.data.stream} streams {realtime} symbols as real-time bars, but IB"
+                f" allows {MAX_REALTIME_STREAMS} new ones in 10 minutes and every reconnect asks"
+                " for all again: list fewer symbols"
+            )
+        # Each real-time stream holds a line; positions and one entry's quotes need some too.
+        needed = realtime + min(self.risk.max_open_positions, 10) + self.options.strike_count + 2
+        if realtime and needed > b.max_market_data_lines:
+            raise ValueError(
+                f"{realtime} real-time bar streams, the open positions' quotes and an entry's"
+                f" {self.options.strike_count} strikes need {needed} market data lines but"
+                f" broker.max_market_data_lines is {b.max_market_data_lines}: list fewer symbols,"
+                " or lower options.strike_count"
             )
         return self
 

@@ -58,3 +58,52 @@ class HourlyAggregator:
             closed.append(self.current)
             self.current = None
         return closed
+
+
+FIVE = timedelta(seconds=5)
+
+
+@dataclass
+class MinuteAggregator:
+    """Minute bars from IB's real-time 5-second bars (reqRealTimeBars), closed on their last bar.
+
+    A minute is complete, and returned, when its twelfth 5-second bar (the one starting at :55)
+    arrives: at the minute's end, with nothing missing and no timer needed. A minute joined in
+    its middle (the subscription started then) or with a 5-second bar missing (an outage) is
+    never returned: its values would be wrong, and the caller fetches it from history instead
+    (a hole in the minutes is a gap to fill, as with any stream).
+    """
+
+    current: Bar | None = None
+    count: int = 0  # 5-second bars in `current`, contiguous from the minute's start
+    incomplete: int = 0  # minutes dropped for a missing 5-second bar
+
+    def update(self, five: Bar) -> list[Bar]:
+        start = five.time.replace(second=0, microsecond=0)
+        index = int((five.time - start) / FIVE)
+        if self.current is not None and (self.current.time != start or index != self.count):
+            if self.current.time != start or index > self.count:
+                self.incomplete += 1
+                self.current, self.count = None, 0
+            else:
+                return []  # a 5-second bar seen already (a repeat): nothing new
+        if self.current is None:
+            if index != 0:
+                return []  # joined mid-minute: wait for the next minute's first bar
+            self.current = five
+            self.count = 1
+        else:
+            c = self.current
+            self.current = Bar(
+                start,
+                c.open,
+                max(c.high, five.high),
+                min(c.low, five.low),
+                five.close,
+                c.volume + five.volume,
+            )
+            self.count += 1
+        if self.count == 12:
+            done, self.current, self.count = self.current, None, 0
+            return [done]
+        return []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from strategies.signals import Direction
+
+K = TypeVar("K", bound=Hashable)
 
 Moneyness = Literal["atm", "itm1", "otm1"]
 MONEYNESS: tuple[str, ...] = ("atm", "itm1", "otm1")
@@ -250,3 +252,19 @@ def choose_option(
         reasons=reasons,
     )
     return choice, rejections
+
+
+def warm_plan(wanted: Mapping[str, Sequence[K]], budget: int) -> dict[str, tuple[K, ...]]:
+    """Which symbols get their whole warm set of quote lines within `budget` lines, in the
+    order given (the caller's priority): a symbol warmed in part would still need a snapshot
+    for the rest, which is the round trip warming is for, so a set is warmed whole or not at
+    all. Symbols that do not fit get nothing; a smaller set later in the order may still fit.
+    """
+    plan: dict[str, tuple[K, ...]] = {}
+    left = max(0, budget)
+    for symbol, items in wanted.items():
+        unique = tuple(dict.fromkeys(items))
+        if unique and len(unique) <= left:
+            plan[symbol] = unique
+            left -= len(unique)
+    return plan

@@ -403,6 +403,9 @@ class ConnectionActor(BaseActor):
     # -- requests: each one is work for the loop ----------------------------------------------
     def on_StreamBars(self, msg: m.StreamBars) -> None:
         history = self.session.history
+        if msg.realtime:
+            self._send(lambda why: history_refused(msg, why), lambda: history.realtime(msg))
+            return
         self._send(lambda why: history_refused(msg, why), lambda: history.request(msg, True))
 
     def on_FetchBars(self, msg: m.FetchBars) -> None:
@@ -419,6 +422,10 @@ class ConnectionActor(BaseActor):
     def on_FetchQuotes(self, msg: m.FetchQuotes) -> None:
         quotes = self.session.quotes
         self._send(lambda why: quotes_refused(msg, why), lambda: quotes.fetch(msg))
+
+    def on_WarmQuotes(self, msg: m.WarmQuotes) -> None:
+        # Refused quietly: warming is an optimisation, asked again with the next bar.
+        self._send(lambda why: None, lambda: self.session.quotes.warm(msg))
 
     def on_WatchQuotes(self, msg: m.WatchQuotes) -> None:
         quotes = self.session.quotes

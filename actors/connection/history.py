@@ -6,18 +6,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from actors import messages as m
 from actors.base import tell
 from actors.connection.convert import bar_from_ib
-from actors.pacing import HistoricalPacer, bar_seconds, gap_duration
+from actors.pacing import HistoricalPacer, bar_seconds, close_check_at, close_due, gap_duration
+from strategies.aggregate import MinuteAggregator
+from strategies.bars import Bar
 
 if TYPE_CHECKING:
     from actors.connection.session import Session
 
 log = logging.getLogger("optionsbot.connection")
+
+
+# A real-time stream that brought a 5-second bar this recently (real seconds) is alive.
+REALTIME_ALIVE_S = 60.0
+
+
+class Inbox:
+    """Collects a request's answers on the loop, to pass on in order with what came meanwhile."""
+
+    def __init__(self) -> None:
+        self.got: list[m.Msg] = []
+
+    def tell(self, msg: m.Msg) -> None:
+        self.got.append(msg)
 
 
 def refused(msg: m.StreamBars | m.FetchBars, reason: str) -> None:
@@ -57,6 +73,14 @@ class History:
         # The session's last bar, delivered at the close: not again at the next session's
         # first update.
         self.closed_early: dict[tuple[str, str], datetime] = {}
+        # Per open stream, the timer that closes its forming bar at its end (`_arm_close`).
+        self.close_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # Real-time 5-second bar streams, aggregated to minutes: each holds a market data line
+        # (the Quotes room's semaphore), not an open historical request.
+        self.realtime_streams: dict[tuple[str, str], Any] = {}
+        self.realtime_wanted: set[tuple[str, str]] = set()  # asked for, open or on their way
+        self.realtime_seen: dict[tuple[str, str], float] = {}  # monotonic: its last 5 s bar
+        self.realtime_waiting: set[tuple[str, str]] = set()  # booked in the pacer, not yet sent
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -73,16 +97,27 @@ class History:
 
     async def end_stream(self, key: tuple[str, str]) -> None:
         bars = self.open_streams.pop(key, None)
+        self._disarm(key)
         if bars is not None:
             if self.session.ib.isConnected():
                 self.session.ib.cancelHistoricalData(bars)
             self.slots.release()
+        live = self.realtime_streams.pop(key, None)
+        if live is not None:
+            if self.session.ib.isConnected():
+                self.session.ib.cancelRealTimeBars(live)
+            self.session.quotes.lines.release()
 
     def drop(self) -> None:
-        """The socket closed: the Gateway forgot every stream: every slot free again."""
+        """The socket closed: the Gateway forgot every stream: every slot and line free again."""
         for _ in range(len(self.open_streams)):
             self.slots.release()
+        for _ in range(len(self.realtime_streams)):
+            self.session.quotes.lines.release()
+        for key in list(self.close_timers):
+            self._disarm(key)
         self.open_streams.clear()
+        self.realtime_streams.clear()
 
     async def fetch(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
         s = self.session
@@ -166,6 +201,49 @@ class History:
         trim_stream(bars)  # the backfill was delivered above, from its own copy
         bars.updateEvent += on_update
         self.open_streams[key] = bars  # keeps its slot until cancelled or the socket closes
+        self._arm_close(key, bars, reply_to)
+
+    # -- a bar known closed at its end, not at the next bar's first update -----------------
+
+    def _arm_close(self, key: tuple[str, str], bars: Any, reply_to: Any) -> None:
+        """Close the stream's forming bar `data.bar_close_grace_s` after its end if no update
+        has started the next bar by then. IB sends keepUpToDate updates every 4 to 6 s, so
+        without this a bar is known closed up to 6 s late, and every entry waits for it.
+
+        The bar closed here carries the values of its last update, at most one update interval
+        before its end; the stream's own final version, when the next bar starts, is dropped
+        (`closed_early`), so the strategy sees each bar once.
+        """
+        if not bars or self.open_streams.get(key) is not bars:
+            return
+        s = self.session
+        bar_s = bar_seconds(key[1])
+        grace = s.settings.data.bar_close_grace_s
+        now = s.clock.now()
+        at = close_check_at(bar_from_ib(bars[-1]).time, now, bar_s, grace)
+        delay = (at - now).total_seconds() / getattr(s.clock, "scale", 1.0)
+        loop = asyncio.get_running_loop()
+        self._disarm(key)
+        self.close_timers[key] = loop.call_later(
+            max(0.0, delay), self._close_if_due, key, bars, reply_to
+        )
+
+    def _close_if_due(self, key: tuple[str, str], bars: Any, reply_to: Any) -> None:
+        self.close_timers.pop(key, None)
+        if self.open_streams.get(key) is not bars or not bars:
+            return
+        forming = bar_from_ib(bars[-1])
+        if close_due(
+            forming.time, self.session.clock.now(), bar_seconds(key[1]), self.closed_early.get(key)
+        ):
+            self.closed_early[key] = forming.time
+            tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=forming))
+        self._arm_close(key, bars, reply_to)
+
+    def _disarm(self, key: tuple[str, str]) -> None:
+        handle = self.close_timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def _final(self, ib_bar: Any, bar_size: str) -> bool:
         """A stream's last bar is final a minute after it ended: by then a newer one would have
@@ -204,6 +282,19 @@ class History:
 
     async def close_last_bar(self, msg: m.CloseLastBar) -> None:
         key = (msg.symbol, msg.bar_size)
+        if key in self.realtime_streams:
+            # The minute's last 5-second bar may never come after the close: history has it.
+            await self.request(
+                m.FetchBars(
+                    symbol=msg.symbol,
+                    bar_size=msg.bar_size,
+                    duration="300 S",
+                    reply_to=msg.reply_to,
+                    since=msg.bar_time - timedelta(minutes=1),
+                ),
+                stream=False,
+            )
+            return
         bars = self.open_streams.get(key)
         bar = bar_from_ib(bars[-1]) if bars else None
         if bar is None or bar.time != msg.bar_time:
@@ -218,5 +309,128 @@ class History:
         self.closed_early[key] = bar.time
         tell(msg.reply_to, m.BarStreamed(symbol=msg.symbol, bar_size=msg.bar_size, bar=bar))
 
+    def realtime_lines(self) -> int:
+        """Market data lines the real-time bar streams hold (one each)."""
+        return len(self.realtime_wanted | set(self.realtime_streams))
+
+    # -- real-time 5-second bars, aggregated to minutes -------------------------------------
+
+    async def realtime(self, msg: m.StreamBars) -> None:
+        """Stream minutes built from real-time 5-second bars, after a backfill of the gap.
+
+        IB's realtime_bars.html: each subscription holds a market data line, and new ones are
+        paced like small historical bars (at most 60 in 10 minutes), so the pacer books it as
+        one. A minute is known closed when its last 5-second bar arrives, at its end. The
+        minute the subscription starts in is incomplete, and so never streamed: DataActor sees
+        the hole at the next minute and fills it from history, like any gap. Minutes that
+        complete before the backfill has answered wait here, so history comes first.
+        """
+        key = (msg.symbol, msg.bar_size)
+        if (
+            key in self.realtime_streams
+            and time.monotonic() - self.realtime_seen.get(key, -1e9) < REALTIME_ALIVE_S
+        ):
+            # The subscription is alive: only the history is asked again. A new subscription
+            # would spend one of the 60 that IB allows in 10 minutes, and at a bad start they
+            # are all spent: the symbol would wait ten minutes with no bars.
+            await self._realtime_backfill(msg)
+            return
+        if key in self.realtime_waiting:
+            # A subscription already waits its turn in IB's window: booking another would
+            # only push every later one further back. The history is what can be had now.
+            await self._realtime_backfill(msg)
+            return
+        generation = self.stream_generation[key] = self.stream_generation.get(key, 0) + 1
+        await self.end_stream(key)
+        self.realtime_waiting.add(key)
+        try:
+            await self._subscribe_realtime(msg, key, generation)
+        finally:
+            self.realtime_waiting.discard(key)
+
+    async def _subscribe_realtime(
+        self, msg: m.StreamBars, key: tuple[str, str], generation: int
+    ) -> None:
+        s, ib = self.session, self.session.ib
+        delay = self.pacer.reserve(
+            (msg.symbol, "5 secs", True), (msg.symbol, "TRADES"), time.monotonic(), small_bars=True
+        )
+        s.metrics.pacing_wait.observe(delay)
+        self.realtime_wanted.add(key)  # warm quotes leave its line free from now on
+        if delay > 0:
+            await asyncio.sleep(delay)
+        quotes = s.quotes
+        if quotes.lines.locked() and quotes.warm_lines:
+            quotes.give_back_warm_line()  # bars come before warmth
+        await s.quotes.lines.acquire()
+        if not ib.isConnected() or self.stream_generation.get(key) != generation:
+            s.quotes.lines.release()
+            if not ib.isConnected():
+                refused(msg, "not connected (lost while queued)")
+            return
+        try:
+            contract = await s.stock(msg.symbol)
+        except Exception as exc:  # noqa: BLE001 - the requester always gets an answer
+            s.quotes.lines.release()
+            refused(msg, str(exc) or type(exc).__name__)
+            return
+        live = ib.reqRealTimeBars(contract, 5, s.settings.data.what_to_show, True)
+        self.realtime_streams[key] = live
+        minutes = MinuteAggregator()
+        held: list[Bar] | None = []  # None once the backfill has answered
+        reply_to = msg.reply_to
+
+        def on_bar(bars: Any, _: bool) -> None:
+            if not bars:
+                return
+            self.realtime_seen[key] = time.monotonic()
+            b = bars[-1]
+            five = Bar(b.time.astimezone(UTC), b.open_, b.high, b.low, b.close, max(0.0, b.volume))
+            for minute in minutes.update(five):
+                if held is None:
+                    tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+                else:
+                    held.append(minute)
+
+        live.updateEvent += on_bar
+        self.realtime_seen[key] = time.monotonic()
+        answer = await self._realtime_backfill(msg)
+        last = max(
+            (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
+            default=None,
+        )
+        pending, held = held, None
+        for minute in pending or ():
+            if last is None or minute.time > last:
+                tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+
+    async def _realtime_backfill(self, msg: m.StreamBars) -> Inbox:
+        """The history before a real-time stream, passed on to the requester; a failure is
+        passed on too, and the subscription stays (the requester asks for the history again,
+        and DataActor holds the stream's minutes until it has it)."""
+        s = self.session
+        answer = Inbox()
+        # A key of its own: under the plain requests' key, the gap fill that follows at the
+        # next minute (the joined minute) would wait out the 15 s identical-request rule,
+        # though it asks for another duration and so is not identical at IB.
+        backfill = m.FetchBars(
+            symbol=msg.symbol,
+            bar_size=msg.bar_size,
+            duration=msg.duration,
+            reply_to=answer,
+            since=msg.since,
+        )
+        delay = self.pacer.reserve(
+            (msg.symbol, msg.bar_size, "realtime backfill"),
+            (msg.symbol, "TRADES"),
+            time.monotonic(),
+            small_bars=bar_seconds(msg.bar_size) <= 30,
+        )
+        s.metrics.pacing_wait.observe(delay)
+        await self.fetch(backfill, delay, stream=False)
+        for reply in answer.got:
+            tell(msg.reply_to, reply)
+        return answer
+
     async def stream_count(self) -> int:
-        return len(self.open_streams)
+        return len(self.open_streams) + len(self.realtime_streams)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ib_async import Ticker
@@ -15,6 +15,8 @@ from ib_async import Ticker
 from actors import messages as m
 from actors.base import tell
 from actors.connection.convert import finite, ib_option, option_value, price
+from actors.hours import MarketHours
+from strategies.options import warm_plan
 from strategies.sanity import QuoteMark, observe_quote, quote_age_s
 
 if TYPE_CHECKING:
@@ -32,6 +34,10 @@ def quotes_refused(msg: m.FetchQuotes, reason: str) -> None:
 
 def chain_refused(msg: m.FetchChain, reason: str) -> None:
     tell(msg.reply_to, m.ChainFetched(symbol=msg.symbol, chain=None, spot=math.nan, reason=reason))
+
+
+def contract_key(c: m.OptionContract) -> tuple:
+    return (c.symbol, c.expiry, float(c.strike), c.right, c.trading_class)
 
 
 class LineStart:
@@ -65,12 +71,23 @@ class Quotes:
         # conId -> the latest watch or unwatch asked: a watch still waiting for a line when a
         # newer one, or an unwatch, comes is dropped when its line frees.
         self.watch_seq: dict[int, int] = {}
+        # (symbol, expiry, strike, right, trading class) -> the qualified contract, for the
+        # trading day it was qualified on: an option's definition does not change within a day,
+        # so an entry never waits for contract details it has had before.
+        self.qualified: dict[tuple, Any] = {}
+        self.qualified_day: date | None = None
+        self.qualifying: dict[tuple, asyncio.Future] = {}
+        # Warm lines: per symbol the contracts in play (m.WarmQuotes), and per contract key
+        # its open line and whether the line has settled (its opening values are not news).
+        self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
+        self.warm_lines: dict[tuple, tuple[Ticker, LineStart, Callable[[Ticker], None]]] = {}
 
     def drop(self) -> None:
         """The socket closed: the Gateway forgot every quote line: all free again."""
-        for _ in range(len(self.quote_lines)):
+        for _ in range(len(self.quote_lines) + len(self.warm_lines)):
             self.lines.release()
         self.quote_lines.clear()
+        self.warm_lines.clear()  # warmed again from warm_wanted at the next connect
         self.session.metrics.market_data_lines.set(0)
 
     # -- chains ---------------------------------------------------------------------------------
@@ -102,29 +119,188 @@ class Quotes:
         )
         tell(msg.reply_to, m.ChainFetched(symbol=msg.symbol, chain=chain, spot=math.nan))
 
+    # -- qualified contracts, cached for the day -------------------------------------------
+    async def qualify(self, contracts: tuple[m.OptionContract, ...] | list) -> list[Any]:
+        """The qualified contract for each (None when IB has no such contract); asks IB only
+        for those not qualified earlier today."""
+        s = self.session
+        today = MarketHours.trading_date(s.clock.now())
+        if today != self.qualified_day:
+            self.qualified.clear()
+            self.qualified_day = today
+        # Asked already and not answered yet (by another entry, or the warming): wait for that
+        # answer rather than ask again; at 100 symbols a bar closes for all at once.
+        todo = list(
+            {
+                contract_key(c): c
+                for c in contracts
+                if contract_key(c) not in self.qualified and contract_key(c) not in self.qualifying
+            }.values()
+        )
+        if todo:
+            done = asyncio.get_running_loop().create_future()
+            for c in todo:
+                self.qualifying[contract_key(c)] = done
+            try:
+                found = await s.timed(
+                    "contract_details", s.ib.qualifyContractsAsync(*[ib_option(c) for c in todo])
+                )
+                for c, q in zip(todo, found, strict=False):
+                    if q is not None and q.conId:
+                        self.qualified[contract_key(c)] = q
+            finally:
+                for c in todo:
+                    self.qualifying.pop(contract_key(c), None)
+                done.set_result(None)
+        waits = {
+            id(f): f for c in contracts if (f := self.qualifying.get(contract_key(c))) is not None
+        }
+        for f in waits.values():
+            await f
+        return [self.qualified.get(contract_key(c)) for c in contracts]
+
+    # -- warm lines: the strikes in play, streaming before an entry needs them --------------
+    def warm_budget(self) -> int:
+        """Lines warm quotes may hold: IB's limit less what else needs lines (real-time bars,
+        the lines that watch open positions, one entry's brief recheck)."""
+        st = self.session.settings
+        others = (
+            self.session.history.realtime_lines()
+            + len(self.quote_lines)  # open positions' lines
+            + st.options.strike_count  # one entry's recheck, when its quotes were cold
+            + 4  # the next positions' lines (each also takes a warm line back if it must)
+        )
+        return max(0, st.broker.max_market_data_lines - others)
+
+    async def warm(self, msg: m.WarmQuotes) -> None:
+        s = self.session
+        if msg.contracts:
+            self.warm_wanted[msg.symbol] = msg.contracts
+        else:
+            self.warm_wanted.pop(msg.symbol, None)
+        if not s.ib.isConnected():
+            return
+        plan = warm_plan(self.warm_wanted, self.warm_budget())
+        keep = {contract_key(c) for cs in plan.values() for c in cs}
+        for key in [k for k in self.warm_lines if k not in keep]:
+            self._close_warm(key)
+        new = [c for cs in plan.values() for c in cs if contract_key(c) not in self.warm_lines]
+        if not new:
+            return
+        try:
+            qualified = await self.qualify(new)
+        except Exception as exc:  # noqa: BLE001 - warming is an optimisation: entries still work
+            log.info("warming quotes failed: %s", exc)
+            return
+        for c, q in zip(new, qualified, strict=True):
+            key = contract_key(c)
+            if q is None or key in self.warm_lines or not s.ib.isConnected():
+                continue
+            if q.conId in self.quote_lines:
+                continue  # a position's line streams it already; ib_async keeps one per contract
+            if self.lines.locked():
+                break  # never take a line a position's watch is waiting for
+            await self.lines.acquire()
+            self._open_warm(key, q)
+        s.metrics.market_data_lines.set(len(self.quote_lines) + len(self.warm_lines))
+
+    def _open_warm(self, key: tuple, q: Any) -> None:
+        ib, clock = self.session.ib, self.session.clock
+        ticker = ib.reqMktData(q, "", False, False)
+        start = LineStart()
+
+        def on_tick(t: Ticker, con_id: int = q.conId) -> None:
+            watched = start.settled(t)
+            bid, ask = price(t.bid), price(t.ask)
+            if not (math.isnan(bid) or math.isnan(ask)):
+                self._mark(con_id, bid, ask, clock.now(), watched)
+
+        ticker.updateEvent += on_tick
+        self.warm_lines[key] = (ticker, start, on_tick)
+
+    def give_back_warm_line(self) -> None:
+        """The last warmed line is closed, for a line that matters more (bars, a position)."""
+        self._close_warm(next(reversed(self.warm_lines)))
+
+    def _close_warm(self, key: tuple) -> None:
+        ticker, _, on_tick = self.warm_lines.pop(key)
+        ticker.updateEvent -= on_tick
+        if self.session.ib.isConnected():
+            self.session.ib.cancelMktData(ticker.contract)
+        self.lines.release()
+
+    def _from_warm_lines(self, msg: m.FetchQuotes) -> m.QuotesFetched | None:
+        """The answer from warm lines alone when every contract asked has a settled one: no
+        request at all. A quote not seen to change for long stays stale here too: the line is
+        live and would have said so, so there is nothing to recheck."""
+        found = []
+        for c in msg.contracts:
+            line = self.warm_lines.get(contract_key(c))
+            if line is None or len(line[1].seen) < 2:
+                return None
+            found.append((c, line[0]))
+        now = self.session.clock.now()
+        quotes, missing = [], []
+        for c, t in found:
+            value = option_value(t.contract, c)
+            bid, ask = price(t.bid), price(t.ask)
+            mark = self.quote_marks.get(t.contract.conId)
+            if math.isnan(bid) or math.isnan(ask) or mark is None:
+                missing.append(
+                    (value, "no quote (NaN): no entitlement, market closed, or no market")
+                )
+                continue
+            quotes.append(
+                m.OptionQuote(
+                    contract=value,
+                    bid=bid,
+                    ask=ask,
+                    last=finite(t.last),
+                    volume=finite(t.volume),
+                    time=mark.since or mark.seen or now,
+                    age_known=mark.since is not None,
+                )
+            )
+        return m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
+
     # -- snapshots ------------------------------------------------------------------------------
     async def fetch(self, msg: m.FetchQuotes) -> None:
         s = self.session
+        warm = self._from_warm_lines(msg)
+        if warm is not None:
+            s.metrics.quotes_from_lines.inc()
+            tell(msg.reply_to, warm)
+            return
         missing: list[tuple[m.OptionContract, str]] = []
         quotes: list[m.OptionQuote] = []
         try:
-            contracts = [ib_option(c) for c in msg.contracts]
-            qualified = await s.timed("contract_details", s.ib.qualifyContractsAsync(*contracts))
+            qualified = await self.qualify(msg.contracts)
             pairs = [
-                (c, q)
-                for c, q in zip(msg.contracts, qualified, strict=False)
-                if q is not None and q.conId
+                (c, q) for c, q in zip(msg.contracts, qualified, strict=False) if q is not None
             ]
             missing += [
                 (c, "no such contract (200)")
                 for c, q in zip(msg.contracts, qualified, strict=False)
-                if q is None or not q.conId
+                if q is None
             ]
+            # A contract on a warm line is read from it, never snapshotted: ib_async keeps one
+            # ticker and one request id per contract, and a snapshot's end would forget the
+            # line's id, so the line could never be cancelled at the Gateway.
+            # A line that has brought no bid and ask yet gives way to the snapshot (a frozen
+            # or broken quote sends nothing on a line, while a snapshot answers what IB holds).
+            on_lines = {}
+            reopen: list[tuple[tuple, Any]] = []
+            for c, q in pairs:
+                line = self.warm_lines.get(contract_key(c))
+                if line is not None and len(line[1].seen) == 2:
+                    on_lines[q.conId] = line[0]
+                elif line is not None:
+                    self._close_warm(contract_key(c))
+                    reopen.append((contract_key(c), q))  # warm again once the snapshot is in
+            cold = [q for _, q in pairs if q.conId not in on_lines]
             tickers = (
-                await s.timed(
-                    "snapshot", s.ib.reqTickersAsync(*[q for _, q in pairs]), msg.wait_s + 8.0
-                )
-                if pairs
+                await s.timed("snapshot", s.ib.reqTickersAsync(*cold), msg.wait_s + 8.0)
+                if cold
                 else []
             )
         except Exception as exc:  # noqa: BLE001
@@ -134,6 +310,11 @@ class Quotes:
             return
         by_con = {t.contract.conId: t for t in tickers}
         self._mark_snapshot(by_con)
+        by_con.update(on_lines)
+        for key, q in reopen:
+            if key not in self.warm_lines and not self.lines.locked() and s.ib.isConnected():
+                await self.lines.acquire()
+                self._open_warm(key, q)
         options = s.settings.options
         scale = getattr(s.clock, "scale", 1.0)
         unproven = [
@@ -184,7 +365,8 @@ class Quotes:
         opened: list[tuple[Any, Ticker, Callable[[Ticker], None]]] = []
         try:
             for q in contracts:
-                if q.conId in self.quote_lines or not ib.isConnected():
+                warm = {t.contract.conId for t, _, _ in self.warm_lines.values()}
+                if q.conId in self.quote_lines or q.conId in warm or not ib.isConnected():
                     continue
                 try:
                     await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
@@ -244,8 +426,14 @@ class Quotes:
                 return
             contract = q[0]
         seq = self._next_watch(contract.conId)
+        if contract_key(c) in self.warm_lines:
+            # ib_async keeps one ticker, and one request id, per contract: the warm line gives
+            # way to this one rather than share it.
+            self._close_warm(contract_key(c))
         # A watch asked again (after a resync) replaces the old line instead of taking another.
         await self._unwatch(contract.conId)
+        if self.lines.locked() and self.warm_lines:
+            self.give_back_warm_line()  # a position's line comes before warmth
         if self.lines.locked():
             log.warning(
                 "%s waits for a market data line (all %d in use)",

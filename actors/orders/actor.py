@@ -32,6 +32,7 @@ from actors.orders.entry import (
     new_bracket_ref,
     option_params,
     role_of,
+    warm_contracts,
 )
 from actors.orders.paper import PaperBook, PaperFill, PaperOrder
 from actors.orders.protection import Protection
@@ -80,6 +81,11 @@ class OrderActor(Adoption, Protection, BaseActor):
         self.order_machine = OrderMachines()
         self.machines: dict[str, OrderModel] = {}
         self.chains: dict[str, tuple[Any, m.Chain]] = {}
+        # Warm quotes: the last spot per symbol, the day a chain was asked for (once a day
+        # each), and the contracts last asked to be kept warm.
+        self.spots: dict[str, float] = {}
+        self.chain_asked: dict[str, Any] = {}
+        self.warmed: dict[str, tuple[m.OptionContract, ...]] = {}
         self.paper = PaperBook()
         self.bad_quote_seen: set[int] = set()  # conIds whose bad quote was logged (once a run)
         self.book = Book()
@@ -218,6 +224,7 @@ class OrderActor(Adoption, Protection, BaseActor):
             return
         for contract in self.watched.values():
             self.connection.tell(m.WatchQuotes(contract=contract, reply_to=self.actor_ref))
+        self.warmed.clear()  # the lines died with the socket: warmed again at the next bar
         if not self.dry_run:
             self.reconciled = False
             self.state_asked = set(self.machines)
@@ -288,14 +295,38 @@ class OrderActor(Adoption, Protection, BaseActor):
             self.connection.tell(m.FetchChain(symbol=symbol, reply_to=self.actor_ref))
 
     def on_ChainFetched(self, msg: m.ChainFetched) -> None:
+        today = MarketHours.trading_date(self.clock.now())
+        if msg.chain is not None:
+            self.chains[msg.symbol] = (today, msg.chain)
+            if msg.symbol in self.spots:
+                self._warm(msg.symbol, msg.chain, self.spots[msg.symbol], today)
         entry = self.entries.get(msg.symbol)
-        if entry is None:
-            return
+        if entry is None or entry.chain is not None:
+            return  # a chain asked for warming, or a second answer for a running entry
         if msg.chain is None:
             self._finish(msg.symbol, False, f"no_chain: {msg.reason}")
             return
-        self.chains[msg.symbol] = (MarketHours.trading_date(self.clock.now()), msg.chain)
         self._with_chain(entry, msg.chain)
+
+    def on_SpotMoved(self, msg: m.SpotMoved) -> None:
+        """The strikes in play follow the spot: their quotes are kept streaming, so an entry
+        finds them there when its bar closes (no quote request after the bar)."""
+        if not self.settings.options.warm_quotes:
+            return
+        self.spots[msg.symbol] = msg.price
+        today = MarketHours.trading_date(self.clock.now())
+        cached = self.chains.get(msg.symbol)
+        if cached and cached[0] == today:
+            self._warm(msg.symbol, cached[1], msg.price, today)
+        elif self.chain_asked.get(msg.symbol) != today:
+            self.chain_asked[msg.symbol] = today  # once a day: a failure waits for tomorrow's
+            self.connection.tell(m.FetchChain(symbol=msg.symbol, reply_to=self.actor_ref))
+
+    def _warm(self, symbol: str, chain: m.Chain, spot: float, today: Any) -> None:
+        wanted = warm_contracts(chain, spot, today, self.params)
+        if self.warmed.get(symbol) != wanted:
+            self.warmed[symbol] = wanted
+            self.connection.tell(m.WarmQuotes(symbol=symbol, contracts=wanted))
 
     def _with_chain(self, entry: Entry, chain: m.Chain) -> None:
         sig = entry.idea.signal

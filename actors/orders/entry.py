@@ -119,6 +119,33 @@ def candidates(
     )
 
 
+def warm_contracts(
+    chain: m.Chain, spot: float, today: date, params: OptionParams
+) -> tuple[m.OptionContract, ...]:
+    """Every contract an entry at `spot` could ask quotes for, calls and puts, nearest the spot
+    first: what `candidates` would pick for either direction, so a warm set covers both."""
+    expiry = choose_expiry(chain.expirations, today, params)
+    if expiry is None or not math.isfinite(spot):
+        return ()
+    strikes = set(nearest_strikes(chain.strikes, spot, params.strike_count))
+    for direction in (Direction.CALL, Direction.PUT):
+        target = target_strike(chain.strikes, spot, direction, params.moneyness)
+        if target is not None:
+            strikes.add(target)
+    return tuple(
+        m.OptionContract(
+            symbol=chain.symbol,
+            expiry=expiry,
+            strike=k,
+            right=right,
+            trading_class=chain.trading_class,
+            multiplier=chain.multiplier,
+        )
+        for k in sorted(strikes, key=lambda k: (abs(k - spot), k))
+        for right in ("C", "P")
+    )
+
+
 def quote_views(
     quotes: Iterable[m.OptionQuote], now: datetime, scale: float = 1.0
 ) -> list[OptionQuoteView]:

@@ -245,6 +245,25 @@ class GatesMixin(ServerCore):
         if req_id not in s.rt_subs and not self.pacing.lines_allow(self._lines_in_use()):
             s.send_error(req_id, 101, LINES_TEXT)
             return False
+        # IB's realtime_bars.html: real-time bars "combine the limitations of both, top and
+        # historical market data": a line each (above), and the pacing of small bars (30 s or
+        # less), e.g. "no more than 60 *new* requests for real time bars can be made in 10
+        # minutes". Counted in the same window as small historical bars.
+        if req_id not in s.rt_subs and self.pacing.historical_applies(5):
+            r = P.Reader(fields, 2)
+            r.skip(1)
+            c = P.read_contract(r)
+            r.skip(1)
+            what = r.str().strip().upper()
+            found = self.resolve(c, now)
+            ident = found[0].con_id if len(found) == 1 else (c.symbol, c.sec_type)
+            rule = self.pacing.check_historical(
+                (ident, c.exchange, "rt", req_id, what), (ident, c.exchange, what)
+            )
+            if rule is not None:
+                log.info("%r: real-time bars request %d breaks %s", s, req_id, rule)
+                s.send_error(req_id, 162, HIST_PACING_TEXT)
+                return False
         return True
 
     def _gate_historical(self, s: ClientSession, fields: list[str], now: datetime) -> bool:

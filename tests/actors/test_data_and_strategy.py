@@ -306,3 +306,36 @@ def test_a_spike_is_held_then_dropped_and_a_gap_is_held_then_confirmed(data, met
         == 1
     )
     assert all(b.bar.close < 1000 for b in strategy.of(m.BarClosed))
+
+
+def test_a_first_backfill_that_failed_is_asked_again_without_a_reconnect(data):
+    """A request the Gateway dropped (a message-rate violation, a stalled HMDS) at start-up
+    would leave the symbol without any data all day on a connection that never drops."""
+    actor, strategy, _, conn, clock = data
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 min", reason="timed out"))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 hour", reason="timed out"))
+    actor.on_Tick(m.Tick(now=clock.now()))
+    assert len(conn.of(m.StreamBars)) == 2 and len(conn.of(m.FetchBars)) == 2
+    assert conn.last(m.StreamBars).duration == "2 D"
+    actor.on_Tick(m.Tick(now=clock.now()))  # asked once per failure, not on every tick
+    assert len(conn.of(m.StreamBars)) == 2
+    # Once it has its history, a failed stream is the stale check's to ask again, not this.
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0),)))
+    actor.on_StreamFailed(m.StreamFailed(symbol="SPY", bar_size="1 min", reason="timed out"))
+    assert actor.feeds[("SPY", "1 min")].retry_mono is None
+
+
+def test_minutes_streamed_before_the_history_wait_for_it_and_a_hole_is_filled(data):
+    """A real-time stream can outlive its failed backfill: its minutes must not reach the
+    strategy before the history (which would then be dropped as out of order)."""
+    actor, strategy, _, conn, _ = data
+    actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(3)))
+    assert strategy.of(m.BarClosed) == []
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(0), bar(1))))
+    # bar(2) is missing: the held minute asks for exactly that gap and waits for it.
+    assert conn.last(m.FetchBars).since == bar(1).time
+    actor.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(2),)))
+    got = [b for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert [b.bar.time for b in got] == [bar(i).time for i in range(4)]
+    assert [b.live for b in got] == [False, False, False, True]

@@ -1,9 +1,17 @@
 """The historical pacer never books a schedule that breaks one of IB's three rules."""
 
+from datetime import UTC, datetime, timedelta
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from actors.pacing import HistoricalPacer
+from actors.pacing import (
+    HISTORICAL_HEADROOM,
+    HistoricalPacer,
+    close_check_at,
+    close_due,
+    stream_kinds,
+)
 
 
 def violations(sends: list[tuple[float, tuple, tuple]], p: HistoricalPacer) -> list[str]:
@@ -64,3 +72,47 @@ def test_the_ten_minute_window_covers_only_small_bars():
     assert (
         p.reserve(("S0", "1 min"), ("S0",), 1.0, small_bars=False) >= 14.0
     )  # identical: still spaced
+
+
+_MINUTE_START = st.datetimes(
+    min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)
+).map(lambda t: t.replace(second=0, microsecond=0))
+
+
+@given(
+    forming=_MINUTE_START,
+    offset=st.floats(min_value=-600, max_value=86_400),
+    grace=st.floats(min_value=0.01, max_value=5),
+)
+def test_the_close_check_is_never_in_the_past_and_at_most_one_bar_ahead(forming, offset, grace):
+    now = forming + timedelta(seconds=offset)
+    at = close_check_at(forming, now, 60, grace)
+    assert (
+        now
+        < at
+        <= max(now, forming + timedelta(seconds=60 + grace)) + timedelta(seconds=60 + grace)
+    )
+    # Always a grace after a bar boundary: a timer never fires inside a minute.
+    r = (at - timedelta(seconds=grace)).timestamp() % 60
+    assert min(r, 60 - r) < 1e-3
+
+
+@given(forming=_MINUTE_START, offset=st.floats(min_value=-120, max_value=600))
+def test_a_forming_bar_closes_once_and_only_in_the_bar_after_it(forming, offset):
+    now = forming + timedelta(seconds=offset)
+    due = close_due(forming, now, 60, already_closed=None)
+    assert due == (60 <= offset < 120)
+    assert not close_due(forming, now, 60, already_closed=forming)
+
+
+@given(n=st.integers(0, 120), max_open=st.integers(1, 80))
+def test_auto_streams_from_history_what_the_open_requests_allow_and_the_rest_in_real_time(
+    n, max_open
+):
+    symbols = [f"S{i}" for i in range(n)]
+    kinds = stream_kinds(symbols, "auto", max_open)
+    historical = [s for s in symbols if not kinds[s]]
+    assert len(historical) == min(n, max(0, max_open - HISTORICAL_HEADROOM))
+    assert historical == symbols[: len(historical)]  # the first listed keep history
+    assert stream_kinds(symbols, "historical", max_open) == dict.fromkeys(symbols, False)
+    assert stream_kinds(symbols, "realtime", max_open) == dict.fromkeys(symbols, True)

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.pacing import DATA, ORDERS, MessageGate, message_class
+from actors.pacing import BARS, DATA, ORDERS, MessageGate, message_class
 
 
 def req(msg_id: int, n: int = 0) -> str:
@@ -14,7 +14,8 @@ def test_messages_are_classed_by_their_id():
     assert message_class(req(3)) == ORDERS  # placeOrder
     assert message_class(req(4)) == ORDERS  # cancelOrder
     assert message_class(req(71)) == ORDERS  # startApi goes first
-    assert message_class(req(20)) == DATA  # reqHistoricalData
+    assert message_class(req(20)) == BARS  # reqHistoricalData: before quotes
+    assert message_class(req(50)) == BARS  # reqRealTimeBars
     assert message_class(req(1)) == DATA  # reqMktData
     assert message_class("") == DATA
 
@@ -23,7 +24,7 @@ def test_a_burst_is_capped_and_the_rest_waits_its_turn():
     gate = MessageGate(rate=30, burst=10)
     sent = [m for i in range(25) for m in gate.offer(req(20, i), now=0.0)]
     assert len(sent) == 10
-    assert gate.depth(DATA) == 15
+    assert gate.depth(BARS) == 15
     assert abs(gate.wait() - 1 / 30) < 1e-9
     # Idle time refills the bucket only up to the burst: never 15 at once.
     assert gate.take(1.0) == [req(20, i) for i in range(10, 20)]
@@ -76,3 +77,12 @@ def test_no_window_ever_carries_50_messages(arrivals, window):
     for i, t in enumerate(sent_at):
         in_window = sum(1 for u in sent_at[i:] if u - t < window + 0.2)
         assert in_window <= 10 + 30 * (window + 0.2) + 1e-6 < 50
+
+
+def test_bars_jump_the_quote_queue_but_not_the_orders():
+    gate = MessageGate(rate=10, burst=1)
+    gate.offer(req(1, 1), 0.0)  # a quote goes: the bucket is empty now
+    for msg in (req(1, 2), req(9, 3), req(20, 4), req(3, 5), req(50, 6)):
+        assert gate.offer(msg, 0.0) == []
+    order = [m for t in range(1, 12) for m in gate.take(t / 10 + 1e-9)]
+    assert order == [req(3, 5), req(20, 4), req(50, 6), req(1, 2), req(9, 3)]

@@ -117,3 +117,36 @@ def test_the_simulator_latency_setting_takes_a_profile_and_names_the_field_when_
     assert s.sim.latency == "realistic"
     with pytest.raises(ConfigError, match="sim.latency"):
         load_settings(environ={"OPTIONSBOT_SIM__LATENCY": "slow"})
+
+
+def _names(n: int) -> list[str]:
+    return [f"S{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(n)]
+
+
+def test_more_symbols_than_open_historical_requests_need_real_time_bars():
+    """keepUpToDate holds one of IB's ~50 open historical requests per symbol for good: with
+    data.stream historical, 51 symbols cannot fit; auto streams the rest as real-time bars."""
+    from pydantic import ValidationError
+
+    from configs.settings import Settings
+
+    with pytest.raises(ValidationError, match="data.stream: auto"):
+        Settings(symbols=_names(51), data={"stream": "historical"})
+    assert len(Settings(symbols=_names(100)).symbols) == 100  # auto: 45 + 55 real-time
+
+
+@pytest.mark.parametrize(
+    ("symbols", "extra", "message"),
+    [
+        (61, {"data": {"stream": "realtime"}}, "60 new ones in 10 minutes"),
+        (106, {}, "60 new ones in 10 minutes"),
+        (50, {"data": {"stream": "realtime"}, "broker": {"max_market_data_lines": 55}}, "lines"),
+    ],
+)
+def test_real_time_bars_must_fit_ibs_pacing_and_lines(symbols, extra, message):
+    from pydantic import ValidationError
+
+    from configs.settings import Settings
+
+    with pytest.raises(ValidationError, match=message):
+        Settings(symbols=_names(symbols), **extra)

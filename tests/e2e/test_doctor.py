@@ -40,7 +40,14 @@ from actors.doctor import (
     diagnose,
     order_names,
 )
-from configs.settings import BrokerSettings, ConfigError, OptionSettings, Settings, load_settings
+from configs.settings import (
+    BrokerSettings,
+    ConfigError,
+    DataSettings,
+    OptionSettings,
+    Settings,
+    load_settings,
+)
 from sim.clock import ManualClock
 from sim.config import SimOptions
 from sim.faults import Fault, Scenario
@@ -402,8 +409,12 @@ def test_limits(make_settings):
     many = tuple(f"S{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(30))
     c = check_limits(s, many)
     assert c.status == WARN and "market data lines" in c.detail
-    c = check_limits(s, many * 2)
+    sixty = tuple(f"T{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(60))
+    historical = make_settings(data={"stream": "historical"})
+    c = check_limits(historical, sixty)
     assert c.status == FAIL and "fewer symbols" in c.fix
+    c = check_limits(s, sixty)  # auto: 45 streams, 15 real-time bars
+    assert c.status == WARN and "15 real-time bar streams" in c.detail
 
 
 @given(
@@ -418,6 +429,7 @@ def test_limits_property(n, strikes, lines, open_hist):
         symbols=("SPY",),
         broker=BrokerSettings(max_market_data_lines=lines, max_open_historical=open_hist),
         options=OptionSettings(strike_count=strikes),
+        data=DataSettings(stream="historical"),  # auto is test_limits' (real-time bars)
     )
     symbols = tuple(f"S{i:03d}".replace("0", "A").replace("1", "B") for i in range(n))
     c = check_limits(s, symbols)

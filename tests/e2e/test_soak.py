@@ -40,3 +40,33 @@ def test_a_bad_day_for_ten_symbols(tmp_path):
     assert t.get("probe_ok->connected", 0) >= 1
     assert r["streams_open_at_end"] == 10
     assert r["reconnects"] >= 1 and r["signals"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_hundred_symbols_on_one_connection_within_every_ib_limit(tmp_path):
+    """IB allows ~50 open historical requests, and a keepUpToDate stream holds one for good:
+    100 symbols stream 45 from history and 55 as real-time bars (market data lines), with
+    every limit enforced by the simulator. The data path alone: at 10x, 100 symbols' entries
+    would send 10 times a real day's quote requests. The full day: `python -m bench.soak
+    --symbols 100 --scenario none --no-trading --rate 20` (figures in the README)."""
+    r = soak(
+        symbols=100,
+        # The cold start is real seconds (about 20 at 20 messages a second): at 10x it is
+        # within the first simulated minutes, as on a real day.
+        scale=10,
+        scenario=None,
+        workdir=tmp_path,
+        minutes=10,
+        trading=False,
+        rate=20,
+    )
+    print("\nsoak:", json.dumps(r, indent=2, default=str))
+    assert r["failed"] is None
+    assert r["streams"] == {"historical": 45, "realtime": 55}
+    assert r["pacing_violations"] == {}
+    assert r["bars_lost"] == 0 and r["bars_unexpected"] == 0 and r["bars_delivered_twice"] == 0
+    assert r["min_bars_per_symbol"] == r["max_bars_per_symbol"] == 10
+    assert r["stale_symbols"] == []
+    assert r["breaker_trips"] == 0 and r["request_timeouts"] == 0
+    assert r["streams_open_at_end"] == 100
+    assert r["cold_start_s"] is not None and r["cold_start_s"] < 60

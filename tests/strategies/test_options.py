@@ -14,6 +14,7 @@ from strategies.options import (
     choose_option,
     nearest_strikes,
     target_strike,
+    warm_plan,
 )
 from strategies.signals import Direction
 
@@ -226,3 +227,26 @@ def test_nothing_survives():
 def test_bad_params_rejected(kwargs):
     with pytest.raises(ValueError):
         OptionParams(**kwargs)
+
+
+@given(
+    sizes=st.lists(st.integers(0, 15), max_size=12),
+    budget=st.integers(-5, 120),
+)
+def test_warm_plan_warms_whole_sets_in_order_within_the_budget(sizes, budget):
+    wanted = {f"S{i}": tuple(range(100 * i, 100 * i + n)) for i, n in enumerate(sizes)}
+    plan = warm_plan(wanted, budget)
+    assert sum(len(v) for v in plan.values()) <= max(0, budget)
+    assert all(plan[s] == wanted[s] for s in plan)  # whole, never in part
+    # Greedy in the caller's order: a set left out did not fit in what was left at its turn.
+    left = max(0, budget)
+    for symbol, items in wanted.items():
+        if items and len(items) <= left:
+            assert symbol in plan
+            left -= len(items)
+        else:
+            assert symbol not in plan
+
+
+def test_warm_plan_counts_a_repeated_contract_once():
+    assert warm_plan({"SPY": ("a", "a", "b")}, 2) == {"SPY": ("a", "b")}

@@ -151,3 +151,114 @@ def test_the_weekly_relogin_never_trips_the_breaker_and_is_said_once(
         assert metrics.gateway_routine.labels("weekly_reauth")._value.get() == 1
     finally:
         ref.stop()
+
+
+class TimedInbox(Inbox):
+    """Records the simulated time each message arrived at."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.at: list = []
+
+    def tell(self, msg) -> None:
+        self.at.append((self.clock.now(), msg))
+        super().tell(msg)
+
+
+def test_a_streamed_bar_is_known_closed_within_a_second_of_its_end(make_settings):
+    """keepUpToDate says a bar closed only with the next bar's first update, 4 to 6 s later
+    at IB; the service closes it at its end. The simulator's updates come every 5 s here,
+    starting 2 s after each minute (the stream opens at :52), so the old behaviour is ~2 s
+    late on every bar."""
+    from datetime import UTC, datetime
+
+    from sim.clock import ScaledClock
+    from sim.runner import EmbeddedSim
+
+    start = datetime(2026, 11, 20, 15, 0, 52, tzinfo=UTC)  # 10:00:52 New York
+    clock = ScaledClock(start, scale=10.0)
+    with EmbeddedSim(SimOptions(seed=7, bar_update_interval=5.0), clock=clock) as sim:
+        settings = make_settings(symbols=["SPY"], broker={"clock": "wall"})
+        ref = ConnectionActor.start(settings, Metrics(new_registry()), clock, port=sim.port)
+        try:
+            deadline = time.monotonic() + 10
+            while ref.proxy().model.get().state != "connected":
+                assert time.monotonic() < deadline, "never connected"
+                time.sleep(0.05)
+            inbox = TimedInbox(clock)
+            ref.tell(
+                m.StreamBars(symbol="SPY", bar_size="1 min", duration="1800 S", reply_to=inbox)
+            )
+            deadline = time.monotonic() + 30
+            while len([g for g in inbox.got if isinstance(g, m.BarStreamed)]) < 2:
+                assert time.monotonic() < deadline, f"two bars never streamed: {inbox.got}"
+                time.sleep(0.02)
+        finally:
+            ref.stop()
+        late = [
+            (at - (msg.bar.time + timedelta(minutes=1))).total_seconds()
+            for at, msg in inbox.at
+            if isinstance(msg, m.BarStreamed)
+        ]
+        assert all(0 <= s <= 1.0 for s in late), late
+        bars = [msg.bar for _, msg in inbox.at if isinstance(msg, m.BarStreamed)]
+        # Each bar once, in order: the stream's own final version later is not a second bar.
+        assert [b.time for b in bars] == sorted({b.time for b in bars})
+        # The bar closed at its end is the simulator's bar (its updates cover the minute).
+        first = sim.market.bars("SPY", bars[0].time, bars[0].time + timedelta(minutes=1), 60)[0]
+        assert bars[0].open == first.open and bars[0].high <= first.high + 1e-9
+
+
+def test_real_time_bars_make_whole_minutes_known_at_their_end_after_the_history(make_settings):
+    """data.stream realtime: 5-second bars (a market data line, not an open historical
+    request) aggregated to minutes; the history comes first, each minute when its last
+    5-second bar arrives, and equals the simulator's own minute."""
+    from datetime import UTC, datetime
+
+    from sim.clock import ScaledClock
+    from sim.runner import EmbeddedSim
+
+    start = datetime(2026, 11, 20, 15, 0, 40, tzinfo=UTC)
+    clock = ScaledClock(start, scale=10.0)
+    with EmbeddedSim(SimOptions(seed=7), clock=clock) as sim:
+        settings = make_settings(symbols=["SPY"], broker={"clock": "wall"})
+        ref = ConnectionActor.start(settings, Metrics(new_registry()), clock, port=sim.port)
+        try:
+            deadline = time.monotonic() + 10
+            while ref.proxy().model.get().state != "connected":
+                assert time.monotonic() < deadline, "never connected"
+                time.sleep(0.05)
+            inbox = TimedInbox(clock)
+            ref.tell(
+                m.StreamBars(
+                    symbol="SPY", bar_size="1 min", duration="1800 S", reply_to=inbox, realtime=True
+                )
+            )
+            deadline = time.monotonic() + 30
+            while len([g for g in inbox.got if isinstance(g, m.BarStreamed)]) < 2:
+                assert time.monotonic() < deadline, f"two minutes never streamed: {inbox.got}"
+                time.sleep(0.02)
+            lines = sim.server._lines_in_use()
+            open_hist = sim.server._open_historical()
+        finally:
+            ref.stop()
+        kinds = [type(g).__name__ for _, g in inbox.at]
+        assert kinds[0] == "BarsBackfilled" and set(kinds[1:]) == {"BarStreamed"}
+        history = inbox.got[0].bars
+        streamed = [(at, g.bar) for at, g in inbox.at if isinstance(g, m.BarStreamed)]
+        # 15:00 was joined at :40, so it is history's to fill: the stream starts at 15:01.
+        assert history[-1].time < streamed[0][1].time
+        assert streamed[0][1].time == datetime(2026, 11, 20, 15, 1, tzinfo=UTC)
+        for at, bar in streamed:
+            end = bar.time + timedelta(minutes=1)
+            assert timedelta(0) <= at - end <= timedelta(seconds=1), (at, end)
+            own = sim.market.bars("SPY", bar.time, end, 60)[0]
+            assert (bar.open, bar.high, bar.low, bar.close) == (
+                own.open,
+                own.high,
+                own.low,
+                own.close,
+            )
+        assert (lines, open_hist) == (1, 0)
+        assert sim.violations == {}

@@ -1,6 +1,7 @@
 """History's requests and streams, on an event loop of the test's own, with a fake IB client."""
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -116,3 +117,44 @@ def test_a_streams_last_bar_is_history_only_once_the_market_has_closed(
     asyncio.run(run())
     got = [b.time.strftime("%H:%M") for b in reply.last(m.BarsBackfilled).bars]
     assert got == delivered
+
+
+def test_a_live_real_time_stream_asked_again_only_fetches_its_history(session):
+    """IB allows 60 new real-time bar requests in 10 minutes: a resubscription (a failed
+    backfill asked again, a stale window) of a stream that still brings bars keeps it."""
+    session.clock = ManualClock(SESSION_TIME)
+    history = session.history
+    key = ("SPY", "1 min")
+    live = object()
+    history.realtime_streams[key] = live
+    history.realtime_seen[key] = time.monotonic()
+    reply = FakeRef()
+    msg = m.StreamBars(
+        symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply, realtime=True
+    )
+
+    class NoNewStream(HistoryIB):
+        def reqRealTimeBars(self, *a, **kw):  # noqa: N802
+            raise AssertionError("a second subscription")
+
+    session.ib = NoNewStream()
+    asyncio.run(history.realtime(msg))
+    assert history.realtime_streams[key] is live
+    assert session.ib.durations == ["2 D"] and reply.last(m.BarsBackfilled).symbol == "SPY"
+
+
+def test_a_real_time_stream_waiting_for_ibs_window_is_not_booked_twice(session):
+    """A stale window asks again while the subscription still waits its turn (IB's 60 in
+    10 minutes): another booking would push every later subscription further back."""
+    session.clock = ManualClock(SESSION_TIME)
+    history = session.history
+    key = ("SPY", "1 min")
+    history.realtime_waiting.add(key)
+    reply = FakeRef()
+    msg = m.StreamBars(
+        symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply, realtime=True
+    )
+    booked = len(history.pacer._all)
+    asyncio.run(history.realtime(msg))
+    assert len(history.pacer._all) == booked  # no real-time request booked
+    assert session.ib.durations == ["2 D"]  # the history, which can be had now

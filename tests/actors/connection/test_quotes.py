@@ -1,6 +1,7 @@
 """Quote lines and snapshots, on an event loop of the test's own, with a fake IB client."""
 
 import asyncio
+from datetime import timedelta
 from types import SimpleNamespace
 
 from support import SESSION_TIME, FakeRef
@@ -84,3 +85,140 @@ def test_a_quote_fetch_answers_when_the_socket_closes_during_its_brief_watch(
     assert asyncio.run(run()) is False  # the line taken for the watch was given back
     answer = reply.last(m.QuotesFetched)
     assert answer.tag == "SPY" and [q.bid for q in answer.quotes] == [2.40]
+
+
+class WarmIB:
+    """Qualifies anything, opens lines as real ib_async Tickers, counts every request."""
+
+    def __init__(self):
+        self.qualified: list = []
+        self.lines: list = []
+        self.snapshots = 0
+        self.cancelled: list = []
+
+    def isConnected(self):  # noqa: N802 - ib_async's name
+        return True
+
+    async def qualifyContractsAsync(self, *contracts):  # noqa: N802
+        for c in contracts:
+            c.conId = int(c.strike * 10) + (1 if c.right == "C" else 2)
+        self.qualified += contracts
+        return list(contracts)
+
+    def reqMktData(self, contract, *args):  # noqa: N802
+        from ib_async import Ticker
+
+        t = Ticker(contract=contract)
+        self.lines.append(t)
+        return t
+
+    def cancelMktData(self, contract):  # noqa: N802
+        self.cancelled.append(contract.conId)
+
+    async def reqTickersAsync(self, *contracts):  # noqa: N802
+        from ib_async import Ticker
+
+        self.snapshots += 1
+        return [Ticker(contract=c, bid=2.0, ask=2.1, volume=500) for c in contracts]
+
+
+def _tick(ticker, bid, ask):
+    from ib_async import TickData
+
+    ticker.bid, ticker.ask = bid, ask
+    ticker.ticks = [
+        TickData(SESSION_TIME, 1, bid, 10),
+        TickData(SESSION_TIME, 2, ask, 10),
+    ]
+    ticker.updateEvent.emit(ticker)
+
+
+def _session(make_settings, metrics, **settings):
+    session = Session(make_settings(**settings), metrics, None, actor=FakeRef("actor"))
+    session.ib = WarmIB()
+    session.clock = ManualClock(SESSION_TIME)
+    return session
+
+
+def _contracts(strikes, right="C"):
+    return tuple(
+        m.OptionContract("SPY", "20261123", k, right, trading_class="SPY") for k in strikes
+    )
+
+
+def test_an_entry_on_warm_lines_sends_no_request_at_all(make_settings, metrics):
+    """The strikes in play stream before the bar closes: the entry's quotes are answered from
+    the lines, with no contract details, no snapshot and no recheck line."""
+    session = _session(make_settings, metrics)
+    quotes, ib = session.quotes, session.ib
+    warm = _contracts([679.0, 680.0, 681.0]) + _contracts([679.0, 680.0, 681.0], "P")
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm))
+        assert len(ib.lines) == 6 and len(ib.qualified) == 6
+        for t in ib.lines:
+            _tick(t, 2.0, 2.1)  # the line's opening values: what IB held
+            session.clock.advance(timedelta(seconds=1))
+            _tick(t, 2.05, 2.15)  # a change, seen as it happened
+        before = (len(ib.qualified), ib.snapshots, len(ib.lines))
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=warm[:3], reply_to=reply, tag="SPY"))
+        assert (len(ib.qualified), ib.snapshots, len(ib.lines)) == before
+        got = reply.last(m.QuotesFetched)
+        assert [q.contract.strike for q in got.quotes] == [679.0, 680.0, 681.0]
+        assert all(q.age_known and q.bid == 2.05 for q in got.quotes)
+        assert metrics.quotes_from_lines._value.get() == 1
+
+    asyncio.run(run())
+
+
+def test_cold_quotes_qualify_once_a_day_and_a_line_not_settled_is_not_trusted(
+    make_settings, metrics
+):
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.01})
+    quotes, ib = session.quotes, session.ib
+    cold = _contracts([690.0, 691.0])
+
+    async def run():
+        for _ in range(2):
+            await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=FakeRef(), tag="SPY"))
+        assert len(ib.qualified) == 2 and ib.snapshots == 2  # contract details asked once
+        # A warm line that has brought no bid and ask yet gives way: it is closed (a
+        # snapshot of a contract on a line would make ib_async forget the line's request id)
+        # and the contract snapshotted, as a frozen quote sends nothing on a line.
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=cold))
+        assert len(ib.qualified) == 2  # qualified already today
+        cancelled = len(ib.cancelled)
+        await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=FakeRef(), tag="SPY"))
+        assert ib.snapshots == 3
+        assert ib.cancelled[cancelled : cancelled + 2] == [6901, 6911]  # the two lines closed
+        assert len(quotes.warm_lines) == 2 and len(ib.lines) >= 4  # and opened again after
+        # The next trading day asks again: an option's definition is only good for its day.
+        session.clock.advance(timedelta(days=3))
+        await quotes.fetch(m.FetchQuotes(contracts=cold[:1], reply_to=FakeRef(), tag="SPY"))
+        assert len(ib.qualified) == 3
+
+    asyncio.run(run())
+
+
+def test_warm_lines_stay_within_what_ibs_line_limit_leaves(make_settings, metrics):
+    """Lines for positions and an entry's recheck are kept free; a set that does not fit whole
+    is not warmed at all, and a symbol's smaller set frees lines for another's."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 20})
+    quotes, ib = session.quotes, session.ib
+    budget = quotes.warm_budget()
+    assert budget == 20 - 5 - 4  # strike_count 5 (a recheck), 4 spare, no position, no rt
+    spy = _contracts([670.0 + k for k in range(budget)])
+    qqq = tuple(
+        m.OptionContract("QQQ", "20261123", 500.0 + k, "C", trading_class="QQQ") for k in range(2)
+    )
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=spy))
+        await quotes.warm(m.WarmQuotes(symbol="QQQ", contracts=qqq))
+        assert len(quotes.warm_lines) == budget  # QQQ did not fit
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=spy[:3]))
+        assert {k[0] for k in quotes.warm_lines} == {"SPY", "QQQ"} and len(quotes.warm_lines) == 5
+        assert len(ib.cancelled) == budget - 3
+
+    asyncio.run(run())

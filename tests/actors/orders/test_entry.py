@@ -20,6 +20,7 @@ from actors.orders.entry import (
     new_bracket_ref,
     option_params,
     role_of,
+    warm_contracts,
 )
 from strategies.options import OptionParams
 from strategies.signals import Direction, Signal
@@ -188,3 +189,27 @@ def test_option_params_come_from_the_settings(make_settings):
 def test_a_quote_that_is_none_is_never_chosen(bad):
     got = choose("SPY", [quote(680.0, bad, 2.46)], (), 680.0, SESSION_TIME, 1.0, OptionParams())
     assert isinstance(got, str) and got.startswith("no_option")
+
+
+@given(
+    spot=st.floats(min_value=660, max_value=700),
+    moneyness=st.sampled_from(["atm", "itm1", "otm1"]),
+    count=st.integers(1, 8),
+)
+def test_the_warm_set_holds_every_contract_an_entry_at_that_spot_asks_for(spot, moneyness, count):
+    """An entry finds its quotes on warm lines only if the warm set covers its candidates,
+    whichever the direction; warmed nearest first, so a short budget keeps the likeliest."""
+    params = OptionParams(moneyness=moneyness, strike_count=count)
+    warm = warm_contracts(chain(), spot, TODAY, params)
+    for direction in (Direction.CALL, Direction.PUT):
+        found = candidates(signal(direction, price=spot), chain(), TODAY, params)
+        if isinstance(found, Candidates):  # at the chain's edge an itm1/otm1 strike is missing
+            assert set(found.contracts) <= set(warm)
+    distances = [abs(c.strike - spot) for c in warm]
+    assert distances == sorted(distances)
+    assert len(warm) == len(set(warm)) <= 2 * (count + 2)
+
+
+def test_no_warm_set_without_an_expiry_far_enough_or_a_spot():
+    assert warm_contracts(chain(expirations=("20261120",)), 680.0, TODAY, OptionParams()) == ()
+    assert warm_contracts(chain(), math.nan, TODAY, OptionParams()) == ()
