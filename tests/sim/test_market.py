@@ -684,13 +684,14 @@ def test_every_chain_is_consistent_whatever_the_day(model: MarketModel, sym, day
                 assert _on_grid(price, option_tick(sym, price))
 
 
-def test_the_soak_bench_names_are_all_listed() -> None:
-    """bench/soak.py trades these; a hash-made name would quote nickel/dime options the service's
-    penny/nickel tick table does not know."""
+def test_the_soak_bench_names_it_trades_are_all_listed() -> None:
+    """bench/soak.py trades the first 50 of these; a hash-made name would quote nickel/dime
+    options the service's penny/nickel tick table does not know. Names 51 to 100 only stream
+    (the 100-symbol day runs the data path alone, --no-trading)."""
     from bench.soak import NAMES
     from sim.listed import LISTED
 
-    assert [n for n in NAMES if n not in LISTED] == []
+    assert [n for n in NAMES[:50] if n not in LISTED] == []
 
 
 def test_option_con_ids_are_stable_and_tell_trading_classes_apart(model: MarketModel) -> None:
