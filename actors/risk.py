@@ -22,6 +22,7 @@ from strategies.risk import (
     gate_idea,
     guard_newly_tripped,
     kill_file_flatten,
+    latched_loss_reason,
     pdt_window_start,
     size_reason,
 )
@@ -102,15 +103,15 @@ class RiskActor(BaseActor):
 
     def _loss_reason(self) -> str | None:
         reason = daily_loss_reason(self.start_equity, self.equity, self.limits.max_daily_loss_pct)
+        row = self.days.get(self.day) if self.day is not None else None
+        if row is not None and guard_newly_tripped(reason, row.guard_tripped):
+            self.days.trip_guard(self.day)
+            log.error(
+                "daily loss guard tripped: %s; no new entries until the next trading day",
+                reason,
+            )
+        reason = latched_loss_reason(reason, row is not None and row.guard_tripped)
         self.metrics.loss_guard.set(1 if reason else 0)
-        if reason and self.day is not None:
-            row = self.days.get(self.day)
-            if guard_newly_tripped(reason, None if row is None else row.guard_tripped):
-                self.days.trip_guard(self.day)
-                log.error(
-                    "daily loss guard tripped: %s; no new entries until the next trading day",
-                    reason,
-                )
         return reason
 
     def on_Tick(self, msg: m.Tick) -> None:

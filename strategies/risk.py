@@ -270,10 +270,27 @@ def size_reason(
     )
 
 
+def is_measured_loss(loss_reason: str | None) -> bool:
+    """A loss actually measured past the limit, not a figure that is unknown for now (a slow
+    account answer at start): only the former trips the guard for the day."""
+    return bool(loss_reason) and "unknown" not in loss_reason
+
+
 def guard_newly_tripped(loss_reason: str | None, already_tripped: bool | None) -> bool:
-    """Whether to record (and log) the daily loss guard's trip now: once per day, and only
-    for a day the database knows (`already_tripped` None: no row for the day)."""
-    return bool(loss_reason) and already_tripped is False
+    """Whether to record (and log) the daily loss guard's trip now: once per day, for a
+    measured loss only, and only for a day the database knows (`already_tripped` None: no row
+    for the day)."""
+    return is_measured_loss(loss_reason) and already_tripped is False
+
+
+def latched_loss_reason(loss_reason: str | None, tripped_today: bool) -> str | None:
+    """The guard, latched: once today's loss has tripped it, entries stay refused until the
+    next trading day even if equity comes back above the line (a bounce is not a new day)."""
+    if loss_reason:
+        return loss_reason
+    if tripped_today:
+        return "daily_loss: tripped earlier today; no new entries until the next trading day"
+    return None
 
 
 def pdt_window_start(session_dates_opened: Iterable[date]) -> date | None:

@@ -1,5 +1,6 @@
 """RiskActor's decisions, by calling its handlers directly (no threads)."""
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from actors import messages as m
 from actors.hours import MarketHours
 from actors.risk import RiskActor
 from sim.clock import ManualClock
-from storage import JournalRepo
+from storage import JournalRepo, TradingDayRepo
 from strategies.risk import entry_gate
 from strategies.signals import Direction, Signal
 
@@ -307,3 +308,57 @@ def test_placed_entries_still_working_hold_their_open_position_slots(risk):
         risk.on_EntryFinished(m.EntryFinished(symbol=symbol, placed=True))
     assert placed == ["SPY", "QQQ", "IWM"]
     assert JournalRepo(risk.db).decisions("DIA")[-1].reason.startswith("max_open_positions")
+
+
+def _account(equity: float, realized: float = 0.0) -> m.PositionsChanged:
+    return m.PositionsChanged(
+        open_positions=0,
+        exposure_by_symbol=(),
+        realized_today=realized,
+        unrealized=0,
+        equity=equity,
+    )
+
+
+def test_a_tripped_guard_stays_tripped_for_the_day_even_if_equity_comes_back(
+    make_settings, metrics
+):
+    """A bounce after the loss is not a new day: the guard latches until the next session."""
+    settings = make_settings()
+    clock = ManualClock(SESSION_TIME)
+    risk = RiskActor(settings, metrics, clock, HOURS)
+    risk.order_actor = FakeRef()
+    risk.on_start()
+    risk.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    risk.on_PositionsChanged(_account(97_000, realized=-3_000))
+    risk.on_TradeIdea(idea())
+    risk.on_PositionsChanged(_account(100_500, realized=500))  # back above the start
+    risk.on_TradeIdea(idea())
+    assert risk.order_actor.of(m.EntryApproved) == []
+    assert "tripped earlier today" in JournalRepo(risk.db).decisions()[-1].reason
+    assert TradingDayRepo(risk.db).get(SESSION_TIME.date()).guard_tripped
+    clock.advance(timedelta(days=3))  # Monday: a new day, a new start
+    risk.on_Tick(m.Tick(now=clock.now()))
+    risk.on_TradeIdea(idea())
+    assert risk.order_actor.of(m.EntryApproved)
+    risk.on_stop()
+
+
+def test_an_unknown_equity_refuses_entries_but_does_not_trip_the_day(make_settings, metrics):
+    """A slow account answer at start leaves equity unknown for a while: no entry on it, but
+    once it is known and fine, entries flow; the day is not written off."""
+    settings = make_settings()
+    clock = ManualClock(SESSION_TIME)
+    risk = RiskActor(settings, metrics, clock, HOURS)
+    risk.order_actor = FakeRef()
+    risk.on_start()
+    risk.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    risk.on_PositionsChanged(_account(math.nan))
+    risk.on_TradeIdea(idea())
+    assert risk.order_actor.of(m.EntryApproved) == []
+    assert "equity unknown" in JournalRepo(risk.db).decisions()[-1].reason
+    assert not TradingDayRepo(risk.db).get(SESSION_TIME.date()).guard_tripped
+    risk.on_PositionsChanged(_account(100_000))
+    risk.on_TradeIdea(idea())
+    assert risk.order_actor.of(m.EntryApproved)
+    risk.on_stop()
