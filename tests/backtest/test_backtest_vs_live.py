@@ -92,9 +92,13 @@ def test_a_live_dry_run_and_a_backtest_over_its_bars_make_the_same_signals_and_o
     bt_entries = [e for e in bt_entries if e[0] < first_exit]
     assert len(live_signals) > 40 and live_entries, (len(live_signals), live_entries)
     assert bt_signals == live_signals
-    assert [e[1:5] for e in bt_entries] == [e[1:5] for e in live_entries]
-    for (bt_at, *_, bt_limit), (live_at, *_, live_limit) in zip(
+    # Same symbol, rule and contract, in the same order. The size follows the premium (a live
+    # entry prices from the quote streaming when it is placed, the backtest's from the bar's
+    # close), so it may differ as the limit does: within the same 15%, or one contract.
+    assert [e[1:4] for e in bt_entries] == [e[1:4] for e in live_entries]
+    for (bt_at, *_, bt_qty, bt_limit), (live_at, *_, live_qty, live_limit) in zip(
         bt_entries, live_entries, strict=True
     ):
         assert timedelta(0) <= live_at - bt_at <= timedelta(minutes=3)
         assert abs(live_limit - bt_limit) <= 0.15 * bt_limit
+        assert abs(live_qty - bt_qty) <= max(1.0, 0.15 * bt_qty)
