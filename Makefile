@@ -42,8 +42,9 @@ systemd:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    systemd >/dev/null; }
 
+# Two workers: most end-to-end tests wait on a simulated clock rather than use a core.
 pytest: venv prometheus systemd
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 test: lint pytest
 

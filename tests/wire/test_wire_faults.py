@@ -435,6 +435,8 @@ def test_exchange_cancels_a_live_order(make_sim, connect) -> None:
     sim.clock.advance(timedelta(minutes=10))
     wait_until(ib, trade.isDone, what="the exchange cancel")
     assert trade.orderStatus.status == "Cancelled"
+    # The status and the 202 are two messages: the trade may be done before the error is read.
+    wait_until(ib, lambda: errors.seen, what="error 202")
     [(_, code, text)] = errors.seen
     assert code == 202 and text == "Order Canceled - reason:Order was canceled by the exchange"
 
