@@ -254,6 +254,46 @@ def _scrape(port: int) -> str:
         return r.read().decode()
 
 
+def start_simulator(args: list[str], names, env: dict[str, str]):
+    """A standalone simulator process (its memory is not the service's) and its port."""
+    import subprocess
+    import sys
+
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--log-level", "WARNING"]
+        + args
+        + ["--symbols", *names],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    line = sim.stdout.readline()
+    if "listening on" not in line:
+        sim.kill()
+        raise RuntimeError(f"the simulator did not start: {line}")
+    threading_drain(sim.stdout)
+    return sim, int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
+
+
+def stop_processes(service, sim) -> None:
+    """The service first (SIGINT: a clean stop), then its simulator."""
+    import subprocess
+
+    if service is not None and service.poll() is None:
+        service.send_signal(2)
+        try:
+            service.wait(60)
+        except subprocess.TimeoutExpired:
+            service.kill()
+    sim.terminate()
+    try:
+        sim.wait(30)
+    except subprocess.TimeoutExpired:
+        sim.kill()
+
+
 def soak_days(
     days: int = 5,
     symbols: int = 50,
@@ -280,22 +320,11 @@ def soak_days(
         t = hours.next_open(s.close)
     names = NAMES[:symbols]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSBOT_")}
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--time-scale", str(scale)]
-        + ["--start", sessions[0].open.isoformat(), "--log-level", "WARNING", "--symbols", *names],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    sim, port = start_simulator(
+        ["--time-scale", str(scale), "--start", sessions[0].open.isoformat()], names, env
     )
     service = None
     try:
-        line = sim.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(f"the simulator did not start: {line}")
-        port = int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
-        threading_drain(sim.stdout)
         metrics_port = _free_port()
         cfg = {
             "symbols": names,
@@ -343,17 +372,7 @@ def soak_days(
         elapsed = time.monotonic() - t0
         exit_code = service.poll()
     finally:
-        if service is not None and service.poll() is None:
-            service.send_signal(2)
-            try:
-                service.wait(60)
-            except subprocess.TimeoutExpired:
-                service.kill()
-        sim.terminate()
-        try:
-            sim.wait(30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+        stop_processes(service, sim)
     db = open_db(workdir / "soak.sqlite")
     rss = [d["rss_mb"] for d in per_day]
     return {
@@ -433,24 +452,14 @@ def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None =
     scenario.write_text(yaml.safe_dump(routines_scenario(restart_real_s)))
     names = NAMES[:symbols]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSBOT_")}
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--time-scale", str(scale)]
-        + ["--start", ROUTINES_FROM, "--scenario", str(scenario), "--log-level", "WARNING"]
-        + ["--symbols", *names],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    sim, port = start_simulator(
+        ["--time-scale", str(scale), "--start", ROUTINES_FROM, "--scenario", str(scenario)],
+        names,
+        env,
     )
     service = None
     metrics: dict[str, float] = {}
     try:
-        line = sim.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(f"the simulator did not start: {line}")
-        port = int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
-        threading_drain(sim.stdout)
         metrics_port = _free_port()
         cfg = {
             "symbols": list(names),
@@ -503,17 +512,7 @@ def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None =
         )
         exit_code = service.poll()
     finally:
-        if service is not None and service.poll() is None:
-            service.send_signal(2)
-            try:
-                service.wait(60)
-            except subprocess.TimeoutExpired:
-                service.kill()
-        sim.terminate()
-        try:
-            sim.wait(30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+        stop_processes(service, sim)
     log_text = (workdir / "service.log").read_text(errors="replace")
     said = {
         r: log_text.count(f"during the Gateway's {r}")
