@@ -362,3 +362,27 @@ def test_an_unknown_equity_refuses_entries_but_does_not_trip_the_day(make_settin
     risk.on_TradeIdea(idea())
     assert risk.order_actor.of(m.EntryApproved)
     risk.on_stop()
+
+
+def test_a_tripped_guard_survives_a_kill_and_a_bounce(make_settings, metrics):
+    """SIGKILL after the trip (no on_stop), restart the same day with equity back above the
+    line: the trip is in SQLite, so entries stay refused; a bounce plus a crash is not a new day."""
+    settings = make_settings()
+    clock = ManualClock(SESSION_TIME)
+    first = RiskActor(settings, metrics, clock, HOURS)
+    first.order_actor = FakeRef()
+    first.on_start()
+    first.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    first.on_PositionsChanged(_account(97_000, realized=-3_000))
+    first.on_TradeIdea(idea())
+    assert first.order_actor.of(m.EntryApproved) == []
+    # killed here: no on_stop
+    again = RiskActor(settings, metrics, clock, HOURS)
+    again.order_actor = FakeRef()
+    again.on_start()
+    again.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    again.on_PositionsChanged(_account(101_000, realized=1_000))
+    again.on_TradeIdea(idea())
+    assert again.order_actor.of(m.EntryApproved) == []
+    assert "tripped earlier today" in JournalRepo(again.db).decisions()[-1].reason
+    again.on_stop()
