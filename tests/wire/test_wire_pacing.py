@@ -141,7 +141,10 @@ def test_message_rate_over_50_per_second_gets_100_and_the_third_drops_the_socket
     burst(60)
     wait_dropped(ib)
     assert disconnected == [True]
-    assert errors.codes().count(100) == 3
+    # The third 100 and the close go out together: a client busy elsewhere (two test workers
+    # on two cores) may see the socket end before it reads that frame. The Gateway side counts
+    # all three, and the drop itself is asserted above.
+    assert errors.codes().count(100) in (2, 3)
     assert sim.violations == {"message_rate": 3, "message_rate_disconnect": 1}
 
 
