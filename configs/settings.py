@@ -679,6 +679,10 @@ def _strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = F
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
 
 
+# What YAML refuses as text: C0 controls but tab/LF/CR, DEL, C1 but NEL, surrogates, U+FFFE/F.
+_NOT_TEXT = yaml.reader.Reader.NON_PRINTABLE
+
+
 def _read_yaml(source: Path) -> Any:
     try:
         with source.open("rb") as f:
@@ -696,6 +700,17 @@ def _read_yaml(source: Path) -> Any:
             str(source),
             [f"not UTF-8 text (byte {exc.start}); save it as UTF-8 or check the path"],
         ) from None
+    bad = _NOT_TEXT.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise ConfigError(
+            str(source),
+            [
+                f"control character U+{ord(bad.group()):04X} at line {line}, column {column}:"
+                " a binary file, not YAML text; check the path"
+            ],
+        )
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

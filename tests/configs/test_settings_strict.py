@@ -490,3 +490,18 @@ def test_the_account_never_appears_in_an_error(account, where):
         digits = account.lstrip("UDF")
         problems = "\n".join(err.value.problems)
         assert digits not in problems, problems
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x01\xe9\x80\x80", b"a: 1\n\x7fb: 2\n", b"risk:\n  x: \x1b[31m\n"],
+)
+def test_control_characters_in_valid_utf8_are_named_as_binary(tmp_path, data):
+    """Found by the generator in CI: UTF-8-valid bytes with a control character got PyYAML's
+    'unacceptable character #x0001' with no hint it is the wrong file."""
+    f = tmp_path / "c.yaml"
+    f.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_settings(f, environ={})
+    text = info.value.render()
+    assert "binary" in text and "control character U+" in text and "line " in text
