@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Literal, TypeVar
 
 from strategies.signals import Direction
@@ -68,9 +70,8 @@ def choose_expiry(expirations: Iterable[str], today: date, params: OptionParams)
     best: tuple[int, str] | None = None
     for raw in expirations:
         text = str(raw).strip()
-        try:
-            expiry = datetime.strptime(text, "%Y%m%d").date()
-        except ValueError:
+        expiry = _expiry_date(text)
+        if expiry is None:
             continue
         days = (expiry - today).days
         ok = (days >= max(params.min_dte, 1)) or (days == 0 and params.allow_expiry_day)
@@ -79,8 +80,28 @@ def choose_expiry(expirations: Iterable[str], today: date, params: OptionParams)
     return None if best is None else best[1]
 
 
-def _clean_strikes(strikes: Iterable[float]) -> list[float]:
-    return sorted({float(s) for s in strikes if math.isfinite(s) and s > 0})
+# The same chain is asked on every bar (warm_contracts): parse and clean each one once.
+@lru_cache(maxsize=4096)
+def _expiry_date(text: str) -> date | None:
+    try:
+        return datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _clean_sorted(strikes: tuple) -> tuple[float, ...]:
+    return tuple(sorted({float(s) for s in strikes if math.isfinite(s) and s > 0}))
+
+
+def _clean_strikes(strikes: Iterable[float]) -> tuple[float, ...]:
+    """Distinct finite positive strikes, ascending."""
+    return _clean_sorted(strikes if isinstance(strikes, tuple) else tuple(strikes))
+
+
+def _nearer(clean: Sequence[float], spot: float, i: int, j: int) -> bool:
+    """Whether clean[i] is nearer `spot` than clean[j]; a tie keeps the lower strike."""
+    return (abs(clean[i] - spot), clean[i]) < (abs(clean[j] - spot), clean[j])
 
 
 def nearest_strikes(strikes: Iterable[float], spot: float, count: int) -> list[float]:
@@ -88,8 +109,16 @@ def nearest_strikes(strikes: Iterable[float], spot: float, count: int) -> list[f
     if count <= 0 or not math.isfinite(spot):
         return []
     clean = _clean_strikes(strikes)
-    chosen = sorted(clean, key=lambda s: (abs(s - spot), s))[:count]
-    return sorted(chosen)
+    # Sorted strikes: the nearest ones are a window around spot's insertion point; widen it
+    # one strike at a time toward the nearer side.
+    hi = bisect.bisect_left(clean, spot)
+    lo = hi - 1
+    while hi - lo - 1 < count and (lo >= 0 or hi < len(clean)):
+        if hi >= len(clean) or (lo >= 0 and _nearer(clean, spot, lo, hi)):
+            lo -= 1
+        else:
+            hi += 1
+    return list(clean[lo + 1 : hi])
 
 
 def target_strike(
@@ -108,7 +137,11 @@ def target_strike(
     clean = _clean_strikes(strikes)
     if not clean:
         return None
-    atm_index = min(range(len(clean)), key=lambda i: (abs(clean[i] - spot), clean[i]))
+    right = bisect.bisect_left(clean, spot)
+    if right == len(clean) or (right > 0 and _nearer(clean, spot, right - 1, right)):
+        atm_index = right - 1
+    else:
+        atm_index = right
     if moneyness == "atm":
         return clean[atm_index]
     below_is_itm = Direction(direction) is Direction.CALL

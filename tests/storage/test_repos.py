@@ -11,6 +11,7 @@ from storage import (
     JournalRepo,
     KeyValueRepo,
     OrderRepo,
+    PositionRepo,
     TradingDayRepo,
     WhaleRepo,
 )
@@ -153,3 +154,22 @@ def test_recent_days_on_a_file_that_lost_the_table_raises_rather_than_reads_empt
     db.execute("drop table trading_days")
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         TradingDayRepo(db).recent(3)
+
+
+@pytest.mark.parametrize(
+    ("table", "read"),
+    [
+        ("positions", lambda db: PositionRepo(db).open()),
+        ("positions", lambda db: PositionRepo(db).all()),
+        ("orders", lambda db: OrderRepo(db).open_orders()),
+        ("orders", lambda db: OrderRepo(db).by_bracket("B1")),
+    ],
+)
+def test_holdings_on_a_file_that_lost_the_table_raise_rather_than_read_as_nothing(db, table, read):
+    """sqlite-utils' rows_where reads a missing table as no rows: "nothing held, nothing working"
+    is the one answer that must never come from a damaged file."""
+    import sqlite3
+
+    db.execute(f"drop table {table}")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        read(db)

@@ -1,5 +1,6 @@
 """Option choice: expiry rules, strikes by moneyness, quote rejections, liquid fallback."""
 
+import math
 from datetime import date
 
 import pytest
@@ -250,3 +251,43 @@ def test_warm_plan_warms_whole_sets_in_order_within_the_budget(sizes, budget):
 
 def test_warm_plan_counts_a_repeated_contract_once():
     assert warm_plan({"SPY": ("a", "a", "b")}, 2) == {"SPY": ("a", "b")}
+
+
+# The bisect versions against the definition they replaced (a full sort by distance per call).
+# Strikes are prices in cents (a tie is then a real one, not two strikes 1e-217 apart whose
+# distances round equal); bad values are mixed in because chains carry them.
+def _by_definition_nearest(strikes, spot, count):
+    clean = sorted({float(s) for s in strikes if math.isfinite(s) and s > 0})
+    return sorted(sorted(clean, key=lambda s: (abs(s - spot), s))[:count])
+
+
+def _by_definition_atm(strikes, spot):
+    clean = sorted({float(s) for s in strikes if math.isfinite(s) and s > 0})
+    return min(clean, key=lambda s: (abs(s - spot), s)) if clean else None
+
+
+_strike_lists = st.lists(
+    st.one_of(
+        st.integers(1, 60).map(lambda k: k * 2.5),  # grids with exact ties at half steps
+        st.integers(1, 50_000).map(lambda c: c / 100),
+        st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -5.0]),
+    ),
+    max_size=40,
+)
+
+
+@given(
+    strikes=_strike_lists,
+    spot=st.one_of(st.integers(0, 160).map(lambda k: k * 1.25), st.floats(0.01, 600)),
+    count=st.integers(0, 45),
+    as_tuple=st.booleans(),
+)
+def test_nearest_and_atm_agree_with_the_definition(strikes, spot, count, as_tuple):
+    given_strikes = tuple(strikes) if as_tuple else strikes
+    assert nearest_strikes(given_strikes, spot, count) == _by_definition_nearest(
+        strikes, spot, count
+    )
+    for direction in (Direction.CALL, Direction.PUT):
+        assert target_strike(given_strikes, spot, direction, "atm") == _by_definition_atm(
+            strikes, spot
+        )
