@@ -67,7 +67,10 @@ class SimMarket:
     description = "the simulator's seeded market (sim/market.py); options priced by its model"
 
     def __init__(self, seed: int, symbols: Iterable[str]) -> None:
-        self.model = MarketModel(seed=seed, specs=[default_spec(s) for s in symbols])
+        specs = [default_spec(s) for s in symbols]
+        # Memory flat over a long run: the run walks forward, so a few sessions per symbol do.
+        self.model = MarketModel(seed=seed, specs=specs, paths_per_symbol=4)
+        self._keep = 2 * len(specs) + 2
         # (symbol, session open) -> that session's minute bars and their start times: the
         # driver asks for one new bar per symbol per minute, and the model would aggregate
         # the bar again on every call.
@@ -80,7 +83,7 @@ class SimMarket:
             if key not in self._sessions:
                 bars = [_bar(b) for b in self.model.bars(symbol, session[0], session[1], 60)]
                 self._sessions[key] = ([b.time for b in bars], bars)
-                if len(self._sessions) > 64:  # memory flat over a long run
+                if len(self._sessions) > self._keep:  # today's and yesterday's per symbol
                     del self._sessions[next(iter(self._sessions))]
             times, bars = self._sessions[key]
             i, j = bisect.bisect_left(times, start), bisect.bisect_left(times, end)

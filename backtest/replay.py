@@ -122,6 +122,9 @@ class ReplayConnection(BaseActor):
         now = self.clock.now()
         key = (msg.symbol, MarketHours.trading_date(now))
         if key not in self.chains:
+            # A chain is fetched once per symbol per day; earlier days are never asked again.
+            for old in [k for k in self.chains if k[0] == msg.symbol and k[1] != key[1]]:
+                del self.chains[old]
             self.chains[key] = self.market.chain(msg.symbol, now)
         chain = self.chains[key]
         tell(

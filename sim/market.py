@@ -324,14 +324,16 @@ class MarketModel:
         specs: Iterable[SymbolSpec] = (),
         calendar_name: str = "XNYS",
         history_sessions: int = 40,
+        paths_per_symbol: int | None = None,
     ) -> None:
         self._seed = int(seed)
         self._seed_key = self._seed & _MASK64
         self._cal = _load_sessions(calendar_name)
         self.calendar_name = calendar_name
         self.history_sessions = int(history_sessions)
-        # Room for every known symbol's history plus a few live sessions.
-        self._per_symbol_paths = max(16, self.history_sessions + 8)
+        # Room for every known symbol's history plus a few live sessions; a backtest that only
+        # walks forward keeps a few (paths are independent per session, so a miss only recomputes).
+        self._per_symbol_paths = paths_per_symbol or max(16, self.history_sessions + 8)
         self._lock = threading.RLock()
         self._specs: dict[str, SymbolSpec] = {}
         for s in specs:
@@ -339,7 +341,9 @@ class MarketModel:
         self._chains: dict[str, _Chain] = {}
         self._paths: OrderedDict[tuple[str, int], _Path] = OrderedDict()
         self._day_bars: dict[tuple[str, int], SimBar] = {}
-        self._option_chains: dict[tuple[str, int, float], tuple[OptionChain, ...]] = {}
+        self._option_chains: OrderedDict[tuple[str, int, float], tuple[OptionChain, ...]] = (
+            OrderedDict()
+        )
 
     @property
     def seed(self) -> int:
@@ -744,9 +748,12 @@ class MarketModel:
                 )
             )
         with self._lock:
-            if len(self._option_chains) > 256:
-                self._option_chains.clear()
-            return self._option_chains.setdefault(key, tuple(chains))
+            got = self._option_chains.setdefault(key, tuple(chains))
+            self._option_chains.move_to_end(key)
+            # A few chains per symbol (each is tens of KB): memory flat however long the run.
+            while len(self._option_chains) > 3 * max(1, len(self._chains)):
+                self._option_chains.popitem(last=False)
+            return got
 
     def _expiries(self, style: str, k0: int) -> set[date]:
         cal = self._cal
