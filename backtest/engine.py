@@ -93,13 +93,13 @@ class BacktestSystem(System):
 
 def backtest_settings(settings: Settings, out: Path) -> Settings:
     """The user's settings, with what a backtest must own: dry-run (paper fills), its own
-    database in `out`, no kill switch file of the live service's, no bar recording."""
+    database in `out`, no kill switch file of the live service's, no bar or quote recording."""
     return settings.model_copy(
         update={
             "dry_run": True,
             "storage": settings.storage.model_copy(update={"path": out / DB_NAME}),
             "risk": settings.risk.model_copy(update={"kill_switch_file": out / "KILL"}),
-            "data": settings.data.model_copy(update={"record_bars": False}),
+            "data": settings.data.model_copy(update={"record_bars": False, "record_quotes": False}),
         }
     )
 
