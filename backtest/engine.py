@@ -175,7 +175,16 @@ def run(
         system.stop()
     seconds = time.monotonic() - wall
     result = collect(bs, sessions, market, replay.streamed, seconds, replay.backfilled)
+    counts = getattr(market, "quote_counts", None)
+    result.report["option_quotes"] = (
+        counts() if counts is not None else {"recorded": 0, "model": replay.quotes_given}
+    )
     result.report.update(extra or {})
+    # Bad recorded quotes are skips like any other: one table of reasons in the report.
+    skips = result.report["skips_by_reason"]
+    for reason, n in (extra or {}).get("quotes_skipped", {}).items():
+        skips[f"recorded_quotes: {reason}"] = n
+    result.report["skips_by_reason"] = dict(sorted(skips.items()))
     (out / "trades.csv").write_text(result.csv)
     (out / "report.json").write_text(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     result.files = ["report.json", "trades.csv"]
