@@ -127,6 +127,13 @@ def main(argv: list[str]) -> int:
     if bad:
         print(f"--symbols: {bad[0]!r} is not a US stock symbol (letters and '.')", file=sys.stderr)
         return 2
+    if args.quotes is not None and args.no_recorded_quotes:
+        print(
+            "optionsbot backtest: --quotes and --no-recorded-quotes contradict each other; "
+            "give one",
+            file=sys.stderr,
+        )
+        return 2
     settings = _load(args.config)
     out: Path = args.out
     try:
@@ -182,23 +189,14 @@ def main(argv: list[str]) -> int:
         symbols = symbols or list(settings.symbols)
         seed = args.seed if args.seed is not None else settings.sim.seed
         market = SimMarket(seed, symbols)
+    from backtest.quotes import QuotesError, RecordedQuotes, is_sqlite
+    from backtest.quotes import load as load_quotes
+
     quotes_skipped: dict[str, int] = {}
-    if args.quotes is not None and args.no_recorded_quotes:
-        print(
-            "optionsbot backtest: --quotes and --no-recorded-quotes contradict each other; "
-            "give one",
-            file=sys.stderr,
-        )
-        return 2
     source = args.quotes
     if source is None and not args.no_recorded_quotes and args.bars is not None:
-        from backtest.quotes import is_sqlite
-
         source = args.bars if is_sqlite(args.bars) else None
     if source is not None:
-        from backtest.quotes import QuotesError, RecordedQuotes
-        from backtest.quotes import load as load_quotes
-
         try:
             book = load_quotes(source, symbols)
         except QuotesError as exc:
@@ -210,7 +208,12 @@ def main(argv: list[str]) -> int:
                 f"optionsbot backtest: --quotes {args.quotes}: no usable option quotes"
                 + (f" for {', '.join(symbols)}" if symbols else "")
                 + (f" (skipped: {quotes_skipped})" if quotes_skipped else "")
-                + "; fix the rows or leave --quotes out to price options by the model",
+                + (
+                    " (a service records them with data.record_quotes: true)"
+                    if is_sqlite(args.quotes)
+                    else "; fix the rows"
+                )
+                + ", or leave --quotes out to price options by the model",
                 file=sys.stderr,
             )
             return 2

@@ -362,3 +362,13 @@ def test_quotes_for_other_symbols_only_are_refused_with_the_reason(tmp_path):
     argv = ["--from", str(DAY), "--to", str(DAY), "--symbols", "SPY", "--quotes", str(path)]
     assert cli.main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert load_csv(path, ["SPY"]).skipped == {"crossed": 1}
+
+
+def test_a_database_without_recorded_quotes_and_contradicting_flags_are_refused(tmp_path, capsys):
+    db = tmp_path / "service.sqlite"
+    open_db(db).close()  # a service database that never recorded quotes
+    base = ["--from", str(DAY), "--to", str(DAY), "--symbols", "SPY", "--out", str(tmp_path / "o")]
+    assert cli.main([*base, "--quotes", str(db), "--quiet"]) == 2
+    assert "data.record_quotes: true" in capsys.readouterr().err
+    assert cli.main([*base, "--quotes", str(db), "--no-recorded-quotes", "--quiet"]) == 2
+    assert "contradict" in capsys.readouterr().err
