@@ -177,7 +177,9 @@ def run(
     result = collect(bs, sessions, market, replay.streamed, seconds, replay.backfilled)
     counts = getattr(market, "quote_counts", None)
     result.report["option_quotes"] = (
-        counts() if counts is not None else {"recorded": 0, "model": replay.quotes_given}
+        counts()
+        if counts is not None
+        else {"recorded": 0, "model": replay.quotes_given, "model_recorded_stale": 0}
     )
     result.report.update(extra or {})
     # Bad recorded quotes are skips like any other: one table of reasons in the report.
