@@ -16,6 +16,7 @@ from actors.base import Ping
 from actors.clock import GatewayClock, WallClock
 from actors.connection import ConnectionActor
 from actors.data import DataActor
+from actors.data_quotes import QuoteRecorder, QuoteTap
 from actors.failures import FAILURES, describe
 from actors.hours import MarketHours
 from actors.metrics import Metrics, new_registry, prime, serve
@@ -215,7 +216,12 @@ class System:
         risk = self._launch("risk", RiskActor, s, mt, clock, self.hours)
         connection_cls, connection_kw = self._connection()
         connection = self._launch("connection", connection_cls, s, mt, clock, **connection_kw)
-        orders = self._launch("orders", OrderActor, s, mt, clock, connection, risk, self.hours)
+        # data.record_quotes: OrderActor's quote answers are teed to the recorder on the way.
+        quotes = (
+            self._launch("quotes", QuoteRecorder, s, mt, clock) if s.data.record_quotes else None
+        )
+        to_connection = connection if quotes is None else QuoteTap(connection, quotes, clock)
+        orders = self._launch("orders", OrderActor, s, mt, clock, to_connection, risk, self.hours)
         self._link(risk, orders)
         strategies = {
             sym: self._launch(f"strategy:{sym}", StrategyActor, sym, s, mt, risk)
@@ -241,10 +247,12 @@ class System:
             "data": data,
             **strategies,
         }
+        if quotes is not None:
+            self.refs["quotes"] = quotes
 
     # -- running ------------------------------------------------------------------------------
     def _tick_loop(self) -> None:
-        targets = [self.refs["data"], self.refs["risk"], self.refs["orders"]]
+        targets = [self.refs[n] for n in ("data", "risk", "orders", "quotes") if n in self.refs]
         while not self._stop_ticker.wait(self.tick_interval_s):
             now = self.clock.now()
             self.metrics.sim_time.set(now.timestamp())

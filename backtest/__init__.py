@@ -7,6 +7,7 @@
 | replay.py | ReplayConnection: answers the ConnectionActor's messages from a Market | driver (pump) |
 | market.py | the markets: the simulator's seeded one, recorded bars; option prices by the sim's model | any (pure) |
 | bars.py | bars from a CSV file or a service database, validated, bad rows skipped and counted | any (pure) |
+| quotes.py | recorded option quotes (CSV or a service database), validated; RecordedQuotes, a Market that prices from them, else the model | driver |
 | report.py | round trips from fills, drawdown, daily Sharpe, trades.csv | any (pure) |
 | plot.py | equity.png (matplotlib, optional) and report.html | driver |
 | cli.py | `optionsbot backtest`: arguments, the progress bar, the printed summary | main |

@@ -36,6 +36,19 @@ def parser() -> argparse.ArgumentParser:
         "database with recorded bars (data.record_bars: true); default: the seeded simulator",
     )
     p.add_argument(
+        "--quotes",
+        type=Path,
+        help="recorded option quotes: a CSV (time,symbol,expiry,strike,right,bid,ask) or a "
+        "service database recorded with data.record_quotes: true; default: the --bars "
+        "database's own, when it has any; else options are priced by the simulator's model",
+    )
+    p.add_argument(
+        "--no-recorded-quotes",
+        action="store_true",
+        help="price every option by the simulator's model, even where the --bars database "
+        "has recorded quotes",
+    )
+    p.add_argument(
         "--symbols", nargs="+", help="underlyings (default: the settings', or the file's)"
     )
     p.add_argument("--seed", type=int, help="the simulated market's seed (default: sim.seed)")
@@ -66,10 +79,13 @@ class Progress:
 
 
 def summary_lines(report: dict) -> list[str]:
+    from backtest.report import quote_words
+
     r = report
     lines = [
         f"backtest {r['from']} .. {r['to']} ({r['sessions']} sessions), {', '.join(r['symbols'])}",
         f"  market: {r['market']}",
+        f"  option quotes: {quote_words(r.get('option_quotes'))}",
         f"  trades {r['trades']} (wins {r['wins']}, losses {r['losses']}), net P&L "
         f"${r['net_pnl']:,.2f} after ${r['commissions']:,.2f} commissions",
         f"  max drawdown ${r['max_drawdown']:,.2f} ({r['max_drawdown_pct']:.2%}), daily Sharpe "
@@ -82,6 +98,11 @@ def summary_lines(report: dict) -> list[str]:
     if r["skips_by_reason"]:
         top = sorted(r["skips_by_reason"].items(), key=lambda kv: -kv[1])[:5]
         lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in top))
+    if r.get("quotes_skipped"):
+        lines.append(
+            "  bad recorded quotes skipped: "
+            + ", ".join(f"{k} {v}" for k, v in r["quotes_skipped"].items())
+        )
     if r.get("bars_skipped"):
         lines.append(
             "  bad bars skipped: " + ", ".join(f"{k} {v}" for k, v in r["bars_skipped"].items())
@@ -105,6 +126,13 @@ def main(argv: list[str]) -> int:
     bad = [s for s in symbols if not s or set(s) - SYMBOL_CHARS or len(s) > 8]
     if bad:
         print(f"--symbols: {bad[0]!r} is not a US stock symbol (letters and '.')", file=sys.stderr)
+        return 2
+    if args.quotes is not None and args.no_recorded_quotes:
+        print(
+            "optionsbot backtest: --quotes and --no-recorded-quotes contradict each other; "
+            "give one",
+            file=sys.stderr,
+        )
         return 2
     settings = _load(args.config)
     out: Path = args.out
@@ -161,6 +189,40 @@ def main(argv: list[str]) -> int:
         symbols = symbols or list(settings.symbols)
         seed = args.seed if args.seed is not None else settings.sim.seed
         market = SimMarket(seed, symbols)
+    from backtest.quotes import QuotesError, RecordedQuotes, is_sqlite
+    from backtest.quotes import load as load_quotes
+
+    quotes_skipped: dict[str, int] = {}
+    source = args.quotes
+    if source is None and not args.no_recorded_quotes and args.bars is not None:
+        source = args.bars if is_sqlite(args.bars) else None
+    if source is not None:
+        try:
+            book = load_quotes(source, symbols)
+        except QuotesError as exc:
+            print(f"optionsbot backtest: {exc}", file=sys.stderr)
+            return 2
+        quotes_skipped = dict(sorted(book.skipped.items()))
+        if args.quotes is not None and not book.count:
+            print(
+                f"optionsbot backtest: --quotes {args.quotes}: no usable option quotes"
+                + (f" for {', '.join(symbols)}" if symbols else "")
+                + (f" (skipped: {quotes_skipped})" if quotes_skipped else "")
+                + (
+                    " (a service records them with data.record_quotes: true)"
+                    if is_sqlite(args.quotes)
+                    else "; fix the rows"
+                )
+                + ", or leave --quotes out to price options by the model",
+                file=sys.stderr,
+            )
+            return 2
+        if book.count:
+            # The service's own bound on a quote's age: a recorded quote older than an entry
+            # would accept is no better than none, and the model prices the moment instead.
+            market = RecordedQuotes(
+                market, book, settings.options.max_quote_age_s, source=source.name
+            )
     settings = settings.model_copy(update={"symbols": tuple(symbols)})
     days = len(
         [
@@ -181,7 +243,7 @@ def main(argv: list[str]) -> int:
             args.end,
             out,
             progress=progress,
-            extra={"bars_skipped": skipped},
+            extra={"bars_skipped": skipped, "quotes_skipped": quotes_skipped},
         )
     except BacktestError as exc:
         print(f"optionsbot backtest: {exc}", file=sys.stderr)

@@ -93,13 +93,13 @@ class BacktestSystem(System):
 
 def backtest_settings(settings: Settings, out: Path) -> Settings:
     """The user's settings, with what a backtest must own: dry-run (paper fills), its own
-    database in `out`, no kill switch file of the live service's, no bar recording."""
+    database in `out`, no kill switch file of the live service's, no bar or quote recording."""
     return settings.model_copy(
         update={
             "dry_run": True,
             "storage": settings.storage.model_copy(update={"path": out / DB_NAME}),
             "risk": settings.risk.model_copy(update={"kill_switch_file": out / "KILL"}),
-            "data": settings.data.model_copy(update={"record_bars": False}),
+            "data": settings.data.model_copy(update={"record_bars": False, "record_quotes": False}),
         }
     )
 
@@ -175,7 +175,18 @@ def run(
         system.stop()
     seconds = time.monotonic() - wall
     result = collect(bs, sessions, market, replay.streamed, seconds, replay.backfilled)
+    counts = getattr(market, "quote_counts", None)
+    result.report["option_quotes"] = (
+        counts()
+        if counts is not None
+        else {"recorded": 0, "model": replay.quotes_given, "model_recorded_stale": 0}
+    )
     result.report.update(extra or {})
+    # Bad recorded quotes are skips like any other: one table of reasons in the report.
+    skips = result.report["skips_by_reason"]
+    for reason, n in (extra or {}).get("quotes_skipped", {}).items():
+        skips[f"recorded_quotes: {reason}"] = n
+    result.report["skips_by_reason"] = dict(sorted(skips.items()))
     (out / "trades.csv").write_text(result.csv)
     (out / "report.json").write_text(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     result.files = ["report.json", "trades.csv"]

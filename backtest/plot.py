@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from backtest.report import CSV_FIELDS, Trade
+from backtest.report import CSV_FIELDS, Trade, quote_words
 
 
 def equity_png(
@@ -63,6 +63,7 @@ def report_html(
         ("period", f"{r['from']} .. {r['to']} ({r['sessions']} sessions)"),
         ("symbols", ", ".join(r["symbols"])),
         ("market", r["market"]),
+        ("option quotes", quote_words(r.get("option_quotes"))),
         ("trades", f"{r['trades']} (wins {r['wins']}, losses {r['losses']})"),
         ("net P&L", f"${r['net_pnl']:,.2f} after ${r['commissions']:,.2f} commissions"),
         ("max drawdown", f"${r['max_drawdown']:,.2f} ({r['max_drawdown_pct']:.2%})"),

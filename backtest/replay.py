@@ -75,6 +75,7 @@ class ReplayConnection(BaseActor):
         self.watched: dict[int, tuple[m.OptionContract, Any]] = {}
         self.chains: dict[tuple[str, Any], m.Chain | None] = {}
         self.quote_requests = 0
+        self.quotes_given = 0  # option quotes answered or streamed (the report's count)
         self.streamed = 0  # minute bars streamed: the backtest's bars_processed
         self.backfilled = 0  # minute bars given as history (warm-up)
 
@@ -148,6 +149,7 @@ class ReplayConnection(BaseActor):
                 missing.append((c, q))
             else:
                 quotes.append(q)
+                self.quotes_given += 1
         tell(
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
@@ -156,6 +158,9 @@ class ReplayConnection(BaseActor):
         self.watched[msg.contract.con_id] = (msg.contract, msg.reply_to)
         # A streaming line opens with the current quote, as IB's does.
         self._send_quote(msg.contract, msg.reply_to, self.clock.now())
+
+    def on_WarmQuotes(self, msg: m.WarmQuotes) -> None:
+        """Warm lines make a live entry's quotes wait less; the replay answers at once anyway."""
 
     def on_UnwatchQuotes(self, msg: m.UnwatchQuotes) -> None:
         self.watched.pop(msg.contract.con_id, None)
@@ -178,6 +183,7 @@ class ReplayConnection(BaseActor):
         q = self.market.option_quote(contract, now)
         if isinstance(q, str):
             return
+        self.quotes_given += 1
         tell(reply_to, m.QuoteUpdated(quote=q))
 
     def on_Advance(self, msg: Advance) -> None:

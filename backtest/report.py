@@ -236,3 +236,20 @@ def summarize(trades: Sequence[Trade], days: Sequence[date], day_of, start_equit
         "by_symbol": group(lambda t: t.symbol),
         "by_rule": group(lambda t: t.rule),
     }
+
+
+def quote_words(counts: dict | None) -> str:
+    """Where the option quotes came from, in words (the summary and the page)."""
+    c = counts or {}
+    recorded, model = int(c.get("recorded", 0)), int(c.get("model", 0))
+    stale = int(c.get("model_recorded_stale", 0))
+    if not recorded:
+        text = f"all {model:,} priced from the underlying by the simulator's model"
+    else:
+        text = (
+            f"{recorded:,} from the recorded quotes, {model:,} priced from the underlying by "
+            "the simulator's model"
+        )
+    if stale:
+        text += f" ({stale:,} of those because the newest recorded quote was too old)"
+    return text

@@ -273,6 +273,10 @@ class DataSettings(_Section):
     # at a simulator's speed, or on a loaded Pi, a few seconds' lag is not a dead stream.
     resubscribe_after_s: float = Field(30.0, gt=0, le=DAY)
     record_bars: bool = False  # keep every delivered bar in SQLite (replay, audits)
+    # Keep every option quote the service receives in SQLite (option_quotes), for a backtest to
+    # fill from (`optionsbot backtest --bars THAT.sqlite`). Its own flag: a watched line ticks
+    # many times a minute, far more rows than bars, on what may be a Pi's SD card.
+    record_quotes: bool = False
     # A bar whose true range exceeds this many ATR(14) of the accepted bars before it (and
     # spike_floor_pct of the price) is held as suspect: dropped if the next bar reverts,
     # accepted without a signal if it confirms. The simulator's ordinary bars reach 4 ATR at

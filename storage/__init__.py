@@ -10,6 +10,7 @@ from storage.repos import (
     MachineStateRepo,
     OrderRepo,
     PositionRepo,
+    QuoteRepo,
     TradingDayRepo,
     WhaleRepo,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "MachineStateRepo",
     "OrderRepo",
     "PositionRepo",
+    "QuoteRepo",
     "TradingDayRepo",
     "WhaleRepo",
     "open_db",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from storage.rows import (
     Decision,
     Fill,
     KeyValue,
+    OptionQuoteRow,
     Order,
     OrderEvent,
     Position,
@@ -495,3 +497,52 @@ class BarRepo:
                 ],
             )
             return cur.rowcount == 1
+
+
+QUOTE_COLUMNS = tuple(f.name for f in dataclass_fields(OptionQuoteRow) if f.name != "id")
+
+
+class QuoteRepo:
+    """Received option quotes (data.record_quotes), written in batches: one transaction each."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def record_many(self, rows: Iterable[OptionQuoteRow]) -> int:
+        values = [tuple(getattr(r, c) for c in QUOTE_COLUMNS) for r in rows]
+        if not values:
+            return 0
+        sql = (
+            f"insert into option_quotes ({', '.join(QUOTE_COLUMNS)})"
+            f" values ({', '.join('?' * len(QUOTE_COLUMNS))})"
+        )
+        with write(self.db):
+            self.db.conn.executemany(sql, values)
+        return len(values)
+
+    def all(self) -> list[OptionQuoteRow]:
+        return [
+            OptionQuoteRow.from_db(r) for r in self.db["option_quotes"].rows_where(order_by="id")
+        ]
+
+
+def recorded_option_quotes(path: Any) -> list[OptionQuoteRow]:
+    """A database's recorded option quotes in the order they were received, read-only (a
+    backtest never migrates or locks another service's database). Empty when the file has no
+    option_quotes table (written before m005, or by a service that never recorded)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        have = conn.execute(
+            "select 1 from sqlite_master where type = 'table' and name = 'option_quotes'"
+        ).fetchone()
+        if have is None:
+            return []
+        return [
+            OptionQuoteRow.from_db(dict(r))
+            for r in conn.execute("select * from option_quotes order by received_at, id")
+        ]
+    finally:
+        conn.close()

@@ -208,6 +208,28 @@ class WhaleDebounce:
         return cls(symbol=row["symbol"], last_fired=_datetime(row["last_fired"]))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptionQuoteRow(Row):
+    """One option quote as the service received it (data.record_quotes): a backtest's input."""
+
+    id: int | None = None
+    received_at: str  # UTC ISO-8601, the service clock: when the quote reached the service
+    symbol: str
+    expiry: str  # YYYYMMDD
+    strike: float
+    right: str  # C | P
+    con_id: int | None = None
+    local_symbol: str | None = None
+    trading_class: str | None = None
+    multiplier: int | None = None
+    bid: float | None = None
+    ask: float | None = None
+    last: float | None = None  # None when IB sent none (NaN is not stored)
+    volume: float | None = None
+    quote_time: str | None = None  # when its bid or ask last changed, as the service saw it
+    age_known: int | None = None  # 0: never seen to change, its age unknown
+
+
 # -- storage.identity -----------------------------------------------------------------------------
 
 
@@ -249,4 +271,5 @@ ROWS: dict[str, type] = {
     "whale_debounce": WhaleDebounce,
     "meta": KeyValue,
     "foreign_orders": ForeignOrder,
+    "option_quotes": OptionQuoteRow,
 }

@@ -1,5 +1,6 @@
 """The non-order repositories on a real SQLite file: typed rows in and out."""
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -173,3 +174,42 @@ def test_holdings_on_a_file_that_lost_the_table_raise_rather_than_read_as_nothin
     db.execute(f"drop table {table}")
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         read(db)
+
+
+def test_recorded_option_quotes_come_back_in_the_order_received(tmp_path):
+    from storage import QuoteRepo, open_db
+    from storage.repos import recorded_option_quotes
+    from storage.rows import OptionQuoteRow
+
+    path = tmp_path / "bot.sqlite"
+    db = open_db(path)
+    rows = [
+        OptionQuoteRow(
+            received_at=f"2026-11-18T15:00:0{i}.000+00:00",
+            symbol="SPY",
+            expiry="20261120",
+            strike=600.0 + i,
+            right="C" if i % 2 else "P",
+            con_id=1_000_000_000 + i,
+            bid=1.0 + i,
+            ask=1.1 + i,
+            last=None,
+            volume=None,
+            quote_time="2026-11-18T15:00:00.000+00:00",
+            age_known=1,
+        )
+        for i in (2, 0, 1)
+    ]
+    assert QuoteRepo(db).record_many(rows) == 3 and QuoteRepo(db).record_many([]) == 0
+    db.close()
+    back = recorded_option_quotes(path)
+    assert [r.strike for r in back] == [600.0, 601.0, 602.0]
+    assert [dataclasses.replace(r, id=None) for r in back] == sorted(
+        rows, key=lambda r: r.received_at
+    )
+    # A database from before the table existed reads as no quotes, not an error.
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    sqlite3.connect(old).execute("create table bars (symbol text)").connection.close()
+    assert recorded_option_quotes(old) == []

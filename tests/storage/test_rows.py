@@ -13,6 +13,7 @@ from storage.rows import (
     ROWS,
     STANDARD_MULTIPLIER,
     Fill,
+    OptionQuoteRow,
     Order,
     OrderEvent,
     Position,
@@ -20,7 +21,13 @@ from storage.rows import (
 )
 
 SQL_TYPE = {str: "TEXT", int: "INTEGER", float: "REAL"}
-TABLES = {"orders": Order, "order_events": OrderEvent, "fills": Fill, "positions": Position}
+TABLES = {
+    "orders": Order,
+    "order_events": OrderEvent,
+    "fills": Fill,
+    "positions": Position,
+    "option_quotes": OptionQuoteRow,
+}
 
 
 def sql_type(annotation) -> str:
@@ -44,7 +51,8 @@ def test_order_rows_are_typed_frozen_and_slotted():
     for cls in TABLES.values():
         assert dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__
         with pytest.raises(dataclasses.FrozenInstanceError):
-            cls.__new__(cls).__setattr__("at" if cls in (OrderEvent, Fill) else "con_id", 1)
+            field = {OrderEvent: "at", Fill: "at", OptionQuoteRow: "bid"}.get(cls, "con_id")
+            cls.__new__(cls).__setattr__(field, 1)
 
 
 def test_a_row_without_the_multiplier_reads_as_a_standard_contract():
