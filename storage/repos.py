@@ -258,10 +258,13 @@ class TradingDayRepo:
         self.db = db
 
     def get(self, day: date) -> TradingDay | None:
-        try:
-            return TradingDay.from_row(self.db["trading_days"].get(day.isoformat()))
-        except NotFoundError:
-            return None
+        # A query, not sqlite-utils' get(): asked on every risk check, and it listed the
+        # tables each time.
+        for row in self.db.query(
+            "select * from trading_days where trading_date = ?", [day.isoformat()]
+        ):
+            return TradingDay.from_row(row)
+        return None
 
     def recent(self, n: int) -> list[TradingDay]:
         """The last `n` trading days, newest first (`optionsbot status`)."""
@@ -442,18 +445,21 @@ class KeyValueRepo:
         self.db = db
 
     def row(self, key: str) -> KeyValue | None:
-        try:
-            return KeyValue(**self.db["kv"].get(key))
-        except NotFoundError:
-            return None
+        for row in self.db.query("select key, value, updated_at from kv where key = ?", [key]):
+            return KeyValue(**row)
+        return None
 
     def get(self, key: str, default: str | None = None) -> str | None:
         row = self.row(key)
         return default if row is None else row.value
 
     def set(self, key: str, value: str) -> None:
-        with write(self.db):
-            self.db["kv"].upsert(asdict(KeyValue(key, value, iso())), pk="key")
+        with write(self.db):  # written every tick: a plain upsert, not sqlite-utils' lookups
+            self.db.execute(
+                "insert into kv (key, value, updated_at) values (?, ?, ?) on conflict(key)"
+                " do update set value = excluded.value, updated_at = excluded.updated_at",
+                [key, value, iso()],
+            )
 
 
 def recorded_bars(path: Any, bar_size: str = "1 min") -> list[tuple]:

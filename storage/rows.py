@@ -21,6 +21,9 @@ from typing import Any, Self
 STANDARD_MULTIPLIER = 100.0
 
 
+_NAMES: dict[type, frozenset[str]] = {}
+
+
 class Row:
     """Conversion to and from the dicts sqlite-utils speaks, by field name."""
 
@@ -28,7 +31,9 @@ class Row:
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> Self:
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = _NAMES.get(cls)
+        if names is None:  # fields() reflects on every call: once per class is enough
+            names = _NAMES[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
         return cls(**{k: v for k, v in row.items() if k in names})
 
     def to_db(self) -> dict[str, Any]:
