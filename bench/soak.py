@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -28,6 +30,7 @@ from storage import open_db
 ROOT = Path(__file__).resolve().parents[1]
 BAD_DAY = ROOT / "sim" / "scenarios" / "bad_day.yaml"
 SESSION = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)  # Friday 09:30 New York
+NEW_YORK = ZoneInfo("America/New_York")
 NAMES = (
     "SPY QQQ IWM AAPL MSFT NVDA AMZN GOOGL META TSLA AMD NFLX INTC CSCO ORCL CRM ADBE QCOM TXN AVGO "
     "JPM BAC WFC C GS MS V MA PYPL XOM CVX COP SLB KO PEP WMT COST HD LOW NKE DIS MCD SBUX BA CAT "
@@ -254,13 +257,15 @@ def _scrape(port: int) -> str:
         return r.read().decode()
 
 
-def start_simulator(args: list[str], names, env: dict[str, str]):
-    """A standalone simulator process (its memory is not the service's) and its port."""
+def start_simulator(args: list[str], names, env: dict[str, str], log_path: Path | None = None):
+    """A standalone simulator process (its memory is not the service's) and its port; with
+    `log_path`, its INFO log (pacing violations) is kept there."""
     import subprocess
     import sys
 
+    level = "INFO" if log_path else "WARNING"
     sim = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--log-level", "WARNING"]
+        [sys.executable, "-m", "actors.cli", "sim", "--port", "0", "--log-level", level]
         + args
         + ["--symbols", *names],
         cwd=ROOT,
@@ -273,7 +278,7 @@ def start_simulator(args: list[str], names, env: dict[str, str]):
     if "listening on" not in line:
         sim.kill()
         raise RuntimeError(f"the simulator did not start: {line}")
-    threading_drain(sim.stdout)
+    threading_drain(sim.stdout, log_path)
     return sim, int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
 
 
@@ -540,11 +545,95 @@ def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None =
     }
 
 
-def threading_drain(stream) -> None:
+def threading_drain(stream, path: Path | None = None) -> None:
     """Read a child's output in the background so a full pipe never blocks it."""
     import threading
 
-    threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
+    def drain() -> None:
+        with open(path or os.devnull, "a") as out:
+            for line in stream:
+                out.write(line)
+                out.flush()
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+def soak_cold_start(symbols: int = 50, rate: float | None = None, workdir: Path | None = None):
+    """The service and the simulator as two processes, as beside a real Gateway (the embedded
+    simulator shares the service's interpreter and reads its messages late and bunched): from the
+    service's start to every symbol's 1-minute and 1-hour history delivered, with the default
+    settings (or `rate`), and every pacing violation the simulator saw meanwhile."""
+    import subprocess
+    import sys
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-cold-"))
+    names = NAMES[:symbols]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSBOT_")}
+    sim_log = workdir / "sim.log"
+    start = (SESSION + timedelta(hours=2)).astimezone(NEW_YORK).strftime("%Y-%m-%dT%H:%M:%S")
+    sim, port = start_simulator(["--time-scale", "1", "--start", start], names, env, sim_log)
+    service = None
+    try:
+        cfg = {
+            "symbols": list(names),
+            "broker": {
+                "mode": "gateway",
+                "port": port,
+                "connect_timeout_s": 5,
+                # The service follows the simulator's clock (its session, not today's date).
+                "clock_sync_s": 2,
+                **({"max_messages_per_second": rate, "message_burst": 5} if rate else {}),
+            },
+            "storage": {"path": str(workdir / "soak.sqlite"), "backup_dir": None},
+            "metrics": {"port": _free_port()},
+            "risk": {"kill_switch_file": str(workdir / "KILL")},
+            "scalp": {"enabled": False},
+            "whale": {"enabled": False},
+            "log": {"level": "INFO", "json_file": None},
+        }
+        (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
+        settings = load_settings(workdir / "soak.yaml", environ={})
+        log_path = workdir / "service.log"
+        with open(log_path, "w") as log_file:
+            t0 = time.monotonic()
+            service = subprocess.Popen(
+                [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            cold = None
+            while time.monotonic() - t0 < 120 and service.poll() is None:
+                text = log_path.read_text(errors="replace")
+                if text.count("bars of history delivered (backfill)") >= 2 * len(names):
+                    cold = time.monotonic() - t0
+                    break
+                time.sleep(0.05)
+            time.sleep(2.0)  # a late violation would show in the logs by now
+    finally:
+        stop_processes(service, sim)
+    text = (workdir / "service.log").read_text(errors="replace")
+    sim_text = sim_log.read_text(errors="replace")
+    # The simulator prints its statistics as JSON at exit, then its violations on one line.
+    start_at = sim_text.index("\n{") + 1
+    stats = json.loads(sim_text[start_at : sim_text.index("\n}", start_at) + 2])
+    requests = sum(stats["requests"].values())
+    b = settings.broker
+    return {
+        "symbols": symbols,
+        "max_messages_per_second": b.max_messages_per_second,
+        "message_burst": b.message_burst,
+        # From the process's start (about a second of it is Python importing the service).
+        "cold_start_s": round(cold, 2) if cold is not None else None,
+        "requests": requests,
+        "gate_bound_s": round(max(0, requests - b.message_burst) / b.max_messages_per_second, 2),
+        "ib_bound_s": round(requests / 50, 2),  # IB's 50 messages a second, nothing else
+        "pacing_violations": stats["violations"],
+        "timeouts": text.count("timed out"),
+        "breaker_opened": text.count("-> breaker_open"),
+        "workdir": str(workdir),
+    }
 
 
 def main() -> None:
@@ -561,13 +650,20 @@ def main() -> None:
         "--days", type=int, default=0, help="trading days of memory use (gateway mode)"
     )
     parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="the service and the simulator as two processes: start to all history delivered",
+    )
+    parser.add_argument(
         "--routines",
         action="store_true",
         help="Friday close to Monday open through the Gateway's nightly reset, daily restart and"
         " weekly re-login (gateway mode)",
     )
     args = parser.parse_args()
-    if args.routines:
+    if args.cold_start:
+        result = soak_cold_start(args.symbols, args.rate)
+    elif args.routines:
         result = soak_routines(min(args.symbols, 50), args.scale or 1200)
     elif args.days:
         result = soak_days(args.days, args.symbols, args.scale or 300)
