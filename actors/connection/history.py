@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ log = logging.getLogger("optionsbot.connection")
 
 # A real-time stream that brought a 5-second bar this recently (real seconds) is alive.
 REALTIME_ALIVE_S = 60.0
+# Seconds (market clock) after a minute's end, beyond the grace, before asking history for it.
+HISTORY_SETTLE_S = 2.0
 
 
 class Inbox:
@@ -358,7 +361,12 @@ class History:
         s.metrics.pacing_wait.observe(delay)
         self.realtime_wanted.add(key)  # warm quotes leave its line free from now on
         if delay > 0:
-            await asyncio.sleep(delay)
+            waited = await self._minutes_from_history(msg, key, generation, delay)
+            if waited is None:
+                if not ib.isConnected():
+                    refused(msg, "not connected (lost while queued)")
+                return  # or superseded meanwhile: the newer request answers
+            msg = replace(msg, since=waited[0])
         quotes = s.quotes
         if quotes.lines.locked() and quotes.warm_lines:
             quotes.give_back_warm_line()  # bars come before warmth
@@ -403,6 +411,51 @@ class History:
         for minute in pending or ():
             if last is None or minute.time > last:
                 tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+
+    async def _minutes_from_history(
+        self, msg: m.StreamBars, key: tuple[str, str], generation: int, delay: float
+    ) -> tuple[datetime | None] | None:
+        """Wait `delay` (real seconds) for IB's window of real-time subscriptions, passing on each
+        minute from history meanwhile; (the time of the last bar passed on, or msg.since), or
+        None when the wait was cut short by a disconnect or a newer request.
+
+        IB's historical_limitations.html: small bars (30 s or less, which real-time bars are
+        paced as) allow 60 new requests in 10 minutes, so after a reconnect at 55 real-time
+        symbols most wait up to ten minutes. 1-minute bars are not small bars: a short request
+        after each minute closes keeps the symbol fresh (DataActor takes it as history, so no
+        signal fires on it) and costs one message a minute per waiting symbol.
+        """
+        s = self.session
+        scale = getattr(s.clock, "scale", 1.0)
+        until = time.monotonic() + delay
+        since = msg.since
+        log.info(
+            "%s: real-time bars wait %.0fs for IB's window; its minutes come from history",
+            msg.symbol,
+            delay,
+        )
+        while True:
+            now = s.clock.now()
+            minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+            # After the grace, and a little more: the minute must be history at the Gateway.
+            due = minute + timedelta(seconds=s.settings.data.bar_close_grace_s + HISTORY_SETTLE_S)
+            wait = (due - now).total_seconds() / scale
+            if time.monotonic() + wait >= until:
+                break
+            await asyncio.sleep(wait)
+            if not s.ib.isConnected() or self.stream_generation.get(key) != generation:
+                return None
+            answer = await self._realtime_backfill(replace(msg, since=since))
+            since = max(
+                (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
+                default=since,
+            )
+        rest = until - time.monotonic()
+        if rest > 0:
+            await asyncio.sleep(rest)
+        if not s.ib.isConnected() or self.stream_generation.get(key) != generation:
+            return None
+        return (since,)
 
     async def _realtime_backfill(self, msg: m.StreamBars) -> Inbox:
         """The history before a real-time stream, passed on to the requester; a failure is

@@ -158,3 +158,77 @@ def test_a_real_time_stream_waiting_for_ibs_window_is_not_booked_twice(session):
     asyncio.run(history.realtime(msg))
     assert len(history.pacer._all) == booked  # no real-time request booked
     assert session.ib.durations == ["2 D"]  # the history, which can be had now
+
+
+def test_a_real_time_stream_waiting_for_ibs_window_brings_each_minute_from_history(session):
+    """After a reconnect at 55 real-time symbols IB's 60-in-10-minutes window makes most wait up
+    to ten minutes: with no bars meanwhile they went stale. Each minute now comes from a short
+    1-minute history request (not small bars: outside the 60) once it has closed, and the
+    subscription follows when the window allows, asking history only after the last minute."""
+    from ib_async import RealTimeBarList
+
+    start = SESSION_TIME + timedelta(seconds=50)
+    t0 = time.monotonic()
+
+    class FastClock:  # 120x: a simulated minute is half a real second
+        scale = 120.0
+
+        def now(self):
+            return start + timedelta(seconds=(time.monotonic() - t0) * self.scale)
+
+    session.clock = FastClock()
+    asked: list[tuple[str, datetime]] = []
+
+    class MinutesIB(HistoryIB):
+        async def reqHistoricalDataAsync(self, contract, **kw):  # noqa: N802
+            now = session.clock.now()
+            asked.append((kw["durationStr"], now))
+            closed = now.replace(second=0, microsecond=0)
+            answer = BarDataList()
+            answer += [
+                BarData(date=closed - timedelta(minutes=n), open=1, high=2, low=0.5, close=1.5)
+                for n in (3, 2, 1)
+            ]
+            return answer
+
+        def reqRealTimeBars(self, *a, **kw):  # noqa: N802
+            self.subscribed_at = session.clock.now()
+            return RealTimeBarList()
+
+    session.ib = MinutesIB()
+    history = session.history
+    reserve = history.pacer.reserve
+
+    def window_full(key, contract_key, now, small_bars=True):
+        reserve(key, contract_key, now, small_bars)
+        # 4.5 simulated minutes for the subscription; the history requests go at once (at 120x
+        # the 15 s identical-request spacing, in real seconds, would be 30 simulated minutes;
+        # a real minute apart they never meet it).
+        return 2.25 if key[1:] == ("5 secs", True) else 0.0
+
+    history.pacer.reserve = window_full
+    reply = FakeRef()
+    since = SESSION_TIME - timedelta(minutes=4)
+    msg = m.StreamBars(
+        symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply, since=since, realtime=True
+    )
+
+    async def run():
+        history.slots = asyncio.Semaphore(50)
+        await history.realtime(msg)
+
+    asyncio.run(run())
+    answers = reply.of(m.BarsBackfilled)
+    polls = [t for _, t in asked if t < session.ib.subscribed_at]
+    # A request after each of the (about) four minutes that closed during the wait, each after
+    # its minute's end plus the grace, and one more behind the subscription.
+    assert 3 <= len(polls) <= 5, asked
+    for t in polls:
+        assert t.second >= 2, t  # not before the minute is history at the Gateway
+    assert len(answers) == len(asked)
+    delivered = sorted({b.time for a in answers for b in a.bars})
+    assert delivered[-1] >= start.replace(second=0) + timedelta(minutes=3)
+    # Durations reach back to the last bar passed on, not to the reconnect's `since` (from
+    # which each would be a minute longer than the one before).
+    later = [int(d.split()[0]) for d, _ in asked[1:]]
+    assert max(later) - min(later) < 60, asked
