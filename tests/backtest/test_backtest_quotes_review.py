@@ -98,3 +98,32 @@ def test_a_quotes_csv_with_a_byte_order_mark_is_read(tmp_path):
         w.writerow(HEADER)
         w.writerow([T.isoformat(), "SPY", "20261118", "600", "C", "1.0", "1.1"])
     assert load_csv(path).count == 1
+
+
+def test_quotes_only_outside_the_backtests_dates_are_refused_not_all_loaded(tmp_path, capsys):
+    """`load` reads a database's whole option_quotes table whatever --from/--to say (about 1 KB
+    of peak memory per row, measured): months of recording for a one-day backtest. A quotes
+    source with nothing in the dates is as unusable as an empty one, and is refused the same
+    way, before a backtest runs on the model alone under an explicit --quotes."""
+    from actors.data_quotes import quote_row
+    from storage import QuoteRepo, open_db
+
+    db_path = tmp_path / "service.sqlite"
+    db = open_db(db_path)
+    c = m.OptionContract("SPY", "20261002", 600.0, "C", con_id=1)
+    t = datetime(2026, 10, 1, 15, 0, tzinfo=UTC)  # six weeks before DAY
+    QuoteRepo(db).record_many(
+        [
+            quote_row(
+                m.OptionQuote(
+                    contract=c, bid=1.0, ask=1.1, last=1.0, volume=1.0, time=t, age_known=True
+                ),
+                t + timedelta(seconds=i),
+            )
+            for i in range(10)
+        ]
+    )
+    db.close()
+    argv = ["--from", str(DAY), "--to", str(DAY), "--symbols", "SPY", "--quotes", str(db_path)]
+    assert cli.main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "no usable option quotes" in capsys.readouterr().err
