@@ -80,7 +80,12 @@ def _time(text: str) -> datetime | str:
         return "bad_time"
     if t.tzinfo is None or t.utcoffset() is None:
         return "naive_time"
-    return t.astimezone(UTC)
+    try:
+        # Year 1 or 9999 parse, then overflow in UTC or in New York (the trading date).
+        MarketHours.trading_date(t)
+        return t.astimezone(UTC)
+    except OverflowError:
+        return "bad_time"
 
 
 def _optional(text: str | None) -> float:
@@ -187,7 +192,7 @@ def validate(
 def load_csv(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # a spreadsheet's BOM
     except OSError as exc:
         raise QuotesError(f"--quotes {path}: cannot read it: {exc.strerror or exc}") from exc
     with handle:
