@@ -30,6 +30,8 @@ from storage import KeyValueRepo, open_db
 log = logging.getLogger("optionsbot.system")
 
 START_TIMEOUT_S = 20.0
+# Actors whose death costs records, not safety: the service trades on without them.
+OPTIONAL_ACTORS = frozenset({"quotes"})
 
 
 class StartupError(Exception):
@@ -72,6 +74,7 @@ class System:
         self.sim = None
         self.exporter = None
         self._stop_ticker = threading.Event()
+        self._lost: set[str] = set()
         self._ticker: threading.Thread | None = None
         self._backuper: threading.Thread | None = None
         from storage.backup import next_run
@@ -260,6 +263,12 @@ class System:
                 if not ref.is_alive():
                     cause = FAILURES.pop(ref.actor_urn, None)
                     why = describe(cause, self.settings.storage.path) if cause else "no cause"
+                    if name in OPTIONAL_ACTORS:
+                        # Losing its records is no reason to stop trading: said once, and left.
+                        if name not in self._lost:
+                            self._lost.add(name)
+                            log.error("%s stopped (%s); trading goes on without it", name, why)
+                        continue
                     self._fail(f"actor {name} stopped: {why}")
                     return
             for ref in targets:

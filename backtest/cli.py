@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
         symbols = symbols or list(settings.symbols)
         seed = args.seed if args.seed is not None else settings.sim.seed
         market = SimMarket(seed, symbols)
-    from backtest.quotes import QuotesError, RecordedQuotes, is_sqlite
+    from backtest.quotes import QuotesError, RecordedQuotes, backtest_window, is_sqlite
     from backtest.quotes import load as load_quotes
 
     quotes_skipped: dict[str, int] = {}
@@ -198,7 +198,7 @@ def main(argv: list[str]) -> int:
         source = args.bars if is_sqlite(args.bars) else None
     if source is not None:
         try:
-            book = load_quotes(source, symbols)
+            book = load_quotes(source, symbols, backtest_window(args.start, args.end))
         except QuotesError as exc:
             print(f"optionsbot backtest: {exc}", file=sys.stderr)
             return 2
@@ -207,6 +207,7 @@ def main(argv: list[str]) -> int:
             print(
                 f"optionsbot backtest: --quotes {args.quotes}: no usable option quotes"
                 + (f" for {', '.join(symbols)}" if symbols else "")
+                + f" from {args.start} to {args.end}"
                 + (f" (skipped: {quotes_skipped})" if quotes_skipped else "")
                 + (
                     " (a service records them with data.record_quotes: true)"

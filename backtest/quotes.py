@@ -22,7 +22,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from actors import messages as m
@@ -64,8 +64,8 @@ class QuoteBook:
     """Recorded quotes by contract, each series in the order known."""
 
     series: dict[Key, tuple[list[float], list[RecordedQuote]]] = field(default_factory=dict)
-    # (symbol, trading date) -> the expiries and strikes quoted that day
-    listed: dict[tuple[str, date], tuple[set[str], set[float]]] = field(default_factory=dict)
+    # (symbol, trading date) -> {(expiry, strike): when first quoted that day (epoch seconds)}
+    listed: dict[tuple[str, date], dict[tuple[str, float], float]] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
 
     @property
@@ -149,9 +149,13 @@ def parse_row(row: dict[str, str | None]) -> tuple[Key, RecordedQuote] | str:
 
 
 def validate(
-    rows: Iterable[tuple[int, dict[str, str | None]]], symbols: Iterable[str] | None = None
+    rows: Iterable[tuple[int, dict[str, str | None]]],
+    symbols: Iterable[str] | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> QuoteBook:
+    """`window`: only quotes received in [start, end) are kept (others are no error)."""
     wanted = {s.upper() for s in symbols} if symbols else None
+    lo, hi = (window[0].timestamp(), window[1].timestamp()) if window else (None, None)
     book = QuoteBook()
     parsed: dict[Key, list[tuple[RecordedQuote, int]]] = {}
     for line, row in rows:
@@ -163,6 +167,8 @@ def validate(
             continue
         k, q = got
         if wanted is not None and k[0] not in wanted:
+            continue
+        if lo is not None and not lo <= q.at < hi:
             continue
         parsed.setdefault(k, []).append((q, line))
     for k in sorted(parsed):
@@ -179,9 +185,8 @@ def validate(
             times.append(q.at)
             quotes.append(q)
             day = MarketHours.trading_date(datetime.fromtimestamp(q.at, UTC))
-            expiries, strikes = book.listed.setdefault((k[0], day), (set(), set()))
-            expiries.add(k[1])
-            strikes.add(k[2])
+            first = book.listed.setdefault((k[0], day), {})
+            first[(k[1], k[2])] = min(first.get((k[1], k[2]), q.at), q.at)
         book.series[k] = (times, quotes)
     for reason, n in sorted(book.skipped.items()):
         if n > 1:
@@ -189,7 +194,11 @@ def validate(
     return book
 
 
-def load_csv(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
+def load_csv(
+    path: Path,
+    symbols: Iterable[str] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> QuoteBook:
     path = Path(path)
     try:
         handle = path.open(newline="", encoding="utf-8-sig")  # a spreadsheet's BOM
@@ -211,7 +220,7 @@ def load_csv(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
                 for i, row in enumerate(reader):
                     yield i + 2, row
 
-            return validate(rows(), symbols)
+            return validate(rows(), symbols, window)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise QuotesError(
                 f"--quotes {path} is not a text CSV ({exc.__class__.__name__}); give a CSV "
@@ -219,12 +228,17 @@ def load_csv(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
             ) from None
 
 
-def load_db(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
-    """The option quotes a service recorded (data.record_quotes: true); empty when none."""
+def load_db(
+    path: Path,
+    symbols: Iterable[str] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> QuoteBook:
+    """The option quotes a service recorded (data.record_quotes: true); empty when none. Only
+    the window's are read from the file."""
     import sqlite3
 
     try:
-        records = recorded_option_quotes(path)
+        records = recorded_option_quotes(path, *(window or (None, None)))
     except sqlite3.Error as exc:
         raise QuotesError(f"cannot read option quotes from database {path}: {exc}") from exc
 
@@ -250,7 +264,7 @@ def load_db(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
         )
         for i, r in enumerate(records)
     )
-    return validate(rows, symbols)
+    return validate(rows, symbols, window)
 
 
 def is_sqlite(path: Path) -> bool:
@@ -261,11 +275,25 @@ def is_sqlite(path: Path) -> bool:
         return False
 
 
-def load(path: Path, symbols: Iterable[str] | None = None) -> QuoteBook:
+def load(
+    path: Path,
+    symbols: Iterable[str] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> QuoteBook:
     """A CSV file, or a service database (by its first bytes, not its name)."""
     if is_sqlite(path):
-        return load_db(path, symbols)
-    return load_csv(path, symbols)
+        return load_db(path, symbols, window)
+    return load_csv(path, symbols, window)
+
+
+def backtest_window(first: date, last: date) -> tuple[datetime, datetime]:
+    """The quotes a backtest from `first` to `last` can use: from a few days before (the chain
+    lists the previous recorded day's contracts; a weekend and a holiday between) to the day
+    after the last (UTC dates: a New York evening is the next UTC day)."""
+    return (
+        datetime.combine(first - timedelta(days=4), datetime.min.time(), UTC),
+        datetime.combine(last + timedelta(days=2), datetime.min.time(), UTC),
+    )
 
 
 class RecordedQuotes:
@@ -274,10 +302,10 @@ class RecordedQuotes:
     `chain(symbol, t)`: on a day the recording has quotes for the symbol, the expiries (not yet
     expired) and strikes it quoted that day, so the option choice picks among contracts the
     recording can price; a union with the model's grid would let it pick contracts the
-    recording never saw, and price the trade by the model without a word. A contract quoted at
-    any time of a day is listed from that day's open: which contracts exist is no price, and
-    options are listed before the session, not during it. Days without recorded quotes keep the
-    model's chain.
+    recording never saw, and price the trade by the model without a word. A contract quoted on
+    the day before is listed from the open; one first quoted today is listed from then on (the
+    service quotes strikes near the spot of the moment: a strike first quoted in the afternoon
+    says where the price went). Days without recorded quotes keep the model's chain.
     """
 
     def __init__(self, inner: Market, book: QuoteBook, max_age_s: float, source: str = "") -> None:
@@ -306,17 +334,26 @@ class RecordedQuotes:
         listed = self.book.listed.get((symbol.upper(), day))
         if listed is None:
             return model
+        # Only contracts already quoted by `t`, and the previous recorded day's: a strike first
+        # quoted in the afternoon (the service quotes near the spot of the moment) would tell a
+        # morning decision where the price went.
+        at = t.timestamp()
+        known = {c for c, first in listed.items() if first <= at}
+        earlier = [d for (sym, d) in self.book.listed if sym == symbol.upper() and d < day]
+        if earlier:
+            known |= set(self.book.listed[(symbol.upper(), max(earlier))])
         today = day.strftime("%Y%m%d")
-        expiries = tuple(sorted(e for e in listed[0] if e >= today))
+        expiries = tuple(sorted({e for e, _ in known if e >= today}))
         if not expiries:
             return model
+        strikes = {k for e, k in known if e >= today}
         return m.Chain(
             symbol=symbol,
             con_id=model.con_id if model is not None else default_spec(symbol).con_id,
             trading_class=symbol,
             multiplier=100,
             expirations=expiries,
-            strikes=tuple(sorted(listed[1])),
+            strikes=tuple(sorted(strikes)),
         )
 
     def recorded_at(self, contract: m.OptionContract, t: datetime) -> RecordedQuote | None:

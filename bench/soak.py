@@ -61,6 +61,7 @@ def soak(
     minutes: int | None = None,
     trading: bool = True,
     rate: float | None = None,
+    log_level: str = "WARNING",
 ) -> dict:
     """`minutes`: only the session's first minutes (the suite's short day), else all of it."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
@@ -93,7 +94,7 @@ def soak(
         "storage": {"path": str(workdir / "soak.sqlite")},
         "metrics": {"port": 0},
         "risk": {"kill_switch_file": str(workdir / "KILL")},
-        "log": {"level": "WARNING", "json_file": str(workdir / "soak.jsonl")},
+        "log": {"level": log_level, "json_file": str(workdir / "soak.jsonl")},
     }
     (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
     settings = load_settings(workdir / "soak.yaml", environ={})
@@ -647,6 +648,9 @@ def main() -> None:
     parser.add_argument("--no-trading", action="store_true", help="the data path alone")
     parser.add_argument("--rate", type=float, default=None, help="broker.max_messages_per_second")
     parser.add_argument(
+        "--log-level", default="WARNING", help="the service's (INFO: every request)"
+    )
+    parser.add_argument(
         "--days", type=int, default=0, help="trading days of memory use (gateway mode)"
     )
     parser.add_argument(
@@ -676,6 +680,7 @@ def main() -> None:
             minutes=args.minutes,
             trading=not args.no_trading,
             rate=args.rate,
+            log_level=args.log_level,
         )
     print(json.dumps(result, indent=2, default=str))
 

@@ -223,34 +223,47 @@ def m004_multiplier(db: Database) -> None:
     db["positions"].add_column("multiplier", float)
 
 
-@migrations()
-def m005_option_quotes(db: Database) -> None:
-    # Every option quote the service received, when data.record_quotes is on: a backtest's
-    # recorded option prices. `received_at` is when it reached the service (the service clock,
-    # UTC), `quote_time` when its bid or ask last changed as the service saw it.
-    db["option_quotes"].create(
-        {
-            "id": int,
-            "received_at": str,
-            "symbol": str,
-            "expiry": str,  # YYYYMMDD
-            "strike": float,
-            "right": str,  # C | P
-            "con_id": int,
-            "local_symbol": str,
-            "trading_class": str,
-            "multiplier": int,
-            "bid": float,
-            "ask": float,
-            "last": float,  # NULL when IB sent none
-            "volume": float,  # NULL when IB sent none
-            "quote_time": str,
-            "age_known": int,
-        },
-        pk="id",
-        not_null={"received_at", "symbol", "expiry", "strike", "right"},
-    )
-    db["option_quotes"].create_index(["symbol", "expiry", "strike", "right", "received_at"])
+def ensure_option_quotes(db: Database) -> None:
+    """The option_quotes table, created by the quote recorder (data.record_quotes) the first time
+    it starts: an optional table, not a migration, so a database from a service that never
+    recorded stays openable by the release before (a migration it does not know makes the older
+    release refuse the file, and a rollback would need a backup restored).
+
+    Every option quote the service received: `received_at` is when it reached the service (the
+    service clock, UTC), `quote_time` when its bid or ask last changed as the service saw it."""
+    if "option_quotes" in db.table_names():
+        return
+    with write(db):
+        db["option_quotes"].create(
+            {
+                "id": int,
+                "received_at": str,
+                "symbol": str,
+                "expiry": str,  # YYYYMMDD
+                "strike": float,
+                "right": str,  # C | P
+                "con_id": int,
+                "local_symbol": str,
+                "trading_class": str,
+                "multiplier": int,
+                "bid": float,
+                "ask": float,
+                "last": float,  # NULL when IB sent none
+                "volume": float,  # NULL when IB sent none
+                "quote_time": str,
+                "age_known": int,
+            },
+            pk="id",
+            not_null={"received_at", "symbol", "expiry", "strike", "right"},
+            if_not_exists=True,
+        )
+        db.execute(
+            "create index if not exists idx_option_quotes_contract"
+            " on option_quotes (symbol, expiry, strike, right, received_at)"
+        )
+        db.execute(
+            "create index if not exists idx_option_quotes_received on option_quotes (received_at)"
+        )
 
 
 def _reference_schema() -> dict[str, list[str]]:

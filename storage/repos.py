@@ -14,7 +14,7 @@ from sqlite_utils.db import NotFoundError
 
 from configs.redact import redact
 from machines.order import TERMINAL
-from storage.db import write
+from storage.db import ensure_option_quotes, write
 from storage.rows import (
     Decision,
     Fill,
@@ -513,6 +513,7 @@ class QuoteRepo:
 
     def __init__(self, db: Database):
         self.db = db
+        ensure_option_quotes(db)
 
     def record_many(self, rows: Iterable[OptionQuoteRow]) -> int:
         values = [tuple(getattr(r, c) for c in QUOTE_COLUMNS) for r in rows]
@@ -532,10 +533,13 @@ class QuoteRepo:
         ]
 
 
-def recorded_option_quotes(path: Any) -> list[OptionQuoteRow]:
-    """A database's recorded option quotes in the order they were received, read-only (a
-    backtest never migrates or locks another service's database). Empty when the file has no
-    option_quotes table (written before m005, or by a service that never recorded)."""
+def recorded_option_quotes(
+    path: Any, start: datetime | None = None, end: datetime | None = None
+) -> list[OptionQuoteRow]:
+    """A database's recorded option quotes received in [start, end), in the order they were
+    received, read-only (a backtest never migrates or locks another service's database). Empty
+    when the file has no option_quotes table (a service that never recorded). Only the dates
+    asked are read: a year of recording is gigabytes, a day's backtest needs a day of it."""
     import sqlite3
 
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -546,9 +550,20 @@ def recorded_option_quotes(path: Any) -> list[OptionQuoteRow]:
         ).fetchone()
         if have is None:
             return []
+        where, args = [], []
+        if start is not None:
+            where.append("received_at >= ?")
+            args.append(iso(start))
+        if end is not None:
+            where.append("received_at < ?")
+            args.append(iso(end))
+        clause = f" where {' and '.join(where)}" if where else ""
         return [
             OptionQuoteRow.from_db(dict(r))
-            for r in conn.execute("select * from option_quotes order by received_at, id")
+            for r in conn.execute(
+                f"select * from option_quotes{clause} order by received_at, id",  # noqa: S608
+                args,
+            )
         ]
     finally:
         conn.close()

@@ -134,10 +134,14 @@ def test_the_chain_is_the_recorded_contracts_on_a_recorded_day_else_the_models()
         row(T, 1.0, 1.1, expiry="20261116"),  # expired by then: not offered
     ]
     market = RecordedQuotes(ModelMarket(), book_of(rows), 10.0)
-    chain = market.chain("SPY", T.replace(hour=14, minute=31))
-    assert chain.expirations == ("20261118", "20261120")
-    assert chain.strikes == (600.0, 605.0, 610.0)
+    # Before the day's first recorded quote (no day before recorded): the model's chain.
+    assert market.chain("SPY", T - timedelta(minutes=29)) == ModelMarket().chain("SPY", T)
+    chain = market.chain("SPY", T + timedelta(minutes=1))
+    # The 20261118 series (strike 610) is first quoted two hours later: not yet listed.
+    assert chain.expirations == ("20261120",) and chain.strikes == (605.0,)
     assert chain.con_id == 756733
+    later = market.chain("SPY", T + timedelta(hours=2, minutes=1))
+    assert later.expirations == ("20261118", "20261120") and later.strikes == (605.0, 610.0)
     assert market.chain("SPY", T + timedelta(days=1)) == ModelMarket().chain("SPY", T)
     assert market.chain("QQQ", T) == ModelMarket().chain("QQQ", T)
 

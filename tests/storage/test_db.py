@@ -49,3 +49,23 @@ def test_a_database_from_a_newer_version_is_refused_not_half_read(tmp_path):
         open_db(path)
     line = describe(caught.value, path)
     assert "newer optionsbot" in line and "\n" not in line
+
+
+def test_a_database_that_never_recorded_quotes_has_no_table_a_rollback_would_refuse(tmp_path):
+    """option_quotes is created by the quote recorder, not by a migration: a migration the
+    release before does not know makes it refuse the file, and rolling back would then need a
+    backup restored (losing the orders and fills since)."""
+    from storage import QuoteRepo
+    from storage.db import _reference_schema
+
+    db = open_db(tmp_path / "bot.sqlite")
+    assert "option_quotes" not in db.table_names()
+    assert "option_quotes" not in _reference_schema()
+    names = [r[0] for r in db.execute("select name from _sqlite_migrations")]
+    assert not any("quote" in n for n in names), names
+    QuoteRepo(db)  # the recorder's start
+    assert "option_quotes" in db.table_names()
+    db.close()
+    db = open_db(tmp_path / "bot.sqlite")  # and reopening it is no damage
+    assert "option_quotes" in db.table_names()
+    db.close()

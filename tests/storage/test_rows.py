@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import OrderRepo, PositionRepo, open_db
+from storage.db import ensure_option_quotes
 from storage.rows import (
     ROWS,
     STANDARD_MULTIPLIER,
@@ -40,6 +41,7 @@ def sql_type(annotation) -> str:
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_each_row_is_the_migrated_table_column_for_column(tmp_path, table):
     db = open_db(tmp_path / "bot.sqlite")
+    ensure_option_quotes(db)  # the optional table, as the quote recorder creates it
     hints = typing.get_type_hints(TABLES[table])
     ours = [(f.name, sql_type(hints[f.name])) for f in dataclasses.fields(TABLES[table])]
     theirs = [(c.name, c.type) for c in db[table].columns]
