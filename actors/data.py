@@ -168,7 +168,7 @@ class DataActor(BaseActor):
         pending, feed.pending, feed.filling = feed.pending, [], False
         for bar, received in pending:
             self._count_hole(feed, bar)
-            self._deliver(feed, bar, live=True, received=received)
+            self._deliver(feed, bar, live=True, received=received, after_fill=True)
 
     def _count_hole(self, feed: Feed, bar: Bar) -> None:
         """A bar after a hole the history could not fill (the bars are lost): say so, and count."""
@@ -298,12 +298,15 @@ class DataActor(BaseActor):
             return
         self._deliver(feed, msg.bar, live=True, received=msg.mono)
 
-    def _deliver(self, feed: Feed, bar: Bar, live: bool, received: float = 0.0) -> bool:
+    def _deliver(
+        self, feed: Feed, bar: Bar, live: bool, received: float = 0.0, after_fill: bool = False
+    ) -> bool:
         verdicts = feed.accept(bar)
         if isinstance(verdicts, str):
             problem = verdicts
-            # Re-sent history after a reconnect is expected to overlap: not worth a log line.
-            if problem not in ("duplicate", "out_of_order") or live:
+            # Re-sent history after a reconnect is expected to overlap, and so are the live bars
+            # held while a gap was filled (the fill reaches up to now): not worth a log line.
+            if problem not in ("duplicate", "out_of_order") or (live and not after_fill):
                 log.warning(
                     "%s %s bar %s skipped: %s",
                     feed.symbol,

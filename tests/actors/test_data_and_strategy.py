@@ -339,3 +339,29 @@ def test_minutes_streamed_before_the_history_wait_for_it_and_a_hole_is_filled(da
     got = [b for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
     assert [b.bar.time for b in got] == [bar(i).time for i in range(4)]
     assert [b.live for b in got] == [False, False, False, True]
+
+
+def test_a_held_live_bar_the_gap_fill_already_brought_is_counted_not_warned(data, metrics, caplog):
+    """A gap fill reaches up to now, so the live bar held meanwhile is often in it: an overlap
+    by design (it was a WARNING on every skipped minute of a real-time stream). A live bar seen
+    twice outside a fill is still worth a line."""
+    import logging
+
+    actor, strategy, _, conn, _ = data
+    actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(5)))
+    )
+    with caplog.at_level(logging.WARNING, logger="optionsbot.data"):
+        actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(6)))  # 5 lost
+        assert conn.last(m.FetchBars).bar_size == "1 min"  # the gap is asked for; 6 is held
+        actor.on_BarsBackfilled(
+            m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=(bar(5), bar(6)))
+        )
+        assert not [r for r in caplog.records if "skipped: duplicate" in r.getMessage()]
+        actor.on_BarStreamed(m.BarStreamed(symbol="SPY", bar_size="1 min", bar=bar(6)))
+        assert [r for r in caplog.records if "skipped: duplicate" in r.getMessage()]
+    minutes = [b.bar.time for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert minutes == [bar(i).time for i in range(7)]
+    dup = {"symbol": "SPY", "reason": "duplicate"}
+    assert metrics.registry.get_sample_value("optionsbot_bars_skipped_total", dup) == 2
