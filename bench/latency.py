@@ -140,13 +140,25 @@ class Recorder:
         server.dispatch = dispatched
         server._handlers[In.PLACE_ORDER] = placed  # the table holds the bound handlers
 
-    def latencies(
-        self, client: int, since: datetime, until: datetime, scale: float
-    ) -> dict[str, Any]:
-        from_end, from_update, rounds = [], [], []
+    def entry_requests(
+        self, client: int, since: datetime, until: datetime
+    ) -> list[tuple[str, datetime, list[int]]]:
+        """Per entry of `client` placed in [since, until): its symbol, when its placeOrder came,
+        and the kinds (In ids) of the requests about its symbol from its bar's end until then."""
+        out = []
         for c, symbol, at in self.entries:
             if c != client or not since <= at < until:
                 continue
+            end = at.replace(second=0, microsecond=0)  # the bar it answers ended here
+            asked = [k for t, k in self.requests[(client, symbol)] if end <= t <= at]
+            out.append((symbol, at, asked))
+        return out
+
+    def latencies(
+        self, client: int, since: datetime, until: datetime, scale: float
+    ) -> dict[str, Any]:
+        from_end, from_update, rounds, slow = [], [], [], []
+        for symbol, at, asked in self.entry_requests(client, since, until):
             # The bar it answers: the last one that ended before the order came.
             end = at.replace(second=0, microsecond=0)
             bar = end - timedelta(minutes=1)
@@ -154,15 +166,23 @@ class Recorder:
             closed = self.closes.get((client, symbol, bar))
             if closed is not None and closed <= at:
                 from_update.append((at - closed).total_seconds() * 1000 / scale)
-            asked = [k for t, k in self.requests[(client, symbol)] if end <= t <= at]
-            rounds.append(sum(1 for i, k in enumerate(asked) if i == 0 or asked[i - 1] != k))
+            rounds.append(round_trips(asked))
+            if round_trips(asked) > 1:
+                slow.append(f"{symbol} {at:%H:%M:%S}: " + " ".join(In(k).name for k in asked))
         return {
             "entries": len(from_end),
             **stats(from_end, ""),
             **stats(from_update, "_from_update"),
             "round_trips": max(rounds, default=0),
             "round_trips_mean": round(sum(rounds) / len(rounds), 2) if rounds else None,
+            # The requests of every entry that waited on more than one round trip.
+            "multi_round_trips": slow,
         }
+
+
+def round_trips(kinds: list[int]) -> int:
+    """Round trips in a sequence of request kinds: requests of one kind sent together are one."""
+    return sum(1 for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -180,14 +200,19 @@ def stats(values: list[float], suffix: str) -> dict[str, float | None]:
     }
 
 
-def service_settings(workdir: Path, port: int, symbols: list[str], stream: str) -> Any:
+def service_settings(
+    workdir: Path, port: int, symbols: list[str], stream: str, lines: int | None = None
+) -> Any:
     from configs.settings import load_settings
 
+    broker: dict[str, Any] = {"mode": "gateway", "host": "127.0.0.1", "port": port, "client_id": 1}
+    if lines is not None:
+        broker["max_market_data_lines"] = lines
     cfg = {
         "symbols": symbols,
         "dry_run": False,
         "live": {"enabled": True, "confirm": "I accept real orders"},
-        "broker": {"mode": "gateway", "host": "127.0.0.1", "port": port, "client_id": 1},
+        "broker": broker,
         "data": {"stream": stream} if stream != "historical" else {},
         "scalp": {"cooldown_bars": 0},
         "whale": {"enabled": False},
@@ -221,6 +246,7 @@ def run(
     profile: str,
     stream: str = "historical",
     warmup_minutes: float = 2.0,
+    lines: int | None = None,
 ) -> dict[str, Any]:
     from actors.system import System
     from configs.settings import Settings  # noqa: F401 - imported for the service's own checks
@@ -244,7 +270,7 @@ def run(
     with EmbeddedSim(options, clock=clock) as sim:
         recorder.install(sim.server)
         # (a) the service
-        settings = service_settings(workdir, sim.port, list(names), stream)
+        settings = service_settings(workdir, sim.port, list(names), stream, lines)
         system = System(settings, clock=clock, serve_metrics=False)
         system.start()
         try:
@@ -327,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", choices=known, default="realistic" if "realistic" in known else "instant"
     )
     p.add_argument("--stream", choices=("historical", "realtime"), default="historical")
+    p.add_argument(
+        "--lines",
+        type=int,
+        help="the service's market data lines (broker.max_market_data_lines; IB's 100 by"
+        " default): fewer leave symbols without warm quote lines at a small symbol count",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.profile != "realistic":
@@ -335,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     for n in args.symbols:
-        r = run(n, args.minutes, args.scale, args.profile, args.stream)
+        r = run(n, args.minutes, args.scale, args.profile, args.stream, lines=args.lines)
         print(json.dumps(r) if args.json else show(r, args.scale), flush=True)
     return 0
 

@@ -222,3 +222,131 @@ def test_warm_lines_stay_within_what_ibs_line_limit_leaves(make_settings, metric
         assert len(ib.cancelled) == budget - 3
 
     asyncio.run(run())
+
+
+class ExpiryIB(WarmIB):
+    """Lists, for a partly specified option (no strike, no right), every contract of its
+    expiry, as IB's contract lookup does; 682 is in the chain's union but not this expiry."""
+
+    STRIKES = (679.0, 680.0, 681.0, 683.0)
+
+    def __init__(self):
+        super().__init__()
+        self.details_asked: list = []
+
+    async def reqTickersAsync(self, *contracts):  # noqa: N802
+        tickers = await super().reqTickersAsync(*contracts)
+        for t in tickers:
+            t.bid, t.ask, t.volume = 2.0, 2.1, 500.0  # Ticker's constructor leaves them NaN
+        return tickers
+
+    async def reqContractDetailsAsync(self, contract):  # noqa: N802
+        from ib_async import ContractDetails, Option
+
+        self.details_asked.append(contract)
+        assert contract.strike == 0 and contract.right == ""  # the whole expiry at once
+        return [
+            ContractDetails(
+                contract=Option(
+                    contract.symbol,
+                    contract.lastTradeDateOrContractMonth,
+                    k,
+                    right,
+                    "SMART",
+                    conId=int(k * 10) + (1 if right == "C" else 2),
+                    tradingClass=contract.tradingClass,
+                    multiplier="100",
+                    localSymbol=f"SPY {k:g}{right}",
+                )
+            )
+            for k in self.STRIKES
+            for right in ("C", "P")
+        ]
+
+
+def test_a_symbol_without_warm_lines_waits_for_its_snapshot_alone(make_settings, metrics):
+    """Lines are too few to warm SPY's set; its expiry is still qualified, in one request,
+    before its bar closes: the entry then sends the snapshot only, no contract details, and a
+    strike the expiry does not list is known missing without a request for an error 200."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
+    session.ib = ExpiryIB()
+    quotes, ib = session.quotes, session.ib
+    assert quotes.warm_budget() == 0  # 5 for a recheck, 4 spare
+    warm = _contracts([680.0, 681.0, 679.0]) + _contracts([680.0, 681.0, 679.0], "P")
+    entry = _contracts([679.0, 680.0, 681.0, 682.0, 683.0])  # the spot has moved since
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm))
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm[:2]))  # asked once a day
+        assert len(ib.details_asked) == 1 and ib.lines == [] and ib.qualified == []
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=entry, reply_to=reply, tag="SPY", wait_s=0.01))
+        assert ib.qualified == [] and len(ib.details_asked) == 1 and ib.snapshots == 1
+        got = reply.last(m.QuotesFetched)
+        assert [q.contract.strike for q in got.quotes] == [679.0, 680.0, 681.0, 683.0]
+        assert [q.contract.con_id for q in got.quotes] == [6791, 6801, 6811, 6831]
+        assert [(c.strike, why) for c, why in got.missing] == [(682.0, "no such contract (200)")]
+        # The next trading day asks again: the day's list is only good for its day.
+        session.clock.advance(timedelta(days=3))
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm))
+        assert len(ib.details_asked) == 2
+
+    asyncio.run(run())
+
+
+def test_an_entry_waits_for_its_expiry_being_qualified_rather_than_ask_again(
+    make_settings, metrics
+):
+    """The bar closes while the warm set's expiry is being qualified (the day's first bar):
+    the entry waits for that answer instead of sending contract details of its own."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
+    session.ib = ExpiryIB()
+    quotes, ib = session.quotes, session.ib
+    gate = asyncio.Event()
+    listing = ib.reqContractDetailsAsync
+
+    async def slow(contract):
+        await gate.wait()
+        return await listing(contract)
+
+    ib.reqContractDetailsAsync = slow
+    warm = _contracts([680.0, 681.0])
+
+    async def run():
+        warming = asyncio.create_task(quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm)))
+        await asyncio.sleep(0)
+        reply = FakeRef()
+        fetching = asyncio.create_task(
+            quotes.fetch(m.FetchQuotes(contracts=warm, reply_to=reply, tag="SPY", wait_s=0.01))
+        )
+        await asyncio.sleep(0.01)
+        assert not fetching.done()
+        gate.set()
+        await asyncio.gather(warming, fetching)
+        assert ib.qualified == [] and len(ib.details_asked) == 1
+        assert [q.contract.con_id for q in reply.last(m.QuotesFetched).quotes] == [6801, 6811]
+
+    asyncio.run(run())
+
+
+class FailingExpiryIB(ExpiryIB):
+    async def reqContractDetailsAsync(self, contract):  # noqa: N802
+        raise TimeoutError
+
+
+def test_an_expiry_that_cannot_be_listed_leaves_contracts_qualified_one_by_one(
+    make_settings, metrics
+):
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.01})
+    session.ib = FailingExpiryIB()
+    quotes, ib = session.quotes, session.ib
+    cold = _contracts([690.0, 691.0])
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=cold))
+        assert len(ib.qualified) == 2 and quotes.expiry_loads == {}  # asked again next time
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=reply, tag="SPY", wait_s=0.01))
+        assert len(reply.last(m.QuotesFetched).quotes) == 2 and len(ib.qualified) == 2
+
+    asyncio.run(run())
