@@ -123,17 +123,24 @@ class Recorder:
         def placed(s: Any, fields: list[str]) -> None:
             now = self.clock.now()
             req = P.decode_place_order(fields, s.version)
-            place(s, fields)
             if req.parent_id == 0 and req.action == "BUY" and not req.what_if:
                 self.entries.append((s.client_id, req.contract.symbol, now))
-            if req.parent_id and req.transmit:
-                # The whole bracket is in: cancel it, as a market that never reaches the
-                # limit would, so the symbol is free for its next signal.
-                parent = server.book.get(s.client_id, req.parent_id)
-                if parent is not None:
-                    asyncio.get_running_loop().call_later(
-                        0.05, lambda: server.book.cancel_by_system(parent, self.clock.now())
-                    )
+            if not (req.parent_id and req.transmit):
+                place(s, fields)
+                return
+            # The whole bracket is in: cancel it, as a market that never reaches the limit
+            # would, so the symbol is free for its next signal. The handler matches the bracket
+            # it has just activated: that match is skipped, or a marketable entry would fill
+            # before any later cancel (at a fast simulated clock, always).
+            book = server.book
+            book.match = lambda *args, **kwargs: 0
+            try:
+                place(s, fields)
+            finally:
+                del book.match
+            parent = book.get(s.client_id, req.parent_id)
+            if parent is not None and not parent.is_done:
+                book.cancel_by_system(parent, self.clock.now())
 
         server._send_bar_updates = bar_updates
         server._send_real_time_bars = real_time_bars
