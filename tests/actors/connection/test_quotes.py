@@ -1,9 +1,12 @@
 """Quote lines and snapshots, on an event loop of the test's own, with a fake IB client."""
 
 import asyncio
+import math
 from datetime import timedelta
 from types import SimpleNamespace
 
+from hypothesis import given
+from hypothesis import strategies as st
 from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
@@ -350,3 +353,56 @@ def test_an_expiry_that_cannot_be_listed_leaves_contracts_qualified_one_by_one(
         assert len(reply.last(m.QuotesFetched).quotes) == 2 and len(ib.qualified) == 2
 
     asyncio.run(run())
+
+
+_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["SPY", "QQQ"]),
+        st.sampled_from(["20261123", "20261130", "20261123 16:00 US/Eastern"]),
+        st.one_of(
+            st.floats(min_value=0.5, max_value=2000, allow_nan=False).map(lambda x: round(x, 1)),
+            st.sampled_from([0.0, -5.0, math.nan, math.inf]),
+        ),
+        st.sampled_from(["C", "P", "", "CALL"]),
+        st.sampled_from(["SPY", "SPYW", "QQQ"]),
+        st.sampled_from(["OPT", "FOP", "STK"]),
+        st.integers(min_value=0, max_value=3),  # 0: no conId
+    ),
+    max_size=30,
+)
+
+
+@given(_rows)
+def test_listed_contracts_keeps_exactly_what_an_entry_of_that_expiry_would_name(rows):
+    """The cache is keyed as an entry names its contracts (contract_key of the OptionContract
+    candidates() builds): a key built any other way would leave every strike unqualified, or,
+    once the expiry counts as listed, known missing. Whatever else IB sends is left out."""
+    from ib_async import ContractDetails, Option
+
+    from actors.connection.quotes import contract_key, listed_contracts
+
+    asked = m.OptionContract("SPY", "20261123", 0.0, "", trading_class="SPY")
+    details = []
+    for i, (sym, exp, strike, right, tc, sec, con) in enumerate(rows):
+        c = Option(sym, exp, strike, right, "SMART", tradingClass=tc, conId=con and 1000 + i)
+        c.secType = sec
+        details.append(ContractDetails(contract=c))
+    found = listed_contracts(details, asked)
+    expected = {}
+    for d in details:
+        c = d.contract
+        if (
+            c.conId
+            and c.secType == "OPT"
+            and c.symbol == "SPY"
+            and c.lastTradeDateOrContractMonth[:8] == "20261123"
+            and c.tradingClass == "SPY"
+            and c.right in ("C", "P")
+            and math.isfinite(c.strike)
+            and c.strike > 0
+        ):
+            name = m.OptionContract(
+                "SPY", "20261123", c.strike, c.right, trading_class="SPY", multiplier=100
+            )
+            expected.setdefault(contract_key(name), c)
+    assert found == expected
