@@ -41,6 +41,10 @@ def contract_key(c: m.OptionContract) -> tuple:
     return (c.symbol, c.expiry, float(c.strike), c.right, c.trading_class)
 
 
+# How far, as a fraction of the strike, from the strikes in play an expiry's list is kept.
+LISTED_BAND = 0.10
+
+
 def expiry_key(c: m.OptionContract) -> tuple[str, str, str]:
     return (c.symbol, c.expiry, c.trading_class)
 
@@ -109,7 +113,8 @@ class Quotes:
         # that expiry, for the day of `qualified_day`; once done, its answer is the list of what
         # the expiry has, so a strike it lacks is known missing without asking again.
         self.expiry_loads: dict[tuple[str, str, str], asyncio.Task] = {}
-        self.expiries_listed: set[tuple[str, str, str]] = set()
+        # (symbol, expiry, trading class) -> the strikes, lowest and highest, its list covers.
+        self.expiries_listed: dict[tuple[str, str, str], tuple[float, float]] = {}
         # Warm lines: per symbol the contracts in play (m.WarmQuotes), and per contract key
         # its open line and whether the line has settled (its opening values are not news).
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
@@ -178,7 +183,7 @@ class Quotes:
                 for c in contracts
                 if contract_key(c) not in self.qualified
                 and contract_key(c) not in self.qualifying
-                and expiry_key(c) not in self.expiries_listed
+                and not self._listed(c)
             }.values()
         )
         if todo:
@@ -203,6 +208,10 @@ class Quotes:
             await f
         return [self.qualified.get(contract_key(c)) for c in contracts]
 
+    def _listed(self, c: m.OptionContract) -> bool:
+        band = self.expiries_listed.get(expiry_key(c))
+        return band is not None and band[0] <= c.strike <= band[1]
+
     def _new_day(self) -> None:
         today = MarketHours.trading_date(self.session.clock.now())
         if today != self.qualified_day:
@@ -225,16 +234,27 @@ class Quotes:
         one per strike keeps well within it.
         """
         self._new_day()
+        groups: dict[tuple[str, str, str], list[m.OptionContract]] = {}
+        for c in contracts:
+            groups.setdefault(expiry_key(c), []).append(c)
         tasks = []
-        for key, c in {expiry_key(c): c for c in contracts}.items():
+        for key, group in groups.items():
             task = self.expiry_loads.get(key)
             if task is None:
-                task = self.expiry_loads[key] = asyncio.ensure_future(self._load_expiry(c))
+                # The strikes within LISTED_BAND of those in play now: a day's moves stay within
+                # it, and a symbol keeps a few hundred contracts at most, not its whole expiry
+                # (memory on a Pi). A strike beyond it is qualified on its own, as before.
+                strikes = [c.strike for c in group]
+                margin = LISTED_BAND * max(strikes)
+                band = (min(strikes) - margin, max(strikes) + margin)
+                task = self.expiry_loads[key] = asyncio.ensure_future(
+                    self._load_expiry(group[0], band)
+                )
             tasks.append(task)
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _load_expiry(self, c: m.OptionContract) -> None:
+    async def _load_expiry(self, c: m.OptionContract, band: tuple[float, float]) -> None:
         s, key, day = self.session, expiry_key(c), self.qualified_day
         whole = Option(
             c.symbol,
@@ -254,13 +274,15 @@ class Quotes:
         if day != self.qualified_day:
             return  # answered for a trading day that has ended
         found = listed_contracts(details or (), c)
-        for k, q in found.items():
-            q.exchange = "SMART"  # as qualifyContractsAsync leaves a contract asked on SMART
-            self.qualified.setdefault(k, q)
-        if found:
+        if not found:
             # Only a list that has something is the expiry's list: an empty answer (an error
             # 200 for the partial contract) says nothing of its strikes.
-            self.expiries_listed.add(key)
+            return
+        for k, q in found.items():
+            if band[0] <= k[2] <= band[1]:
+                q.exchange = "SMART"  # as qualifyContractsAsync leaves a contract asked on SMART
+                self.qualified.setdefault(k, q)
+        self.expiries_listed[key] = band
 
     # -- warm lines: the strikes in play, streaming before an entry needs them --------------
     def warm_budget(self) -> int:

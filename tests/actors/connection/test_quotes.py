@@ -406,3 +406,25 @@ def test_listed_contracts_keeps_exactly_what_an_entry_of_that_expiry_would_name(
             )
             expected.setdefault(contract_key(name), c)
     assert found == expected
+
+
+class WideExpiryIB(ExpiryIB):
+    STRIKES = (500.0, 679.0, 680.0, 681.0, 800.0)
+
+
+def test_an_expiry_list_is_kept_near_the_strikes_in_play_only(make_settings, metrics):
+    """A chain of hundreds of strikes is not kept whole (memory on a Pi): strikes beyond 10%
+    of those in play are qualified on their own if ever asked, never called missing, while a
+    strike within the band that the list lacks is known missing without a request."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
+    session.ib = WideExpiryIB()
+    quotes, ib = session.quotes, session.ib
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=_contracts([680.0, 681.0])))
+        assert sorted({k[2] for k in quotes.qualified}) == [679.0, 680.0, 681.0]
+        got = await quotes.qualify(_contracts([800.0, 690.0, 500.0]))
+        assert [c.strike for c in ib.qualified] == [800.0, 500.0]  # asked one by one
+        assert got[1] is None  # 690 is within the band and not listed: no request for it
+
+    asyncio.run(run())
