@@ -118,6 +118,7 @@ class Quotes:
         # Warm lines: per symbol the contracts in play (m.WarmQuotes), and per contract key
         # its open line and whether the line has settled (its opening values are not news).
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
+        self.warm_core: dict[str, int] = {}  # per symbol, how many of its set are its core
         self.warm_lines: dict[tuple, tuple[Ticker, LineStart, Callable[[Ticker], None]]] = {}
 
     def drop(self) -> None:
@@ -301,14 +302,16 @@ class Quotes:
         s = self.session
         if msg.contracts:
             self.warm_wanted[msg.symbol] = msg.contracts
+            self.warm_core[msg.symbol] = msg.core or len(msg.contracts)
         else:
             self.warm_wanted.pop(msg.symbol, None)
+            self.warm_core.pop(msg.symbol, None)
         if not s.ib.isConnected():
             return
         # Every symbol's, on a line or not: an entry whose quotes are not on warm lines then
         # waits for its snapshot only, never for contract details first.
         await self.qualify_expiries(msg.contracts)
-        plan = warm_plan(self.warm_wanted, self.warm_budget())
+        plan = warm_plan(self.warm_wanted, self.warm_budget(), self.warm_core)
         keep = {contract_key(c) for cs in plan.values() for c in cs}
         for key in [k for k in self.warm_lines if k not in keep]:
             self._close_warm(key)

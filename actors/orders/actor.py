@@ -23,6 +23,7 @@ from actors.orders import accounting, reconcile
 from actors.orders.adoption import Adoption
 from actors.orders.entry import (
     TIF,
+    WARM_MARGIN,
     Candidates,
     Entry,
     bracket_legs,
@@ -340,10 +341,12 @@ class OrderActor(Adoption, Protection, BaseActor):
             self._fetch_chain(msg.symbol)
 
     def _warm(self, symbol: str, chain: m.Chain, spot: float, today: Any) -> None:
-        wanted = warm_contracts(chain, spot, today, self.params)
+        core = warm_contracts(chain, spot, today, self.params)
+        wide = warm_contracts(chain, spot, today, self.params, margin=WARM_MARGIN)
+        wanted = core + tuple(c for c in wide if c not in set(core))
         if self.warmed.get(symbol) != wanted:
             self.warmed[symbol] = wanted
-            self.connection.tell(m.WarmQuotes(symbol=symbol, contracts=wanted))
+            self.connection.tell(m.WarmQuotes(symbol=symbol, contracts=wanted, core=len(core)))
 
     def _with_chain(self, entry: Entry, chain: m.Chain) -> None:
         sig = entry.idea.signal

@@ -428,3 +428,29 @@ def test_an_expiry_list_is_kept_near_the_strikes_in_play_only(make_settings, met
         assert got[1] is None  # 690 is within the band and not listed: no request for it
 
     asyncio.run(run())
+
+
+def test_a_margin_is_warmed_only_with_the_lines_every_core_leaves(make_settings, metrics):
+    """SPY's core and margin, then QQQ's core: QQQ's core takes the lines SPY's margin held."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9 + 8})
+    quotes = session.quotes
+    assert quotes.warm_budget() == 8
+    spy = _contracts([680.0, 681.0, 679.0, 682.0, 678.0, 683.0])
+    qqq = tuple(
+        m.OptionContract("QQQ", "20261123", 500.0 + k, "C", trading_class="QQQ") for k in range(3)
+    )
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=spy, core=3))
+        assert {k[2] for k in quotes.warm_lines} == {678.0, 679.0, 680.0, 681.0, 682.0, 683.0}
+        await quotes.warm(m.WarmQuotes(symbol="QQQ", contracts=qqq, core=3))
+        assert sorted((k[0], k[2]) for k in quotes.warm_lines) == [
+            ("QQQ", 500.0),
+            ("QQQ", 501.0),
+            ("QQQ", 502.0),
+            ("SPY", 679.0),
+            ("SPY", 680.0),
+            ("SPY", 681.0),
+        ]
+
+    asyncio.run(run())
