@@ -269,7 +269,8 @@ def warm_plan(
     for symbol, items in wanted.items():
         n = len(items) if core is None or symbol not in core else max(0, core[symbol])
         head = tuple(dict.fromkeys(items[:n]))
-        rest = tuple(k for k in dict.fromkeys(items) if k not in frozenset(head))
+        in_head = frozenset(head)
+        rest = tuple(k for k in dict.fromkeys(items) if k not in in_head)
         sets[symbol] = (head, rest) if head else (rest, ())
     plan: dict[str, tuple[K, ...]] = {}
     left = max(0, budget)

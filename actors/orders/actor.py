@@ -343,7 +343,8 @@ class OrderActor(Adoption, Protection, BaseActor):
     def _warm(self, symbol: str, chain: m.Chain, spot: float, today: Any) -> None:
         core = warm_contracts(chain, spot, today, self.params)
         wide = warm_contracts(chain, spot, today, self.params, margin=WARM_MARGIN)
-        wanted = core + tuple(c for c in wide if c not in set(core))
+        in_core = set(core)
+        wanted = core + tuple(c for c in wide if c not in in_core)
         if self.warmed.get(symbol) != wanted:
             self.warmed[symbol] = wanted
             self.connection.tell(m.WarmQuotes(symbol=symbol, contracts=wanted, core=len(core)))
