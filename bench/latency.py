@@ -89,6 +89,10 @@ class Recorder:
     requests: dict[tuple[int, str], list[tuple[datetime, int]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # (client, symbol) -> for each of its requests above that opened a streaming line (not a
+    # snapshot), its index there and its request id; (client, request id) -> when cancelled.
+    lines: dict[tuple[int, str], dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
+    cancelled: dict[tuple[int, int], datetime] = field(default_factory=dict)
 
     def install(self, server: Any) -> None:
         send_updates, send_rt = server._send_bar_updates, server._send_real_time_bars
@@ -117,7 +121,15 @@ class Recorder:
                 now = self.clock.now()
                 symbol = server._request_symbol(s, msg_id, fields, now)
                 if symbol:
-                    self.requests[(s.client_id, symbol)].append((now, msg_id))
+                    asked = self.requests[(s.client_id, symbol)]
+                    if msg_id == In.REQ_MKT_DATA:
+                        req = P.decode_req_mkt_data(fields)
+                        if not req.snapshot:
+                            self.lines[(s.client_id, symbol)][len(asked)] = req.req_id
+                    asked.append((now, msg_id))
+            elif msg_id == In.CANCEL_MKT_DATA and s.client_id is not None:
+                req_id = P.Reader(fields, 2).int()
+                self.cancelled.setdefault((s.client_id, req_id), self.clock.now())
             await dispatch(s, fields)
 
         def placed(s: Any, fields: list[str]) -> None:
@@ -151,13 +163,24 @@ class Recorder:
         self, client: int, since: datetime, until: datetime
     ) -> list[tuple[str, datetime, list[int]]]:
         """Per entry of `client` placed in [since, until): its symbol, when its placeOrder came,
-        and the kinds (In ids) of the requests about its symbol from its bar's end until then."""
+        and the kinds (In ids) of the requests about its symbol from its bar's end until then
+        that it can have waited on. A streaming line still open when the placeOrder came is
+        left out: nothing waited for it (the service's warm lines open as the spot moves, at the
+        same bar close), while a snapshot, or a line watched and closed before, is counted."""
         out = []
         for c, symbol, at in self.entries:
             if c != client or not since <= at < until:
                 continue
             end = at.replace(second=0, microsecond=0)  # the bar it answers ended here
-            asked = [k for t, k in self.requests[(client, symbol)] if end <= t <= at]
+            lines = self.lines[(client, symbol)]
+            asked = []
+            for i, (t, k) in enumerate(self.requests[(client, symbol)]):
+                if not end <= t <= at:
+                    continue
+                line = lines.get(i)
+                if line is not None and not self.cancelled.get((client, line), at) < at:
+                    continue
+                asked.append(k)
             out.append((symbol, at, asked))
         return out
 
