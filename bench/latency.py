@@ -12,7 +12,9 @@ orders: the simulator is the only broker) and then the bare ib_async script, eac
   next bar's first keepUpToDate update, or the minute's last 5-second bar);
 - when each entry's placeOrder (a bracket's parent) arrived;
 - every request each client made about that symbol in between: the round trips the entry
-  waited on (requests of one kind sent together are one round trip).
+  waited on (requests of one kind sent together are one round trip; a streaming line still
+  open when the placeOrder came is not one: nothing waited for it). `--json` lists, under
+  `multi_round_trips`, the requests of every entry that waited on more than one.
 
 It then cancels the entry (with its children), as a market that never trades at the limit
 would, so that every symbol is free for its next signal. Latencies are in milliseconds of
