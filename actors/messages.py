@@ -251,6 +251,9 @@ class WarmQuotes(Msg):
 
     symbol: str
     contracts: tuple[OptionContract, ...]
+    # The first `core` contracts are what an entry now would ask for, warmed whole or not at
+    # all; the rest a margin, warmed only with lines left after every symbol's core. 0: all.
+    core: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ orders: the simulator is the only broker) and then the bare ib_async script, eac
   next bar's first keepUpToDate update, or the minute's last 5-second bar);
 - when each entry's placeOrder (a bracket's parent) arrived;
 - every request each client made about that symbol in between: the round trips the entry
-  waited on (requests of one kind sent together are one round trip).
+  waited on (requests of one kind sent together are one round trip; a streaming line still
+  open when the placeOrder came is not one: nothing waited for it). `--json` lists, under
+  `multi_round_trips`, the requests of every entry that waited on more than one.
 
 It then cancels the entry (with its children), as a market that never trades at the limit
 would, so that every symbol is free for its next signal. Latencies are in milliseconds of
@@ -89,6 +91,10 @@ class Recorder:
     requests: dict[tuple[int, str], list[tuple[datetime, int]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # (client, symbol) -> for each of its requests above that opened a streaming line (not a
+    # snapshot), its index there and its request id; (client, request id) -> when cancelled.
+    lines: dict[tuple[int, str], dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
+    cancelled: dict[tuple[int, int], datetime] = field(default_factory=dict)
 
     def install(self, server: Any) -> None:
         send_updates, send_rt = server._send_bar_updates, server._send_real_time_bars
@@ -117,36 +123,74 @@ class Recorder:
                 now = self.clock.now()
                 symbol = server._request_symbol(s, msg_id, fields, now)
                 if symbol:
-                    self.requests[(s.client_id, symbol)].append((now, msg_id))
+                    asked = self.requests[(s.client_id, symbol)]
+                    if msg_id == In.REQ_MKT_DATA:
+                        req = P.decode_req_mkt_data(fields)
+                        if not req.snapshot:
+                            self.lines[(s.client_id, symbol)][len(asked)] = req.req_id
+                    asked.append((now, msg_id))
+            elif msg_id == In.CANCEL_MKT_DATA and s.client_id is not None:
+                req_id = P.Reader(fields, 2).int()
+                self.cancelled.setdefault((s.client_id, req_id), self.clock.now())
             await dispatch(s, fields)
 
         def placed(s: Any, fields: list[str]) -> None:
             now = self.clock.now()
             req = P.decode_place_order(fields, s.version)
-            place(s, fields)
             if req.parent_id == 0 and req.action == "BUY" and not req.what_if:
                 self.entries.append((s.client_id, req.contract.symbol, now))
-            if req.parent_id and req.transmit:
-                # The whole bracket is in: cancel it, as a market that never reaches the
-                # limit would, so the symbol is free for its next signal.
-                parent = server.book.get(s.client_id, req.parent_id)
-                if parent is not None:
-                    asyncio.get_running_loop().call_later(
-                        0.05, lambda: server.book.cancel_by_system(parent, self.clock.now())
-                    )
+            if not (req.parent_id and req.transmit):
+                place(s, fields)
+                return
+            # The whole bracket is in: cancel it, as a market that never reaches the limit
+            # would, so the symbol is free for its next signal. The handler matches the bracket
+            # it has just activated: that match is skipped, or a marketable entry would fill
+            # before any later cancel (at a fast simulated clock, always).
+            book = server.book
+            book.match = lambda *args, **kwargs: 0
+            try:
+                place(s, fields)
+            finally:
+                del book.match
+            parent = book.get(s.client_id, req.parent_id)
+            if parent is not None and not parent.is_done:
+                book.cancel_by_system(parent, self.clock.now())
 
         server._send_bar_updates = bar_updates
         server._send_real_time_bars = real_time_bars
         server.dispatch = dispatched
         server._handlers[In.PLACE_ORDER] = placed  # the table holds the bound handlers
 
-    def latencies(
-        self, client: int, since: datetime, until: datetime, scale: float
-    ) -> dict[str, Any]:
-        from_end, from_update, rounds = [], [], []
+    def entry_requests(
+        self, client: int, since: datetime, until: datetime
+    ) -> list[tuple[str, datetime, list[int]]]:
+        """Per entry of `client` placed in [since, until): its symbol, when its placeOrder came,
+        and the kinds (In ids) of the requests about its symbol from its bar's end until then
+        that it can have waited on. A streaming line still open when the placeOrder came is
+        left out: nothing waited for it (the service's warm lines open as the spot moves, at the
+        same bar close), while a snapshot, or a line watched and closed before, is counted."""
+        out = []
         for c, symbol, at in self.entries:
             if c != client or not since <= at < until:
                 continue
+            end = at.replace(second=0, microsecond=0)  # the bar it answers ended here
+            lines = self.lines[(client, symbol)]
+            asked = []
+            for i, (t, k) in enumerate(self.requests[(client, symbol)]):
+                if not end <= t <= at:
+                    continue
+                line = lines.get(i)
+                if line is not None and not self.cancelled.get((client, line), at) < at:
+                    continue
+                asked.append(k)
+            out.append((symbol, at, asked))
+        return out
+
+    def latencies(
+        self, client: int, since: datetime, until: datetime, scale: float
+    ) -> dict[str, Any]:
+        from_end, from_update, rounds, slow = [], [], [], []
+        for symbol, at, asked in self.entry_requests(client, since, until):
             # The bar it answers: the last one that ended before the order came.
             end = at.replace(second=0, microsecond=0)
             bar = end - timedelta(minutes=1)
@@ -154,15 +198,23 @@ class Recorder:
             closed = self.closes.get((client, symbol, bar))
             if closed is not None and closed <= at:
                 from_update.append((at - closed).total_seconds() * 1000 / scale)
-            asked = [k for t, k in self.requests[(client, symbol)] if end <= t <= at]
-            rounds.append(sum(1 for i, k in enumerate(asked) if i == 0 or asked[i - 1] != k))
+            rounds.append(round_trips(asked))
+            if round_trips(asked) > 1:
+                slow.append(f"{symbol} {at:%H:%M:%S}: " + " ".join(In(k).name for k in asked))
         return {
             "entries": len(from_end),
             **stats(from_end, ""),
             **stats(from_update, "_from_update"),
             "round_trips": max(rounds, default=0),
             "round_trips_mean": round(sum(rounds) / len(rounds), 2) if rounds else None,
+            # The requests of every entry that waited on more than one round trip.
+            "multi_round_trips": slow,
         }
+
+
+def round_trips(kinds: list[int]) -> int:
+    """Round trips in a sequence of request kinds: requests of one kind sent together are one."""
+    return sum(1 for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -180,14 +232,19 @@ def stats(values: list[float], suffix: str) -> dict[str, float | None]:
     }
 
 
-def service_settings(workdir: Path, port: int, symbols: list[str], stream: str) -> Any:
+def service_settings(
+    workdir: Path, port: int, symbols: list[str], stream: str, lines: int | None = None
+) -> Any:
     from configs.settings import load_settings
 
+    broker: dict[str, Any] = {"mode": "gateway", "host": "127.0.0.1", "port": port, "client_id": 1}
+    if lines is not None:
+        broker["max_market_data_lines"] = lines
     cfg = {
         "symbols": symbols,
         "dry_run": False,
         "live": {"enabled": True, "confirm": "I accept real orders"},
-        "broker": {"mode": "gateway", "host": "127.0.0.1", "port": port, "client_id": 1},
+        "broker": broker,
         "data": {"stream": stream} if stream != "historical" else {},
         "scalp": {"cooldown_bars": 0},
         "whale": {"enabled": False},
@@ -221,6 +278,7 @@ def run(
     profile: str,
     stream: str = "historical",
     warmup_minutes: float = 2.0,
+    lines: int | None = None,
 ) -> dict[str, Any]:
     from actors.system import System
     from configs.settings import Settings  # noqa: F401 - imported for the service's own checks
@@ -244,7 +302,7 @@ def run(
     with EmbeddedSim(options, clock=clock) as sim:
         recorder.install(sim.server)
         # (a) the service
-        settings = service_settings(workdir, sim.port, list(names), stream)
+        settings = service_settings(workdir, sim.port, list(names), stream, lines)
         system = System(settings, clock=clock, serve_metrics=False)
         system.start()
         try:
@@ -327,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", choices=known, default="realistic" if "realistic" in known else "instant"
     )
     p.add_argument("--stream", choices=("historical", "realtime"), default="historical")
+    p.add_argument(
+        "--lines",
+        type=int,
+        help="the service's market data lines (broker.max_market_data_lines; IB's 100 by"
+        " default): fewer leave symbols without warm quote lines at a small symbol count",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.profile != "realistic":
@@ -335,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     for n in args.symbols:
-        r = run(n, args.minutes, args.scale, args.profile, args.stream)
+        r = run(n, args.minutes, args.scale, args.profile, args.stream, lines=args.lines)
         print(json.dumps(r) if args.json else show(r, args.scale), flush=True)
     return 0
 

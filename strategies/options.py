@@ -287,17 +287,33 @@ def choose_option(
     return choice, rejections
 
 
-def warm_plan(wanted: Mapping[str, Sequence[K]], budget: int) -> dict[str, tuple[K, ...]]:
-    """Which symbols get their whole warm set of quote lines within `budget` lines, in the
-    order given (the caller's priority): a symbol warmed in part would still need a snapshot
-    for the rest, which is the round trip warming is for, so a set is warmed whole or not at
-    all. Symbols that do not fit get nothing; a smaller set later in the order may still fit.
+def warm_plan(
+    wanted: Mapping[str, Sequence[K]], budget: int, core: Mapping[str, int] | None = None
+) -> dict[str, tuple[K, ...]]:
+    """Which symbols get their warm set of quote lines within `budget` lines, in the order
+    given (the caller's priority). A symbol's first `core[symbol]` items (all when it has no
+    entry) are warmed whole or not at all: a symbol warmed in part would still need a snapshot
+    for the rest, which is the round trip warming is for. Symbols that do not fit get nothing;
+    a smaller set later in the order may still fit. The items past a core are a margin (the
+    strikes the spot's next move brings into play) and are added, again whole and in the same
+    order, only with the lines every core has left.
     """
+    sets: dict[str, tuple[tuple[K, ...], tuple[K, ...]]] = {}
+    for symbol, items in wanted.items():
+        n = len(items) if core is None or symbol not in core else max(0, core[symbol])
+        head = tuple(dict.fromkeys(items[:n]))
+        in_head = frozenset(head)
+        rest = tuple(k for k in dict.fromkeys(items) if k not in in_head)
+        sets[symbol] = (head, rest) if head else (rest, ())
     plan: dict[str, tuple[K, ...]] = {}
     left = max(0, budget)
-    for symbol, items in wanted.items():
-        unique = tuple(dict.fromkeys(items))
-        if unique and len(unique) <= left:
-            plan[symbol] = unique
-            left -= len(unique)
+    for symbol, (head, _) in sets.items():
+        if head and len(head) <= left:
+            plan[symbol] = head
+            left -= len(head)
+    for symbol in list(plan):
+        rest = sets[symbol][1]
+        if rest and len(rest) <= left:
+            plan[symbol] += rest
+            left -= len(rest)
     return plan

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from ib_async import Ticker
+from ib_async import Option, Ticker
 
 from actors import messages as m
 from actors.base import tell
@@ -38,6 +39,37 @@ def chain_refused(msg: m.FetchChain, reason: str) -> None:
 
 def contract_key(c: m.OptionContract) -> tuple:
     return (c.symbol, c.expiry, float(c.strike), c.right, c.trading_class)
+
+
+# How far, as a fraction of the strike, from the strikes in play an expiry's list is kept.
+LISTED_BAND = 0.10
+
+
+def expiry_key(c: m.OptionContract) -> tuple[str, str, str]:
+    return (c.symbol, c.expiry, c.trading_class)
+
+
+def listed_contracts(details: Iterable[Any], asked: m.OptionContract) -> dict[tuple, Any]:
+    """The contracts of `asked`'s expiry among IB's contract details, by `contract_key` of the
+    OptionContract an entry would name for each. Anything else IB sent (another symbol, class
+    or expiry, not an option, no conId) is left out rather than trusted."""
+    found: dict[tuple, Any] = {}
+    for d in details:
+        q = getattr(d, "contract", None)
+        if (
+            q is None
+            or not q.conId
+            or q.secType != "OPT"
+            or q.symbol != asked.symbol
+            or str(q.lastTradeDateOrContractMonth)[:8] != asked.expiry
+            or (asked.trading_class and q.tradingClass != asked.trading_class)
+            or q.right not in ("C", "P")
+            or not (math.isfinite(q.strike) and q.strike > 0)
+        ):
+            continue
+        key = contract_key(replace(asked, strike=float(q.strike), right=q.right, con_id=0))
+        found.setdefault(key, q)
+    return found
 
 
 class LineStart:
@@ -77,9 +109,16 @@ class Quotes:
         self.qualified: dict[tuple, Any] = {}
         self.qualified_day: date | None = None
         self.qualifying: dict[tuple, asyncio.Future] = {}
+        # (symbol, expiry, trading class) -> the one request that qualifies every contract of
+        # that expiry, for the day of `qualified_day`; once done, its answer is the list of what
+        # the expiry has, so a strike it lacks is known missing without asking again.
+        self.expiry_loads: dict[tuple[str, str, str], asyncio.Task] = {}
+        # (symbol, expiry, trading class) -> the strikes, lowest and highest, its list covers.
+        self.expiries_listed: dict[tuple[str, str, str], tuple[float, float]] = {}
         # Warm lines: per symbol the contracts in play (m.WarmQuotes), and per contract key
         # its open line and whether the line has settled (its opening values are not news).
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
+        self.warm_core: dict[str, int] = {}  # per symbol, how many of its set are its core
         self.warm_lines: dict[tuple, tuple[Ticker, LineStart, Callable[[Ticker], None]]] = {}
 
     def drop(self) -> None:
@@ -124,17 +163,28 @@ class Quotes:
         """The qualified contract for each (None when IB has no such contract); asks IB only
         for those not qualified earlier today."""
         s = self.session
-        today = MarketHours.trading_date(s.clock.now())
-        if today != self.qualified_day:
-            self.qualified.clear()
-            self.qualified_day = today
+        self._new_day()
+        # An expiry being qualified whole answers for its contracts: wait for it, not ask again.
+        loads = {
+            id(t): t
+            for c in contracts
+            if contract_key(c) not in self.qualified
+            and (t := self.expiry_loads.get(expiry_key(c))) is not None
+            and not t.done()
+        }
+        if loads:
+            await asyncio.wait(loads.values())
         # Asked already and not answered yet (by another entry, or the warming): wait for that
-        # answer rather than ask again; at 100 symbols a bar closes for all at once.
+        # answer rather than ask again; at 100 symbols a bar closes for all at once. A strike
+        # its expiry's whole list lacks does not exist (the chain's strikes are a union over
+        # expiries): asking for it again would be a round trip for an error 200.
         todo = list(
             {
                 contract_key(c): c
                 for c in contracts
-                if contract_key(c) not in self.qualified and contract_key(c) not in self.qualifying
+                if contract_key(c) not in self.qualified
+                and contract_key(c) not in self.qualifying
+                and not self._listed(c)
             }.values()
         )
         if todo:
@@ -159,6 +209,82 @@ class Quotes:
             await f
         return [self.qualified.get(contract_key(c)) for c in contracts]
 
+    def _listed(self, c: m.OptionContract) -> bool:
+        band = self.expiries_listed.get(expiry_key(c))
+        return band is not None and band[0] <= c.strike <= band[1]
+
+    def _new_day(self) -> None:
+        today = MarketHours.trading_date(self.session.clock.now())
+        if today != self.qualified_day:
+            self.qualified.clear()
+            self.expiry_loads.clear()
+            self.expiries_listed.clear()
+            self.qualified_day = today
+
+    async def qualify_expiries(self, contracts: tuple[m.OptionContract, ...] | list) -> None:
+        """Qualify every contract of the expiries `contracts` are in, one contract-details
+        request per expiry and trading day. Whatever strike an entry then asks for (the spot
+        moved since the warm set was made, or its symbol has no warm line) is qualified before
+        its bar closes, so the entry waits for its quotes alone.
+
+        IB answers a partly specified contract with every contract that matches: an option
+        with no strike and no right is every strike, calls and puts, of its expiry (TWS API
+        reqContractDetails; IBrokers' reqContractDetails examples ask twsOption(right="") for
+        all of a symbol's options; the simulator's _resolve_options does the same). Contract
+        details for derivatives are paced by IB (IBKR.md): one request per expiry instead of
+        one per strike keeps well within it.
+        """
+        self._new_day()
+        groups: dict[tuple[str, str, str], list[m.OptionContract]] = {}
+        for c in contracts:
+            groups.setdefault(expiry_key(c), []).append(c)
+        tasks = []
+        for key, group in groups.items():
+            task = self.expiry_loads.get(key)
+            if task is None:
+                # The strikes within LISTED_BAND of those in play now: a day's moves stay within
+                # it, and a symbol keeps a few hundred contracts at most, not its whole expiry
+                # (memory on a Pi). A strike beyond it is qualified on its own, as before.
+                strikes = [c.strike for c in group]
+                margin = LISTED_BAND * max(strikes)
+                band = (min(strikes) - margin, max(strikes) + margin)
+                task = self.expiry_loads[key] = asyncio.ensure_future(
+                    self._load_expiry(group[0], band)
+                )
+            tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _load_expiry(self, c: m.OptionContract, band: tuple[float, float]) -> None:
+        s, key, day = self.session, expiry_key(c), self.qualified_day
+        whole = Option(
+            c.symbol,
+            c.expiry,
+            exchange="SMART",
+            currency="USD",
+            tradingClass=c.trading_class,
+            multiplier=str(c.multiplier),
+        )
+        try:
+            details = await s.timed("contract_details", s.ib.reqContractDetailsAsync(whole))
+        except Exception as exc:  # noqa: BLE001 - an optimisation: contracts are still qualified one by one
+            log.info("%s %s: qualifying the expiry failed: %s", c.symbol, c.expiry, exc)
+            if self.expiry_loads.get(key) is asyncio.current_task():
+                self.expiry_loads.pop(key)  # asked again with the next warm set
+            return
+        if day != self.qualified_day:
+            return  # answered for a trading day that has ended
+        found = listed_contracts(details or (), c)
+        if not found:
+            # Only a list that has something is the expiry's list: an empty answer (an error
+            # 200 for the partial contract) says nothing of its strikes.
+            return
+        for k, q in found.items():
+            if band[0] <= k[2] <= band[1]:
+                q.exchange = "SMART"  # as qualifyContractsAsync leaves a contract asked on SMART
+                self.qualified.setdefault(k, q)
+        self.expiries_listed[key] = band
+
     # -- warm lines: the strikes in play, streaming before an entry needs them --------------
     def warm_budget(self) -> int:
         """Lines warm quotes may hold: IB's limit less what else needs lines (real-time bars,
@@ -176,11 +302,16 @@ class Quotes:
         s = self.session
         if msg.contracts:
             self.warm_wanted[msg.symbol] = msg.contracts
+            self.warm_core[msg.symbol] = msg.core or len(msg.contracts)
         else:
             self.warm_wanted.pop(msg.symbol, None)
+            self.warm_core.pop(msg.symbol, None)
         if not s.ib.isConnected():
             return
-        plan = warm_plan(self.warm_wanted, self.warm_budget())
+        # Every symbol's, on a line or not: an entry whose quotes are not on warm lines then
+        # waits for its snapshot only, never for contract details first.
+        await self.qualify_expiries(msg.contracts)
+        plan = warm_plan(self.warm_wanted, self.warm_budget(), self.warm_core)
         keep = {contract_key(c) for cs in plan.values() for c in cs}
         for key in [k for k in self.warm_lines if k not in keep]:
             self._close_warm(key)

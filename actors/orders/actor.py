@@ -23,6 +23,7 @@ from actors.orders import accounting, reconcile
 from actors.orders.adoption import Adoption
 from actors.orders.entry import (
     TIF,
+    WARM_MARGIN,
     Candidates,
     Entry,
     bracket_legs,
@@ -85,6 +86,14 @@ class OrderActor(Adoption, Protection, BaseActor):
         # each), and the contracts last asked to be kept warm.
         self.spots: dict[str, float] = {}
         self.chain_asked: dict[str, Any] = {}
+        # Symbols whose chain has been asked for and not answered yet: an entry waits for that
+        # answer (on_ChainFetched carries it on) rather than ask again at the same bar close.
+        # Monotonic time of the ask; past chain_wait_s it counts as lost and is asked again.
+        self.chain_pending: dict[str, float] = {}
+        b = settings.broker
+        self.chain_wait_s = sum(
+            b.timeouts_s.get(kind, b.request_timeout_s) for kind in ("contract_details", "sec_def")
+        )
         self.warmed: dict[str, tuple[m.OptionContract, ...]] = {}
         self.paper = PaperBook()
         self.bad_quote_seen: set[int] = set()  # conIds whose bad quote was logged (once a run)
@@ -292,9 +301,18 @@ class OrderActor(Adoption, Protection, BaseActor):
         if cached and cached[0] == today:
             self._with_chain(entry, cached[1])
         else:
-            self.connection.tell(m.FetchChain(symbol=symbol, reply_to=self.actor_ref))
+            self._fetch_chain(symbol)
+
+    def _fetch_chain(self, symbol: str) -> None:
+        """Ask for the chain unless an ask for it is under way (its answer serves all)."""
+        asked = self.chain_pending.get(symbol)
+        if asked is not None and time.monotonic() - asked < self.chain_wait_s:
+            return
+        self.chain_pending[symbol] = time.monotonic()
+        self.connection.tell(m.FetchChain(symbol=symbol, reply_to=self.actor_ref))
 
     def on_ChainFetched(self, msg: m.ChainFetched) -> None:
+        self.chain_pending.pop(msg.symbol, None)
         today = MarketHours.trading_date(self.clock.now())
         if msg.chain is not None:
             self.chains[msg.symbol] = (today, msg.chain)
@@ -320,13 +338,16 @@ class OrderActor(Adoption, Protection, BaseActor):
             self._warm(msg.symbol, cached[1], msg.price, today)
         elif self.chain_asked.get(msg.symbol) != today:
             self.chain_asked[msg.symbol] = today  # once a day: a failure waits for tomorrow's
-            self.connection.tell(m.FetchChain(symbol=msg.symbol, reply_to=self.actor_ref))
+            self._fetch_chain(msg.symbol)
 
     def _warm(self, symbol: str, chain: m.Chain, spot: float, today: Any) -> None:
-        wanted = warm_contracts(chain, spot, today, self.params)
+        core = warm_contracts(chain, spot, today, self.params)
+        wide = warm_contracts(chain, spot, today, self.params, margin=WARM_MARGIN)
+        in_core = set(core)
+        wanted = core + tuple(c for c in wide if c not in in_core)
         if self.warmed.get(symbol) != wanted:
             self.warmed[symbol] = wanted
-            self.connection.tell(m.WarmQuotes(symbol=symbol, contracts=wanted))
+            self.connection.tell(m.WarmQuotes(symbol=symbol, contracts=wanted, core=len(core)))
 
     def _with_chain(self, entry: Entry, chain: m.Chain) -> None:
         sig = entry.idea.signal

@@ -119,15 +119,21 @@ def candidates(
     )
 
 
+# Strikes warmed beyond an entry's candidates, each side, where lines allow: after the spot
+# moves by a strike, the next entry's candidates are still on lines that have settled.
+WARM_MARGIN = 1
+
+
 def warm_contracts(
-    chain: m.Chain, spot: float, today: date, params: OptionParams
+    chain: m.Chain, spot: float, today: date, params: OptionParams, margin: int = 0
 ) -> tuple[m.OptionContract, ...]:
     """Every contract an entry at `spot` could ask quotes for, calls and puts, nearest the spot
-    first: what `candidates` would pick for either direction, so a warm set covers both."""
+    first: what `candidates` would pick for either direction, so a warm set covers both; with
+    `margin`, as many more strikes on each side."""
     expiry = choose_expiry(chain.expirations, today, params)
     if expiry is None or not math.isfinite(spot):
         return ()
-    strikes = set(nearest_strikes(chain.strikes, spot, params.strike_count))
+    strikes = set(nearest_strikes(chain.strikes, spot, params.strike_count + 2 * margin))
     for direction in (Direction.CALL, Direction.PUT):
         target = target_strike(chain.strikes, spot, direction, params.moneyness)
         if target is not None:

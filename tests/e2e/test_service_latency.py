@@ -34,3 +34,62 @@ def test_a_simulated_hour_at_realistic_latency_still_trades_and_protects(make_se
     for e in filled:
         legs = {r["role"] for r in db["orders"].rows_where("bracket_ref = ?", [e["bracket_ref"]])}
         assert legs == {"entry", "take_profit", "stop_loss"}
+
+
+def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_path):
+    """Lines are too few to warm the symbol's strikes (9: the recheck's 5 and 4 spare), so
+    every entry asks its quotes after its bar closes. The simulator counts what the service
+    asked between the bar's end and the entry's placeOrder: one round trip (the snapshot, and
+    the recheck lines of the same kind), never contract details first. The real ib_async
+    client over a socket, the simulator's own log of requests (bench/latency.py's Recorder)."""
+    import time
+    from datetime import UTC, datetime
+
+    from bench.latency import Recorder, round_trips, service_settings
+    from sim.clock import ScaledClock
+    from sim.config import SimOptions
+    from sim.protocol import In
+    from sim.runner import EmbeddedSim
+
+    # x20: the recheck's 1 real second is 20 simulated ones, well within the minute.
+    scale, start = 20.0, datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    clock = ScaledClock(start, scale=scale)
+    options = SimOptions(
+        seed=11,
+        time_scale=scale,
+        start=start,
+        skip_closed=False,
+        symbols=("SPY",),
+        tick_interval=0.01,
+    )
+    recorder = Recorder(clock)
+
+    def entries() -> list:
+        # Past the first live bar, whenever start-up let it come: the bar that first asks for
+        # the day's chain (and an entry at it waits for that too).
+        chain = [t for t, k in recorder.requests[(1, "SPY")] if k == In.REQ_SEC_DEF_OPT_PARAMS]
+        if not chain:
+            return []
+        since = chain[0].replace(second=0, microsecond=0) + timedelta(minutes=1)
+        return recorder.entry_requests(1, since, clock.now())
+
+    with EmbeddedSim(options, clock=clock) as sim:
+        recorder.install(sim.server)
+        settings = service_settings(tmp_path, sim.port, ["SPY"], "historical", lines=9)
+        system = System(settings, clock=clock, serve_metrics=False)
+        system.start()
+        try:
+            deadline = time.monotonic() + 90
+            while len(entries()) < 3:
+                assert time.monotonic() < deadline, (
+                    f"fewer than 3 entries in 90 s: {recorder.entries}"
+                )
+                assert not system.failed.is_set(), system.failure
+                time.sleep(0.05)
+        finally:
+            system.stop()
+        assert system.sim is None  # gateway mode: the simulator above is the only broker
+    for symbol, at, asked in entries():
+        assert asked, f"{symbol} {at}: no request at all, so its quotes were on lines"
+        assert In.REQ_CONTRACT_DATA not in asked, (symbol, at, [In(k).name for k in asked])
+        assert round_trips(asked) == 1, (symbol, at, [In(k).name for k in asked])

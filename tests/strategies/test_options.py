@@ -291,3 +291,30 @@ def test_nearest_and_atm_agree_with_the_definition(strikes, spot, count, as_tupl
         assert target_strike(given_strikes, spot, direction, "atm") == _by_definition_atm(
             strikes, spot
         )
+
+
+@given(
+    sets=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 6)), max_size=10),
+    budget=st.integers(-5, 120),
+)
+def test_warm_plan_adds_margins_only_with_what_every_core_left(sets, budget):
+    """Cores first, whole, in order (exactly the plan of the cores alone); then margins, whole,
+    in the same order, from what is left: a margin never takes a line a later core fits in."""
+    wanted = {
+        f"S{i}": tuple(range(100 * i, 100 * i + c + extra)) for i, (c, extra) in enumerate(sets)
+    }
+    core = {f"S{i}": c for i, (c, _) in enumerate(sets) if c}
+    plan = warm_plan(wanted, budget, core)
+    cores_only = warm_plan(
+        {s: items[: core.get(s, len(items))] for s, items in wanted.items()}, budget
+    )
+    assert {s: v[: len(cores_only[s])] for s, v in plan.items()} == cores_only
+    assert sum(len(v) for v in plan.values()) <= max(0, budget)
+    left = max(0, budget) - sum(len(v) for v in cores_only.values())
+    for symbol in cores_only:
+        margin = wanted[symbol][len(cores_only[symbol]) :]
+        if margin and len(margin) <= left:
+            assert plan[symbol] == wanted[symbol]
+            left -= len(margin)
+        else:
+            assert plan[symbol] == cores_only[symbol]

@@ -1,9 +1,12 @@
 """Quote lines and snapshots, on an event loop of the test's own, with a fake IB client."""
 
 import asyncio
+import math
 from datetime import timedelta
 from types import SimpleNamespace
 
+from hypothesis import given
+from hypothesis import strategies as st
 from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
@@ -220,5 +223,234 @@ def test_warm_lines_stay_within_what_ibs_line_limit_leaves(make_settings, metric
         await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=spy[:3]))
         assert {k[0] for k in quotes.warm_lines} == {"SPY", "QQQ"} and len(quotes.warm_lines) == 5
         assert len(ib.cancelled) == budget - 3
+
+    asyncio.run(run())
+
+
+class ExpiryIB(WarmIB):
+    """Lists, for a partly specified option (no strike, no right), every contract of its
+    expiry, as IB's contract lookup does; 682 is in the chain's union but not this expiry."""
+
+    STRIKES = (679.0, 680.0, 681.0, 683.0)
+
+    def __init__(self):
+        super().__init__()
+        self.details_asked: list = []
+
+    async def reqTickersAsync(self, *contracts):  # noqa: N802
+        tickers = await super().reqTickersAsync(*contracts)
+        for t in tickers:
+            t.bid, t.ask, t.volume = 2.0, 2.1, 500.0  # Ticker's constructor leaves them NaN
+        return tickers
+
+    async def reqContractDetailsAsync(self, contract):  # noqa: N802
+        from ib_async import ContractDetails, Option
+
+        self.details_asked.append(contract)
+        assert contract.strike == 0 and contract.right == ""  # the whole expiry at once
+        return [
+            ContractDetails(
+                contract=Option(
+                    contract.symbol,
+                    contract.lastTradeDateOrContractMonth,
+                    k,
+                    right,
+                    "SMART",
+                    conId=int(k * 10) + (1 if right == "C" else 2),
+                    tradingClass=contract.tradingClass,
+                    multiplier="100",
+                    localSymbol=f"SPY {k:g}{right}",
+                )
+            )
+            for k in self.STRIKES
+            for right in ("C", "P")
+        ]
+
+
+def test_a_symbol_without_warm_lines_waits_for_its_snapshot_alone(make_settings, metrics):
+    """Lines are too few to warm SPY's set; its expiry is still qualified, in one request,
+    before its bar closes: the entry then sends the snapshot only, no contract details, and a
+    strike the expiry does not list is known missing without a request for an error 200."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
+    session.ib = ExpiryIB()
+    quotes, ib = session.quotes, session.ib
+    assert quotes.warm_budget() == 0  # 5 for a recheck, 4 spare
+    warm = _contracts([680.0, 681.0, 679.0]) + _contracts([680.0, 681.0, 679.0], "P")
+    entry = _contracts([679.0, 680.0, 681.0, 682.0, 683.0])  # the spot has moved since
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm))
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm[:2]))  # asked once a day
+        assert len(ib.details_asked) == 1 and ib.lines == [] and ib.qualified == []
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=entry, reply_to=reply, tag="SPY", wait_s=0.01))
+        assert ib.qualified == [] and len(ib.details_asked) == 1 and ib.snapshots == 1
+        got = reply.last(m.QuotesFetched)
+        assert [q.contract.strike for q in got.quotes] == [679.0, 680.0, 681.0, 683.0]
+        assert [q.contract.con_id for q in got.quotes] == [6791, 6801, 6811, 6831]
+        assert [(c.strike, why) for c, why in got.missing] == [(682.0, "no such contract (200)")]
+        # The next trading day asks again: the day's list is only good for its day.
+        session.clock.advance(timedelta(days=3))
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm))
+        assert len(ib.details_asked) == 2
+
+    asyncio.run(run())
+
+
+def test_an_entry_waits_for_its_expiry_being_qualified_rather_than_ask_again(
+    make_settings, metrics
+):
+    """The bar closes while the warm set's expiry is being qualified (the day's first bar):
+    the entry waits for that answer instead of sending contract details of its own."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
+    session.ib = ExpiryIB()
+    quotes, ib = session.quotes, session.ib
+    gate = asyncio.Event()
+    listing = ib.reqContractDetailsAsync
+
+    async def slow(contract):
+        await gate.wait()
+        return await listing(contract)
+
+    ib.reqContractDetailsAsync = slow
+    warm = _contracts([680.0, 681.0])
+
+    async def run():
+        warming = asyncio.create_task(quotes.warm(m.WarmQuotes(symbol="SPY", contracts=warm)))
+        await asyncio.sleep(0)
+        reply = FakeRef()
+        fetching = asyncio.create_task(
+            quotes.fetch(m.FetchQuotes(contracts=warm, reply_to=reply, tag="SPY", wait_s=0.01))
+        )
+        await asyncio.sleep(0.01)
+        assert not fetching.done()
+        gate.set()
+        await asyncio.gather(warming, fetching)
+        assert ib.qualified == [] and len(ib.details_asked) == 1
+        assert [q.contract.con_id for q in reply.last(m.QuotesFetched).quotes] == [6801, 6811]
+
+    asyncio.run(run())
+
+
+class FailingExpiryIB(ExpiryIB):
+    async def reqContractDetailsAsync(self, contract):  # noqa: N802
+        raise TimeoutError
+
+
+def test_an_expiry_that_cannot_be_listed_leaves_contracts_qualified_one_by_one(
+    make_settings, metrics
+):
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.01})
+    session.ib = FailingExpiryIB()
+    quotes, ib = session.quotes, session.ib
+    cold = _contracts([690.0, 691.0])
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=cold))
+        assert len(ib.qualified) == 2 and quotes.expiry_loads == {}  # asked again next time
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=reply, tag="SPY", wait_s=0.01))
+        assert len(reply.last(m.QuotesFetched).quotes) == 2 and len(ib.qualified) == 2
+
+    asyncio.run(run())
+
+
+_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["SPY", "QQQ"]),
+        st.sampled_from(["20261123", "20261130", "20261123 16:00 US/Eastern"]),
+        st.one_of(
+            st.floats(min_value=0.5, max_value=2000, allow_nan=False).map(lambda x: round(x, 1)),
+            st.sampled_from([0.0, -5.0, math.nan, math.inf]),
+        ),
+        st.sampled_from(["C", "P", "", "CALL"]),
+        st.sampled_from(["SPY", "SPYW", "QQQ"]),
+        st.sampled_from(["OPT", "FOP", "STK"]),
+        st.integers(min_value=0, max_value=3),  # 0: no conId
+    ),
+    max_size=30,
+)
+
+
+@given(_rows)
+def test_listed_contracts_keeps_exactly_what_an_entry_of_that_expiry_would_name(rows):
+    """The cache is keyed as an entry names its contracts (contract_key of the OptionContract
+    candidates() builds): a key built any other way would leave every strike unqualified, or,
+    once the expiry counts as listed, known missing. Whatever else IB sends is left out."""
+    from ib_async import ContractDetails, Option
+
+    from actors.connection.quotes import contract_key, listed_contracts
+
+    asked = m.OptionContract("SPY", "20261123", 0.0, "", trading_class="SPY")
+    details = []
+    for i, (sym, exp, strike, right, tc, sec, con) in enumerate(rows):
+        c = Option(sym, exp, strike, right, "SMART", tradingClass=tc, conId=con and 1000 + i)
+        c.secType = sec
+        details.append(ContractDetails(contract=c))
+    found = listed_contracts(details, asked)
+    expected = {}
+    for d in details:
+        c = d.contract
+        if (
+            c.conId
+            and c.secType == "OPT"
+            and c.symbol == "SPY"
+            and c.lastTradeDateOrContractMonth[:8] == "20261123"
+            and c.tradingClass == "SPY"
+            and c.right in ("C", "P")
+            and math.isfinite(c.strike)
+            and c.strike > 0
+        ):
+            name = m.OptionContract(
+                "SPY", "20261123", c.strike, c.right, trading_class="SPY", multiplier=100
+            )
+            expected.setdefault(contract_key(name), c)
+    assert found == expected
+
+
+class WideExpiryIB(ExpiryIB):
+    STRIKES = (500.0, 679.0, 680.0, 681.0, 800.0)
+
+
+def test_an_expiry_list_is_kept_near_the_strikes_in_play_only(make_settings, metrics):
+    """A chain of hundreds of strikes is not kept whole (memory on a Pi): strikes beyond 10%
+    of those in play are qualified on their own if ever asked, never called missing, while a
+    strike within the band that the list lacks is known missing without a request."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
+    session.ib = WideExpiryIB()
+    quotes, ib = session.quotes, session.ib
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=_contracts([680.0, 681.0])))
+        assert sorted({k[2] for k in quotes.qualified}) == [679.0, 680.0, 681.0]
+        got = await quotes.qualify(_contracts([800.0, 690.0, 500.0]))
+        assert [c.strike for c in ib.qualified] == [800.0, 500.0]  # asked one by one
+        assert got[1] is None  # 690 is within the band and not listed: no request for it
+
+    asyncio.run(run())
+
+
+def test_a_margin_is_warmed_only_with_the_lines_every_core_leaves(make_settings, metrics):
+    """SPY's core and margin, then QQQ's core: QQQ's core takes the lines SPY's margin held."""
+    session = _session(make_settings, metrics, broker={"max_market_data_lines": 9 + 8})
+    quotes = session.quotes
+    assert quotes.warm_budget() == 8
+    spy = _contracts([680.0, 681.0, 679.0, 682.0, 678.0, 683.0])
+    qqq = tuple(
+        m.OptionContract("QQQ", "20261123", 500.0 + k, "C", trading_class="QQQ") for k in range(3)
+    )
+
+    async def run():
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=spy, core=3))
+        assert {k[2] for k in quotes.warm_lines} == {678.0, 679.0, 680.0, 681.0, 682.0, 683.0}
+        await quotes.warm(m.WarmQuotes(symbol="QQQ", contracts=qqq, core=3))
+        assert sorted((k[0], k[2]) for k in quotes.warm_lines) == [
+            ("QQQ", 500.0),
+            ("QQQ", 501.0),
+            ("QQQ", 502.0),
+            ("SPY", 679.0),
+            ("SPY", 680.0),
+            ("SPY", 681.0),
+        ]
 
     asyncio.run(run())

@@ -1,6 +1,7 @@
 """OrderActor's entry flow, paper fills and restart, by calling its handlers directly."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -354,6 +355,27 @@ def test_empty_chain_is_a_skip(env):
         m.ChainFetched(symbol="SPY", chain=None, spot=0, reason="empty option chain")
     )
     assert actor.risk.last(m.EntryFinished).reason == "no_chain: empty option chain"
+
+
+def test_an_entry_at_the_first_bar_waits_for_the_chain_the_warming_asked_for(env, monkeypatch):
+    """The day's first live bar both moves the spot (the chain is asked for, to warm quotes)
+    and makes a signal: the entry takes that chain when it comes instead of asking again. An
+    ask never answered is asked again once its requests' timeouts have passed."""
+    settings, metrics, clock, actor = env
+    actor.on_SpotMoved(m.SpotMoved(symbol="SPY", price=680.2, time=clock.now()))
+    actor.on_EntryApproved(approved())
+    assert len(actor.connection.of(m.FetchChain)) == 1
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    assert actor.connection.last(m.FetchQuotes).tag == "SPY"  # the entry went on
+    actor.entries.clear()
+    actor.chains.clear()  # as on the next trading day
+    actor.on_EntryApproved(approved())
+    actor.on_EntryApproved(approved())
+    assert len(actor.connection.of(m.FetchChain)) == 2
+    later = time.monotonic() + actor.chain_wait_s + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    actor.on_EntryApproved(approved())
+    assert len(actor.connection.of(m.FetchChain)) == 3
 
 
 def test_flatten_closes_positions_at_market_inside_the_oca_group(env):

@@ -208,6 +208,13 @@ def test_the_warm_set_holds_every_contract_an_entry_at_that_spot_asks_for(spot, 
     distances = [abs(c.strike - spot) for c in warm]
     assert distances == sorted(distances)
     assert len(warm) == len(set(warm)) <= 2 * (count + 2)
+    # With a margin: a superset, nearest first, with the strikes a move of one strike brings.
+    wide = warm_contracts(chain(), spot, TODAY, params, margin=1)
+    assert set(warm) <= set(wide) and len(wide) <= 2 * (count + 4)
+    for step in (-1.0, 1.0):
+        moved = candidates(signal(Direction.CALL, price=spot + step), chain(), TODAY, params)
+        if isinstance(moved, Candidates) and moneyness == "atm":
+            assert set(moved.contracts) <= set(wide)
 
 
 def test_no_warm_set_without_an_expiry_far_enough_or_a_spot():
