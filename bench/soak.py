@@ -665,6 +665,11 @@ def main() -> None:
         " weekly re-login (gateway mode)",
     )
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s %(message)s"
+    )
     if args.cold_start:
         result = soak_cold_start(args.symbols, args.rate)
     elif args.routines:

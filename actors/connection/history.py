@@ -435,6 +435,13 @@ class History:
             delay,
         )
         while True:
+            answer = await self._realtime_backfill(replace(msg, since=since))
+            since = max(
+                (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
+                default=since,
+            )
+            # The first request goes at once (the gap since the last bar, as the other streams'
+            # fills at a resync); then one after each minute closes.
             now = s.clock.now()
             minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
             # After the grace, and a little more: the minute must be history at the Gateway.
@@ -445,11 +452,6 @@ class History:
             await asyncio.sleep(wait)
             if not s.ib.isConnected() or self.stream_generation.get(key) != generation:
                 return None
-            answer = await self._realtime_backfill(replace(msg, since=since))
-            since = max(
-                (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
-                default=since,
-            )
         rest = until - time.monotonic()
         if rest > 0:
             await asyncio.sleep(rest)
