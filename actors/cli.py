@@ -47,7 +47,27 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
     )
 
 
+def _few_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own arena (up to 8 per core), and the service
+    runs a thread per actor (one per symbol): dozens of part-used arenas are megabytes of RSS on
+    a Pi. Two are plenty for threads that mostly wait (glibc mallopt(3), M_ARENA_MAX; the
+    MALLOC_ARENA_MAX variable does the same, but only if set before the process starts).
+    Elsewhere than glibc: nothing to do."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-8, 2)  # M_ARENA_MAX from malloc.h
+    except (OSError, AttributeError):
+        pass
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _few_malloc_arenas()  # before any actor thread starts
     settings = _load(args.config)
     from actors import logs
     from actors.system import StartupError, System

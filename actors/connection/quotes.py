@@ -41,8 +41,10 @@ def contract_key(c: m.OptionContract) -> tuple:
     return (c.symbol, c.expiry, float(c.strike), c.right, c.trading_class)
 
 
-# How far, as a fraction of the strike, from the strikes in play an expiry's list is kept.
-LISTED_BAND = 0.10
+# How far, as a fraction of the strike, from the strikes in play an expiry's list is kept: 3%
+# covers all but a rare day's move (beyond it a strike is qualified on its own), and 50 symbols'
+# lists stay small on a Pi.
+LISTED_BAND = 0.03
 
 
 def expiry_key(c: m.OptionContract) -> tuple[str, str, str]:
