@@ -964,9 +964,12 @@ def _expiry_strikes(spec: SymbolSpec, center: float, t_years: float) -> tuple[fl
     inner = max(0.08, 1.5 * sd)
     in_lo, in_hi = center * math.exp(-inner), center * math.exp(inner)
     out = set()
-    for step, lo, hi in ((coarse, lo_px, hi_px), (near, in_lo, in_hi)):
-        i0 = math.ceil(round(max(lo, step) / step, 9))
-        i1 = math.floor(round(hi / step, 9))
+    for step, lo, hi, extra in ((coarse, lo_px, hi_px, 0), (near, in_lo, in_hi, 1)):
+        # One near strike more each side: a day's move to the edge of the range still leaves
+        # the spot between two strikes, as a listed chain does (hypothesis found NIO at 7.50 on
+        # its lowest strike).
+        i0 = max(1, math.ceil(round(max(lo, step) / step, 9)) - extra)
+        i1 = math.floor(round(hi / step, 9)) + extra
         out.update(round(i * step, 6) for i in range(i0, i1 + 1))
     return tuple(sorted(out))
 
