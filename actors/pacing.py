@@ -226,10 +226,26 @@ class MessageGate:
     tokens: float = field(init=False)
     stamp: float | None = field(default=None, init=False)
     queues: tuple[deque[str], ...] = field(init=False)
+    # After IB's error 100 (over the rate): half the rate, one message at a time, until then.
+    slow_until: float = field(default=float("-inf"), init=False)
 
     def __post_init__(self) -> None:
         self.tokens = float(self.burst)
         self.queues = (deque(), deque(), deque())
+
+    def _pace(self, now: float) -> tuple[float, float]:
+        """(rate, burst) at `now`."""
+        if now < self.slow_until:
+            return self.rate / 2, 1.0
+        return self.rate, float(self.burst)
+
+    def back_off(self, now: float, seconds: float = 60.0) -> None:
+        """The Gateway counted more than its 50 a second (error 100): it reads our messages later
+        and more bunched than the gate allowed for, and a third violation ends the session. One
+        second of silence, so its window empties, then half the rate for `seconds`."""
+        self.slow_until = now + seconds
+        rate, _ = self._pace(now)
+        self.tokens, self.stamp = -rate, now  # a second before the next message goes
 
     def offer(self, msg: str, now: float) -> list[str]:
         """Queue one message; returns the messages that may be sent now, in order."""
@@ -238,8 +254,9 @@ class MessageGate:
 
     def take(self, now: float) -> list[str]:
         """The queued messages that may be sent now, orders first."""
+        rate, burst = self._pace(now)
         if self.stamp is not None:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+            self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
         self.stamp = now
         out: list[str] = []
         while self.tokens >= 1.0:
@@ -254,7 +271,8 @@ class MessageGate:
         """Seconds until the next queued message may go; None when nothing waits."""
         if not any(self.queues):
             return None
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+        rate, _ = self._pace(self.stamp if self.stamp is not None else float("-inf"))
+        return max(0.0, (1.0 - self.tokens) / rate)
 
     def depth(self, cls: int) -> int:
         return len(self.queues[cls])
@@ -265,4 +283,5 @@ class MessageGate:
         for q in self.queues:
             q.clear()
         self.tokens, self.stamp = float(self.burst), None
+        self.slow_until = float("-inf")  # a new session starts with an empty window
         return dropped

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -283,6 +284,26 @@ def start_simulator(args: list[str], names, env: dict[str, str], log_path: Path 
     return sim, int(line.split("listening on ")[1].split(" ")[0].rsplit(":", 1)[1])
 
 
+def start_service(workdir: Path, cfg: dict, env: dict[str, str]):
+    """The service as its own process on `cfg` (written to workdir/soak.yaml), its output in
+    workdir/service.log; returns the process and the monotonic and wall-clock times of its start
+    (the simulator's log is in wall-clock time)."""
+    import subprocess
+    import sys
+
+    (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
+    with open(workdir / "service.log", "w") as log_file:  # the child keeps its own handle
+        t0, wall0 = time.monotonic(), time.time()
+        service = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return service, t0, wall0
+
+
 def stop_processes(service, sim) -> None:
     """The service first (SIGINT: a clean stop), then its simulator."""
     import subprocess
@@ -312,10 +333,6 @@ def soak_days(
     Wednesday, nights and the weekend passed as the Gateway's clock jumps over them. The
     service's resident memory is read from /proc at the end of each session.
     """
-    import os
-    import subprocess
-    import sys
-
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-days-"))
     hours = MarketHours()
     sessions = []
@@ -347,16 +364,7 @@ def soak_days(
             "risk": {"kill_switch_file": str(workdir / "KILL")},
             "log": {"level": "WARNING", "json_file": str(workdir / "soak.jsonl")},
         }
-        (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
-        log_file = open(workdir / "service.log", "w")  # noqa: SIM115 - closed below
-        t0 = time.monotonic()
-        service = subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        service, t0, _ = start_service(workdir, cfg, env)
         budget = real_budget_s or (days * 390 * 60 / scale * 3 + 300)
         per_day: list[dict] = []
         peak, samples = 0, 0
@@ -446,10 +454,6 @@ def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None =
     every Gateway routine, with the default broker.routines. Expected: no breaker trip, each
     routine said once, connected with every stream open again by Monday, and Monday's bars all
     there."""
-    import os
-    import subprocess
-    import sys
-
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-routines-"))
     # 1100 for 5 simulated minutes, then 5 down: the 23:45 restart ends inside the 23:40-23:55
     # window of the default broker.routines.
@@ -484,17 +488,7 @@ def soak_routines(symbols: int = 10, scale: float = 1200, workdir: Path | None =
             "log": {"level": "INFO", "json_file": None},
             "data": {"record_bars": True},
         }
-        (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
-        log_path = workdir / "service.log"
-        log_file = open(log_path, "w")  # noqa: SIM115 - closed below
-        t0 = time.monotonic()
-        service = subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        service, t0, _ = start_service(workdir, cfg, env)
         span = (ROUTINES_UNTIL - datetime.fromisoformat(ROUTINES_FROM + "-05:00")).total_seconds()
         budget = span / scale * 2 + 120
         text = ""
@@ -559,13 +553,16 @@ def threading_drain(stream, path: Path | None = None) -> None:
     threading.Thread(target=drain, daemon=True).start()
 
 
-def soak_cold_start(symbols: int = 50, rate: float | None = None, workdir: Path | None = None):
+def soak_cold_start(
+    symbols: int = 50,
+    rate: float | None = None,
+    burst: int | None = None,
+    workdir: Path | None = None,
+):
     """The service and the simulator as two processes, as beside a real Gateway (the embedded
     simulator shares the service's interpreter and reads its messages late and bunched): from the
     service's start to every symbol's 1-minute and 1-hour history delivered, with the default
-    settings (or `rate`), and every pacing violation the simulator saw meanwhile."""
-    import subprocess
-    import sys
+    settings (or `rate` and `burst`), and every pacing violation the simulator saw meanwhile."""
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-cold-"))
     names = NAMES[:symbols]
@@ -583,7 +580,8 @@ def soak_cold_start(symbols: int = 50, rate: float | None = None, workdir: Path 
                 "connect_timeout_s": 5,
                 # The service follows the simulator's clock (its session, not today's date).
                 "clock_sync_s": 2,
-                **({"max_messages_per_second": rate, "message_burst": 5} if rate else {}),
+                **({"max_messages_per_second": rate} if rate else {}),
+                **({"message_burst": burst} if burst else {}),
             },
             "storage": {"path": str(workdir / "soak.sqlite"), "backup_dir": None},
             "metrics": {"port": _free_port()},
@@ -595,23 +593,15 @@ def soak_cold_start(symbols: int = 50, rate: float | None = None, workdir: Path 
         (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
         settings = load_settings(workdir / "soak.yaml", environ={})
         log_path = workdir / "service.log"
-        with open(log_path, "w") as log_file:
-            t0 = time.monotonic()
-            service = subprocess.Popen(
-                [sys.executable, "-m", "actors.cli", "run", "--config", str(workdir / "soak.yaml")],
-                cwd=ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            cold = None
-            while time.monotonic() - t0 < 120 and service.poll() is None:
-                text = log_path.read_text(errors="replace")
-                if text.count("bars of history delivered (backfill)") >= 2 * len(names):
-                    cold = time.monotonic() - t0
-                    break
-                time.sleep(0.05)
-            time.sleep(2.0)  # a late violation would show in the logs by now
+        service, t0, wall0 = start_service(workdir, cfg, env)
+        cold = None
+        while time.monotonic() - t0 < 120 and service.poll() is None:
+            text = log_path.read_text(errors="replace")
+            if text.count("bars of history delivered (backfill)") >= 2 * len(names):
+                cold = time.monotonic() - t0
+                break
+            time.sleep(0.05)
+        time.sleep(2.0)  # a late violation would show in the logs by now
     finally:
         stop_processes(service, sim)
     text = (workdir / "service.log").read_text(errors="replace")
@@ -620,6 +610,10 @@ def soak_cold_start(symbols: int = 50, rate: float | None = None, workdir: Path 
     start_at = sim_text.index("\n{") + 1
     stats = json.loads(sim_text[start_at : sim_text.index("\n}", start_at) + 2])
     requests = sum(stats["requests"].values())
+    # The simulator logs, in wall-clock time, the moment the service's API session started: from
+    # there on, only the service's requests and IB's limits count.
+    started = re.search(r"^(\S+ \S+) INFO .*: API started", sim_text, re.M)
+    api_at = datetime.strptime(started.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
     b = settings.broker
     return {
         "symbols": symbols,
@@ -627,6 +621,7 @@ def soak_cold_start(symbols: int = 50, rate: float | None = None, workdir: Path 
         "message_burst": b.message_burst,
         # From the process's start (about a second of it is Python importing the service).
         "cold_start_s": round(cold, 2) if cold is not None else None,
+        "from_connect_s": round(cold - (api_at - wall0), 2) if cold is not None else None,
         "requests": requests,
         "gate_bound_s": round(max(0, requests - b.message_burst) / b.max_messages_per_second, 2),
         "ib_bound_s": round(requests / 50, 2),  # IB's 50 messages a second, nothing else
@@ -647,6 +642,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=None, help="only the session's first N")
     parser.add_argument("--no-trading", action="store_true", help="the data path alone")
     parser.add_argument("--rate", type=float, default=None, help="broker.max_messages_per_second")
+    parser.add_argument("--burst", type=int, default=None, help="broker.message_burst")
     parser.add_argument(
         "--log-level", default="WARNING", help="the service's (INFO: every request)"
     )
@@ -671,7 +667,7 @@ def main() -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s %(message)s"
     )
     if args.cold_start:
-        result = soak_cold_start(args.symbols, args.rate)
+        result = soak_cold_start(args.symbols, args.rate, args.burst)
     elif args.routines:
         result = soak_routines(min(args.symbols, 50), args.scale or 1200)
     elif args.days:

@@ -15,11 +15,12 @@ IB's error codes are in actors/ibcodes.py (the metrics, the orders and the docto
 from actors.connection.actor import ConnectionActor, backoff_delay
 from actors.connection.convert import bar_from_ib
 from actors.connection.history import STREAM_KEEP, trim_stream
-from actors.connection.session import install_gate
+from actors.connection.session import back_off_on_error_100, install_gate
 
 __all__ = [
     "STREAM_KEEP",
     "ConnectionActor",
+    "back_off_on_error_100",
     "backoff_delay",
     "bar_from_ib",
     "install_gate",

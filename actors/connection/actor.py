@@ -23,6 +23,7 @@ from actors.connection.broker import bracket_refused, reconciliation_postponed
 from actors.connection.history import refused as history_refused
 from actors.connection.quotes import chain_refused, quotes_refused
 from actors.connection.session import (
+    RATE_BACK_OFF_S,
     Session,
     Target,
     _ConnectResult,
@@ -37,6 +38,7 @@ from actors.ibcodes import (
     ENTITLEMENT,
     FARM_BROKEN,
     FARM_OK,
+    MESSAGE_RATE,
     NO_DELAYED,
     QUIET,
     RESTORED_DATA_KEPT,
@@ -364,6 +366,15 @@ class ConnectionActor(BaseActor):
                 self.entitlement_reported.add(code)
                 log.error("IB %d: %s; %s", code, msg.text, ENTITLEMENT_ADVICE)
             self._fall_back_to_delayed(code)
+        elif code == MESSAGE_RATE:
+            log.warning(
+                "IB %d: %s; the Gateway counted more than 50 messages in a second (it reads them"
+                " late when busy): silent for a second, then half of broker.max_messages_per_second"
+                " for %gs. A third violation ends the session; requests it dropped time out.",
+                code,
+                msg.text,
+                RATE_BACK_OFF_S,
+            )
         elif code in QUIET or answers_a_cancel(code, msg.text):
             log.debug("IB %d: %s", code, msg.text)
         else:

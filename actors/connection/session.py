@@ -24,12 +24,16 @@ from actors.base import tell
 from actors.connection.broker import Broker
 from actors.connection.history import History
 from actors.connection.quotes import Quotes
-from actors.ibcodes import CLIENT_ID_IN_USE
+from actors.ibcodes import CLIENT_ID_IN_USE, MESSAGE_RATE
 from actors.metrics import Metrics
 from actors.pacing import CLASS_NAMES, ORDERS, MessageGate, message_class
 from configs.settings import Settings
 
 log = logging.getLogger("optionsbot.connection")
+
+# How long the gate sends at half rate after IB's error 100: long enough that a Gateway reading
+# late has caught up, short enough that a cold start is not slowed for good.
+RATE_BACK_OFF_S = 60.0
 
 
 # -- what the loop tells the actor ---------------------------------------------------------
@@ -127,6 +131,17 @@ def install_gate(
     client.reset = reset
 
 
+def back_off_on_error_100(ib: Any, gate: MessageGate, loop: asyncio.AbstractEventLoop) -> None:
+    """IB's error 100 (over 50 messages a second, as the Gateway counted them) slows `gate` at
+    once, on the loop that sends: the next message already waits for the back-off."""
+
+    def on_error(req_id: int, code: int, *_: Any) -> None:
+        if code == MESSAGE_RATE:
+            gate.back_off(loop.time(), RATE_BACK_OFF_S)
+
+    ib.errorEvent += on_error
+
+
 class Session:
     """Owns `ib_async.IB` and the loop it runs on; history, quotes and broker work through it."""
 
@@ -143,6 +158,9 @@ class Session:
         self.actor = actor  # told, never called
         self.market_data_type = settings.broker.market_data_type
         self.stock_contracts: dict[str, Any] = {}
+        # A symbol's qualification in flight: its 1-minute and 1-hour history start together at
+        # a cold start, and the second waits for the first's answer instead of asking again.
+        self.stock_pending: dict[str, asyncio.Future] = {}
         self.timers: set[asyncio.TimerHandle] = set()
         self.history = History(self)
         self.quotes = Quotes(self)
@@ -195,11 +213,12 @@ class Session:
         ib = self.ib = IB()
         ib.RequestTimeout = 0  # our own per-kind timeouts decide
         self._install_gate(ib.client)
-        ib.errorEvent += lambda req_id, code, text, *_: self.tell_actor(
-            _IbError(req_id=req_id, code=code, text=text)
-        )
+        ib.errorEvent += self._on_error
         ib.disconnectedEvent += lambda: self.tell_actor(_Lost(cause="socket closed"))
         self.broker.listen(ib)
+
+    def _on_error(self, req_id: int, code: int, text: str, *_: Any) -> None:
+        self.tell_actor(_IbError(req_id=req_id, code=code, text=text))
 
     def _install_gate(self, client: Any) -> None:
         b = self.settings.broker
@@ -212,7 +231,9 @@ class Session:
             for cls, name in enumerate(CLASS_NAMES):
                 self.metrics.send_queue_depth.labels(name).set(gate.depth(cls))
 
-        install_gate(client, self.gate, asyncio.get_running_loop(), sent, queued)
+        loop = asyncio.get_running_loop()
+        install_gate(client, self.gate, loop, sent, queued)
+        back_off_on_error_100(self.ib, self.gate, loop)
 
     async def guarded(
         self, refusal: str, refuse: Callable[[str], None], work: Callable[[], Awaitable[Any]]
@@ -351,7 +372,14 @@ class Session:
 
     async def stock(self, symbol: str) -> Any:
         contract = self.stock_contracts.get(symbol)
-        if contract is None:
+        if contract is not None:
+            return contract
+        pending = self.stock_pending.get(symbol)
+        if pending is not None:
+            # shield: a waiter cancelled (its request timed out) leaves the first one's running.
+            return await asyncio.shield(pending)
+        pending = self.stock_pending[symbol] = asyncio.get_running_loop().create_future()
+        try:
             details = await self.timed(
                 "contract_details",
                 self.ib.qualifyContractsAsync(Stock(symbol, "SMART", "USD")),
@@ -360,4 +388,15 @@ class Session:
             if contract is None or not contract.conId:
                 raise LookupError(f"{symbol}: no security definition (200); check the symbol")
             self.stock_contracts[symbol] = contract
+            pending.set_result(contract)
+        except BaseException as exc:
+            # Every waiter gets the same answer; the next call asks afresh.
+            answer = exc
+            if not isinstance(exc, Exception):
+                answer = LookupError(f"{symbol}: qualification abandoned ({type(exc).__name__})")
+            pending.set_exception(answer)
+            pending.exception()  # retrieved here, so no waiter-less future warns at exit
+            raise
+        finally:
+            self.stock_pending.pop(symbol, None)
         return contract

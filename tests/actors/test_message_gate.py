@@ -86,3 +86,42 @@ def test_bars_jump_the_quote_queue_but_not_the_orders():
         assert gate.offer(msg, 0.0) == []
     order = [m for t in range(1, 12) for m in gate.take(t / 10 + 1e-9)]
     assert order == [req(3, 5), req(20, 4), req(50, 6), req(1, 2), req(9, 3)]
+
+
+@settings(max_examples=200)
+@given(
+    st.floats(0, 5),  # when IB said error 100
+    st.lists(st.tuples(st.floats(0, 0.3), st.integers(1, 20)), min_size=1, max_size=80),
+)
+def test_after_error_100_a_second_of_silence_then_half_the_rate(violation_at, arrivals):
+    """Error 100 means the Gateway counted more than the gate meant to send: its window must
+    empty (nothing for a second) and the rest go at half the rate, one at a time, until the
+    back-off ends; then the usual pace again."""
+    gate = MessageGate(rate=30, burst=10)
+    now, sent_at = 0.0, []
+    gate.take(0.0)
+    gate.back_off(violation_at, seconds=20.0)
+    now = violation_at
+    for gap, count in arrivals:
+        now += gap
+        for _ in range(count):
+            sent_at += [now] * len(gate.offer(req(20), now))
+    while gate.wait() is not None:
+        now += gate.wait() + 1e-6
+        sent_at += [now] * len(gate.take(now))
+    assert not [t for t in sent_at if violation_at <= t < violation_at + 1.0 - 1e-6]
+    slow = [t for t in sent_at if t < violation_at + 20.0]
+    for i, t in enumerate(slow):
+        in_second = sum(1 for u in slow[i:] if u - t < 1.0)
+        assert in_second <= 1 + 15 + 1e-6
+    assert len(sent_at) == sum(c for _, c in arrivals)  # nothing lost, only later
+
+
+def test_the_back_off_ends_and_a_new_session_starts_without_it():
+    gate = MessageGate(rate=30, burst=10)
+    gate.back_off(0.0, seconds=5.0)
+    assert [gate.offer(req(20, i), 0.5) for i in range(2)] == [[], []]
+    assert gate.take(6.0) == [req(20, 0), req(20, 1)]  # after the back-off: the usual burst
+    gate.back_off(10.0, seconds=60.0)
+    gate.clear()
+    assert len([m for i in range(12) for m in gate.offer(req(20, i), 10.0)]) == 10

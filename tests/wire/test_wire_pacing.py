@@ -262,3 +262,29 @@ def test_the_service_gate_sends_orders_first_and_never_trips_the_message_rate(
     )
     assert errors.codes() == [] and sim.violations == {}
     assert gate.depth(DATA) == 0
+
+
+def test_after_error_100_the_service_gate_slows_down_and_the_session_survives(
+    make_sim, connect
+) -> None:
+    """A Gateway that counts more than the gate meant to send (it read our messages late and
+    bunched; here, a stricter limit than IB's 50): one error 100, then the gate's second of
+    silence and half rate keep it from the third violation that would end the session."""
+    from actors.connection import back_off_on_error_100, install_gate
+    from actors.pacing import DATA, MessageGate
+
+    sim = make_sim(SimOptions(seed=7, pacing=PacingOptions(max_messages_per_second=20)), True)
+    ib = connect(1, target=sim)
+    errors = Errors(ib)
+    gate = MessageGate(rate=30, burst=10)
+    loop = util.getLoop()
+    install_gate(ib.client, gate, loop)
+    back_off_on_error_100(ib, gate, loop)
+    settle(ib, 1.0)  # a fresh window, clear of the start-up requests
+    for _ in range(60):
+        ib.client.reqCurrentTime()
+    wait_until(ib, lambda: gate.depth(DATA) == 0, timeout=15, what="the gate emptied")
+    settle(ib, 1.0)
+    assert errors.codes() == [100]
+    assert sim.violations == {"message_rate": 1}
+    assert ib.isConnected() and ib.reqCurrentTime() is not None

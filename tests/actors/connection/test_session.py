@@ -135,3 +135,56 @@ def test_order_listeners_are_added_on_the_loop_and_hear_the_loops_events(session
 
 async def _on_loop(fn):
     fn()
+
+
+class QualifyIB:
+    """Qualifies stocks after the test lets it, counting the requests."""
+
+    def __init__(self, answer=756733):
+        self.asked = []
+        self.answer = answer
+        self.release = None
+
+    async def qualifyContractsAsync(self, contract):  # noqa: N802 - ib_async's name
+        self.asked.append(contract.symbol)
+        await self.release.wait()
+        if self.answer is None:
+            return [None]
+        contract.conId = self.answer
+        return [contract]
+
+
+@pytest.mark.parametrize("callers", [2, 3, 7])
+def test_a_stock_asked_for_twice_at_once_is_qualified_once(session, callers):
+    """At a cold start a symbol's 1-minute and 1-hour history ask for its stock together: one
+    contract-details request answers both (a second one cost a message and a round trip)."""
+    ib = session.ib = QualifyIB()
+
+    async def run():
+        ib.release = asyncio.Event()
+        calls = [asyncio.ensure_future(session.stock("SPY")) for _ in range(callers)]
+        await asyncio.sleep(0)
+        ib.release.set()
+        return await asyncio.gather(*calls)
+
+    got = asyncio.run(run())
+    assert ib.asked == ["SPY"]
+    assert {c.conId for c in got} == {756733}
+
+
+def test_a_failed_qualification_fails_every_waiter_and_the_next_call_asks_again(session):
+    ib = session.ib = QualifyIB(answer=None)
+
+    async def run():
+        ib.release = asyncio.Event()
+        calls = [asyncio.ensure_future(session.stock("SPYY")) for _ in range(2)]
+        await asyncio.sleep(0)
+        ib.release.set()
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    got = asyncio.run(run())
+    assert all(isinstance(g, LookupError) and "SPYY" in str(g) for g in got), got
+    assert ib.asked == ["SPYY"]
+    ib.answer = 1
+    assert asyncio.run(run())[0].conId == 1
+    assert ib.asked == ["SPYY", "SPYY"]
