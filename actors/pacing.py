@@ -169,7 +169,8 @@ class HistoricalPacer:
 
 
 # Message ids (the first field of every request) that belong to orders and the account's
-# sync, and the API's start: they go before market and historical data.
+# sync, the API's start and the Gateway's clock: they go before market and historical data (a
+# clock read queued behind a cold start's history timed out, again and again, after error 100).
 ORDER_MESSAGES = frozenset(
     {
         3,  # placeOrder
@@ -180,6 +181,7 @@ ORDER_MESSAGES = frozenset(
         15,  # reqAutoOpenOrders
         16,  # reqAllOpenOrders
         58,  # reqGlobalCancel
+        49,  # reqCurrentTime: the clock's sync and the breaker's probe time the Gateway, not our queue
         61,  # reqPositions
         71,  # startApi
         99,  # reqCompletedOrders

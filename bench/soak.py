@@ -304,6 +304,51 @@ def start_service(workdir: Path, cfg: dict, env: dict[str, str]):
     return service, t0, wall0
 
 
+def sim_stats(sim_text: str) -> dict:
+    """The statistics a standalone simulator prints as JSON when it stops (its log's text)."""
+    start_at = sim_text.index("\n{") + 1
+    return json.loads(sim_text[start_at : sim_text.index("\n}", start_at) + 2])
+
+
+def stale_now(metrics_text: str) -> set[str]:
+    """The symbols the service's /metrics says are stale at this moment."""
+    out = set()
+    for line in metrics_text.splitlines():
+        if line.startswith("optionsbot_data_stale{") and float(line.rsplit(" ", 1)[1]) >= 1:
+            out.add(line.split('symbol="')[1].split('"')[0])
+    return out
+
+
+def lost_bars(db, names, start: datetime, end: datetime, seed: int | None = None) -> dict:
+    """Every 1-minute bar the simulator's market (same seed and symbols as the standalone
+    simulator's) made in [start, end), against what the service recorded."""
+    from sim.config import SimOptions
+    from sim.market import MarketModel, default_spec
+
+    model = MarketModel(
+        seed=SimOptions().seed if seed is None else seed, specs=[default_spec(n) for n in names]
+    )
+    lost, expected_total, per_symbol = 0, 0, {}
+    for sym in names:
+        expected = {b.time for b in model.bars(sym, start, end, 60) if b.time < end}
+        got = {
+            datetime.fromisoformat(r[0])
+            for r in db.execute(
+                "select time from bars where symbol = ? and bar_size = '1 min'"
+                " and time >= ? and time < ?",
+                [sym, start.isoformat(), end.isoformat()],
+            )
+        }
+        expected_total += len(expected)
+        lost += len(expected - got)
+        per_symbol[sym] = len(expected & got)
+    return {
+        "expected": expected_total,
+        "lost": lost,
+        "min_per_symbol": min(per_symbol.values()) if per_symbol else 0,
+    }
+
+
 def stop_processes(service, sim) -> None:
     """The service first (SIGINT: a clean stop), then its simulator."""
     import subprocess
@@ -327,11 +372,15 @@ def soak_days(
     scale: float = 300,
     workdir: Path | None = None,
     real_budget_s: float | None = None,
+    trading: bool = True,
+    rate: float | None = None,
 ) -> dict:
     """The service in gateway mode (its own process, as on a Pi) against a standalone simulator
-    (another process, so its memory is not counted), for `days` trading sessions from a
-    Wednesday, nights and the weekend passed as the Gateway's clock jumps over them. The
-    service's resident memory is read from /proc at the end of each session.
+    (another process, so its memory is not counted and its reads are not delayed by the
+    service's work), for `days` trading sessions from a Wednesday, nights and the weekend passed
+    as the Gateway's clock jumps over them, with the default message rate. The service's
+    resident memory is read from /proc at the end of each session; every 1-minute bar is checked
+    against the simulator's market, and every pacing violation it counted is reported.
     """
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-days-"))
     hours = MarketHours()
@@ -343,8 +392,9 @@ def soak_days(
         t = hours.next_open(s.close)
     names = NAMES[:symbols]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIONSBOT_")}
+    sim_log = workdir / "sim.log"
     sim, port = start_simulator(
-        ["--time-scale", str(scale), "--start", sessions[0].open.isoformat()], names, env
+        ["--time-scale", str(scale), "--start", sessions[0].open.isoformat()], names, env, sim_log
     )
     service = None
     try:
@@ -358,16 +408,20 @@ def soak_days(
                 "clock_sync_s": 2,
                 "timeouts_s": {"historical": 15},
                 "breaker_cooldown_s": 10,
+                **({"max_messages_per_second": rate} if rate else {}),
             },
             "storage": {"path": str(workdir / "soak.sqlite"), "backup_dir": None},
             "metrics": {"port": metrics_port},
             "risk": {"kill_switch_file": str(workdir / "KILL")},
             "log": {"level": "WARNING", "json_file": str(workdir / "soak.jsonl")},
+            "data": {"record_bars": True},
+            **({} if trading else {"scalp": {"enabled": False}, "whale": {"enabled": False}}),
         }
         service, t0, _ = start_service(workdir, cfg, env)
         budget = real_budget_s or (days * 390 * 60 / scale * 3 + 300)
         per_day: list[dict] = []
         peak, samples = 0, 0
+        stale_seen: set[str] = set()
         while len(per_day) < days and time.monotonic() - t0 < budget:
             if service.poll() is not None:
                 break
@@ -375,20 +429,32 @@ def soak_days(
             kib = rss_kib(service.pid)
             peak = max(peak, kib)
             try:
-                now = sample(_scrape(metrics_port), "optionsbot_clock_timestamp_seconds")
+                text = _scrape(metrics_port)
             except OSError:
                 continue
+            now = sample(text, "optionsbot_clock_timestamp_seconds")
+            stale_seen |= stale_now(text)
             samples += 1
             day = sessions[len(per_day)]
             # Near the end of the session: the day's work is done and nothing was freed yet.
             if now >= (day.close - timedelta(minutes=3)).timestamp():
-                per_day.append({"date": day.date.isoformat(), "rss_mb": round(kib / 1024, 1)})
+                per_day.append(
+                    {
+                        "date": day.date.isoformat(),
+                        "rss_mb": round(kib / 1024, 1),
+                        "clock": datetime.fromtimestamp(now, UTC),
+                    }
+                )
         elapsed = time.monotonic() - t0
         exit_code = service.poll()
     finally:
         stop_processes(service, sim)
     db = open_db(workdir / "soak.sqlite")
     rss = [d["rss_mb"] for d in per_day]
+    for d, session in zip(per_day, sessions, strict=False):
+        # Each day to two minutes before it was measured: its last bars may still be on the way.
+        d["bars"] = lost_bars(db.conn, names, session.open, d.pop("clock") - timedelta(minutes=2))
+    stats = sim_stats((sim_log).read_text(errors="replace"))
     return {
         "days": days,
         "symbols": symbols,
@@ -400,6 +466,9 @@ def soak_days(
         "growth_day2_to_last_pct": (
             round((rss[-1] - rss[1]) / rss[1] * 100, 2) if len(rss) >= 3 else None
         ),
+        "bars_lost": sum(d["bars"]["lost"] for d in per_day),
+        "stale_symbols": sorted(stale_seen),
+        "pacing_violations": stats["violations"],
         "signals": db["signals"].count,
         "orders": db["orders"].count,
         "decisions": db["decisions"].count,
@@ -606,9 +675,7 @@ def soak_cold_start(
         stop_processes(service, sim)
     text = (workdir / "service.log").read_text(errors="replace")
     sim_text = sim_log.read_text(errors="replace")
-    # The simulator prints its statistics as JSON at exit, then its violations on one line.
-    start_at = sim_text.index("\n{") + 1
-    stats = json.loads(sim_text[start_at : sim_text.index("\n}", start_at) + 2])
+    stats = sim_stats(sim_text)
     requests = sum(stats["requests"].values())
     # The simulator logs, in wall-clock time, the moment the service's API session started: from
     # there on, only the service's requests and IB's limits count.
@@ -671,7 +738,7 @@ def main() -> None:
     elif args.routines:
         result = soak_routines(min(args.symbols, 50), args.scale or 1200)
     elif args.days:
-        result = soak_days(args.days, args.symbols, args.scale or 300)
+        result = soak_days(args.days, args.symbols, args.scale or 300, trading=not args.no_trading)
     else:
         scenario = None if str(args.scenario) == "none" else args.scenario
         result = soak(

@@ -14,6 +14,7 @@ def test_messages_are_classed_by_their_id():
     assert message_class(req(3)) == ORDERS  # placeOrder
     assert message_class(req(4)) == ORDERS  # cancelOrder
     assert message_class(req(71)) == ORDERS  # startApi goes first
+    assert message_class(req(49)) == ORDERS  # reqCurrentTime: the clock and the probe
     assert message_class(req(20)) == BARS  # reqHistoricalData: before quotes
     assert message_class(req(50)) == BARS  # reqRealTimeBars
     assert message_class(req(1)) == DATA  # reqMktData

@@ -250,15 +250,15 @@ def test_the_service_gate_sends_orders_first_and_never_trips_the_message_rate(
     errors = Errors(ib)
     gate = MessageGate(rate=30, burst=10)
     install_gate(ib.client, gate, util.getLoop())
-    before = sim.stats["requests"][49]
+    before = sim.stats["requests"][59]
     for _ in range(150):
-        ib.client.reqCurrentTime()
+        ib.client.reqMarketDataType(1)
     ib.client.reqIds(1)
     assert gate.depth(DATA) == 140 and gate.depth(ORDERS) == 1  # ten went at once
     wait_until(ib, lambda: sim.stats["requests"][8] >= 1, timeout=2, what="the order message")
-    assert sim.stats["requests"][49] - before <= 12  # it did not wait behind the data
+    assert sim.stats["requests"][59] - before <= 12  # it did not wait behind the data
     wait_until(
-        ib, lambda: sim.stats["requests"][49] - before >= 150, timeout=10, what="all 150 requests"
+        ib, lambda: sim.stats["requests"][59] - before >= 150, timeout=10, what="all 150 requests"
     )
     assert errors.codes() == [] and sim.violations == {}
     assert gate.depth(DATA) == 0
@@ -282,7 +282,7 @@ def test_after_error_100_the_service_gate_slows_down_and_the_session_survives(
     back_off_on_error_100(ib, gate, loop)
     settle(ib, 1.0)  # a fresh window, clear of the start-up requests
     for _ in range(60):
-        ib.client.reqCurrentTime()
+        ib.client.reqMarketDataType(1)
     wait_until(ib, lambda: gate.depth(DATA) == 0, timeout=15, what="the gate emptied")
     settle(ib, 1.0)
     assert errors.codes() == [100]
