@@ -269,6 +269,15 @@ class MessageGate:
             self.tokens -= 1.0
         return out
 
+    def backlog_s(self, now: float) -> float:
+        """Seconds a message offered now would wait here: a request's timeout starts when it
+        leaves, not while it queues behind a cold start's (that is our queue, not the Gateway)."""
+        rate, burst = self._pace(now)
+        tokens = self.tokens
+        if self.stamp is not None:
+            tokens = min(burst, tokens + (now - self.stamp) * rate)
+        return max(0.0, (sum(len(q) for q in self.queues) + 1 - tokens) / rate)
+
     def wait(self) -> float | None:
         """Seconds until the next queued message may go; None when nothing waits."""
         if not any(self.queues):

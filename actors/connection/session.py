@@ -161,6 +161,8 @@ class Session:
         # A symbol's qualification in flight: its 1-minute and 1-hour history start together at
         # a cold start, and the second waits for the first's answer instead of asking again.
         self.stock_pending: dict[str, asyncio.Future] = {}
+        # When the Gateway last said error 100 (monotonic): what was in flight then may be lost.
+        self.rate_violation_at = float("-inf")
         self.timers: set[asyncio.TimerHandle] = set()
         self.history = History(self)
         self.quotes = Quotes(self)
@@ -218,6 +220,8 @@ class Session:
         self.broker.listen(ib)
 
     def _on_error(self, req_id: int, code: int, text: str, *_: Any) -> None:
+        if code == MESSAGE_RATE:
+            self.rate_violation_at = time.monotonic()
         self.tell_actor(_IbError(req_id=req_id, code=code, text=text))
 
     def _install_gate(self, client: Any) -> None:
@@ -348,12 +352,35 @@ class Session:
         return request_timeout(self.settings, kind)
 
     async def timed(self, kind: str, coro: Awaitable[Any], timeout: float | None = None) -> Any:
-        """Run one request with its timeout; the breaker hears about every outcome."""
-        timeout = timeout or self.timeout(kind)
+        """Run one request with its timeout; the breaker hears about every outcome.
+
+        The timeout starts when the request would leave the message gate: a request queued
+        behind a cold start's waits on us, not on the Gateway. A request still unanswered when
+        the Gateway said error 100 may have been one it dropped (it answers none of those): its
+        timeout is counted, but not held against the Gateway."""
+        gate = getattr(self, "gate", None)
+        queued = gate.backlog_s(asyncio.get_running_loop().time()) if gate is not None else 0.0
+        timeout = (timeout or self.timeout(kind)) + queued
         t0 = time.monotonic()
         try:
             result = await asyncio.wait_for(coro, timeout)
         except TimeoutError:
+            if self.rate_violation_at >= t0:
+                log.warning(
+                    "%s unanswered %.0fs: in flight when the Gateway counted too many messages"
+                    " (error 100), so perhaps dropped by it; not counted against the connection",
+                    kind,
+                    time.monotonic() - t0,
+                )
+                self.tell_actor(
+                    _RequestDone(
+                        kind=kind,
+                        ok=False,
+                        seconds=time.monotonic() - t0,
+                        cause="unanswered after error 100",
+                    )
+                )
+                raise
             self.tell_actor(
                 _RequestDone(kind=kind, ok=False, seconds=time.monotonic() - t0, timed_out=True)
             )

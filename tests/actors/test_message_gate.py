@@ -126,3 +126,34 @@ def test_the_back_off_ends_and_a_new_session_starts_without_it():
     gate.back_off(10.0, seconds=60.0)
     gate.clear()
     assert len([m for i in range(12) for m in gate.offer(req(20, i), 10.0)]) == 10
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.floats(0, 0.3), st.integers(0, 40)), min_size=1, max_size=20),
+    st.one_of(st.none(), st.floats(0, 3)),
+)
+def test_the_backlog_says_when_a_message_offered_now_leaves(arrivals, violation_at):
+    """A request's timeout is extended by the gate's backlog: the estimate must not be short,
+    or a request waiting on us is blamed on the Gateway (nor much long: a real timeout waits)."""
+    gate = MessageGate(rate=30, burst=10)
+    now = 0.0
+    gate.take(now)
+    if violation_at is not None:
+        gate.back_off(violation_at, seconds=2.0)
+    for gap, count in arrivals:
+        now += gap
+        for _ in range(count):
+            gate.offer(req(20), now)
+    start = now
+    promised = now + gate.backlog_s(now)
+    mine = req(20, -1)
+    left = now if mine in gate.offer(mine, now) else None
+    while left is None:
+        now += gate.wait() + 1e-6
+        if mine in gate.take(now):
+            left = now
+    assert left <= promised + 1e-3
+    # Long only by a back-off ending meanwhile (reckoned at its half rate to the end).
+    wait = promised - start
+    assert left - start >= (wait / 2 if violation_at is not None else wait) - 1e-3

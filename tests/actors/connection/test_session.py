@@ -188,3 +188,60 @@ def test_a_failed_qualification_fails_every_waiter_and_the_next_call_asks_again(
     ib.answer = 1
     assert asyncio.run(run())[0].conId == 1
     assert ib.asked == ["SPYY", "SPYY"]
+
+
+def _slow_answer(seconds):
+    async def answer():
+        await asyncio.sleep(seconds)
+        return "answer"
+
+    return answer()
+
+
+def test_a_request_queued_behind_our_own_gate_is_timed_from_when_it_leaves(session):
+    """A cold start queues hundreds of requests in the message gate; the last ones wait there
+    for seconds. That wait is ours: counted against the Gateway, it opened the breaker."""
+    from actors.connection.session import _RequestDone
+    from actors.pacing import MessageGate
+
+    session.gate = MessageGate(rate=20, burst=1)
+
+    async def run():
+        now = asyncio.get_running_loop().time()
+        session.gate.take(now)
+        for i in range(9):  # 8 wait, after one that takes the bucket's token: ~0.45 s
+            session.gate.offer(f"20\0{i}\0", now)
+        session.gate.offer("20\0x\0", now)
+        return await session.timed("historical", _slow_answer(0.35), timeout=0.2)
+
+    assert asyncio.run(run()) == "answer"
+    done = session.actor.last(_RequestDone)
+    assert done.ok and not done.timed_out
+
+
+def test_a_request_unanswered_after_error_100_is_not_held_against_the_gateway(session):
+    """The Gateway drops what it counts over the rate and answers none of it: a request in
+    flight then times out, and that says nothing about the connection. One that times out with
+    no error 100 since it started still counts (the breaker's evidence)."""
+    import time as _time
+
+    from actors.connection.session import _RequestDone
+
+    async def run(violation):
+        async def answer():
+            if violation:
+                session._on_error(-1, 100, "Max rate of messages per second has been exceeded")
+            await asyncio.sleep(1)
+
+        with pytest.raises(TimeoutError):
+            await session.timed("historical", answer(), timeout=0.05)
+
+    session._on_error(-1, 100, "an old one, before the request")
+    session.rate_violation_at -= 1.0
+    asyncio.run(run(violation=False))
+    counted = session.actor.last(_RequestDone)
+    assert counted.timed_out and not counted.ok
+    asyncio.run(run(violation=True))
+    excused = session.actor.last(_RequestDone)
+    assert not excused.timed_out and not excused.ok and "error 100" in excused.cause
+    assert session.rate_violation_at <= _time.monotonic()
