@@ -374,6 +374,7 @@ def soak_days(
     real_budget_s: float | None = None,
     trading: bool = True,
     rate: float | None = None,
+    log_level: str = "WARNING",
 ) -> dict:
     """The service in gateway mode (its own process, as on a Pi) against a standalone simulator
     (another process, so its memory is not counted and its reads are not delayed by the
@@ -413,7 +414,7 @@ def soak_days(
             "storage": {"path": str(workdir / "soak.sqlite"), "backup_dir": None},
             "metrics": {"port": metrics_port},
             "risk": {"kill_switch_file": str(workdir / "KILL")},
-            "log": {"level": "WARNING", "json_file": str(workdir / "soak.jsonl")},
+            "log": {"level": log_level, "json_file": str(workdir / "soak.jsonl")},
             "data": {"record_bars": True},
             **({} if trading else {"scalp": {"enabled": False}, "whale": {"enabled": False}}),
         }
@@ -738,7 +739,14 @@ def main() -> None:
     elif args.routines:
         result = soak_routines(min(args.symbols, 50), args.scale or 1200)
     elif args.days:
-        result = soak_days(args.days, args.symbols, args.scale or 300, trading=not args.no_trading)
+        result = soak_days(
+            args.days,
+            args.symbols,
+            args.scale or 300,
+            trading=not args.no_trading,
+            rate=args.rate,
+            log_level=args.log_level,
+        )
     else:
         scenario = None if str(args.scenario) == "none" else args.scenario
         result = soak(
