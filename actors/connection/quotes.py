@@ -51,6 +51,22 @@ def expiry_key(c: m.OptionContract) -> tuple[str, str, str]:
     return (c.symbol, c.expiry, c.trading_class)
 
 
+def forget_ticker(ib: Any, ticker: Ticker) -> None:
+    """ib_async keeps every Ticker it made, and every request id's, until the connection resets
+    (its endTicker forgets only the id of the tick type): one per option contract ever quoted,
+    a few thousand a day at 50 symbols, about 11 MB a day in the 5-day soak. Forget one that no
+    request feeds any more."""
+    w = getattr(ib, "wrapper", None)
+    if w is None:  # not ib_async's IB (a unit test's): nothing kept
+        return
+    if any(ticker in ids for ids in w.ticker2ReqId.values()):
+        return  # a line or a snapshot still feeds it
+    if w.tickers.get(hash(ticker.contract)) is ticker:
+        del w.tickers[hash(ticker.contract)]
+    for req_id in [r for r, t in w.reqId2Ticker.items() if t is ticker]:
+        del w.reqId2Ticker[req_id]
+
+
 def listed_contracts(details: Iterable[Any], asked: m.OptionContract) -> dict[tuple, Any]:
     """The contracts of `asked`'s expiry among IB's contract details, by `contract_key` of the
     OptionContract an entry would name for each. Anything else IB sent (another symbol, class
@@ -122,6 +138,12 @@ class Quotes:
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
         self.warm_core: dict[str, int] = {}  # per symbol, how many of its set are its core
         self.warm_lines: dict[tuple, tuple[Ticker, LineStart, Callable[[Ticker], None]]] = {}
+        # conId -> set when an entry's brief line on it closes. ib_async keeps one streaming
+        # request id per contract: a second line opened on the same contract meanwhile (a warm
+        # line, a position's watch) takes the id over, the brief line's cancel then closes the
+        # newer one, and the brief line stays open at the Gateway, holding a line for good (the
+        # 5-day soak counted 26 refusals for too many lines). So one line per contract at a time.
+        self.brief_lines: dict[int, asyncio.Event] = {}
 
     def drop(self) -> None:
         """The socket closed: the Gateway forgot every quote line: all free again."""
@@ -329,8 +351,8 @@ class Quotes:
             key = contract_key(c)
             if q is None or key in self.warm_lines or not s.ib.isConnected():
                 continue
-            if q.conId in self.quote_lines:
-                continue  # a position's line streams it already; ib_async keeps one per contract
+            if q.conId in self.quote_lines or q.conId in self.brief_lines:
+                continue  # a line streams it already; ib_async keeps one per contract
             if self.lines.locked():
                 break  # never take a line a position's watch is waiting for
             await self.lines.acquire()
@@ -360,6 +382,7 @@ class Quotes:
         ticker.updateEvent -= on_tick
         if self.session.ib.isConnected():
             self.session.ib.cancelMktData(ticker.contract)
+            forget_ticker(self.session.ib, ticker)
         self.lines.release()
 
     def _from_warm_lines(self, msg: m.FetchQuotes) -> m.QuotesFetched | None:
@@ -406,6 +429,7 @@ class Quotes:
             return
         missing: list[tuple[m.OptionContract, str]] = []
         quotes: list[m.OptionQuote] = []
+        cold: list[Any] = []
         try:
             qualified = await self.qualify(msg.contracts)
             pairs = [
@@ -437,15 +461,30 @@ class Quotes:
                 else []
             )
         except Exception as exc:  # noqa: BLE001
+            wrapper = getattr(s.ib, "wrapper", None)
+            for q in cold if wrapper is not None else ():
+                # A snapshot cut short: ib_async would keep its ticker for good.
+                t = wrapper.tickers.get(hash(q))
+                if t is not None:
+                    wrapper.endTicker(t, "snapshot")
+                    forget_ticker(s.ib, t)
             quotes_refused(
                 msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
             )
             return
         by_con = {t.contract.conId: t for t in tickers}
         self._mark_snapshot(by_con)
+        for t in tickers:  # read below from these objects; ib_async need not keep them
+            forget_ticker(s.ib, t)
         by_con.update(on_lines)
         for key, q in reopen:
-            if key not in self.warm_lines and not self.lines.locked() and s.ib.isConnected():
+            if (
+                key not in self.warm_lines
+                and q.conId not in self.brief_lines
+                and q.conId not in self.quote_lines
+                and not self.lines.locked()
+                and s.ib.isConnected()
+            ):
                 await self.lines.acquire()
                 self._open_warm(key, q)
         options = s.settings.options
@@ -499,12 +538,20 @@ class Quotes:
         try:
             for q in contracts:
                 warm = {t.contract.conId for t, _, _ in self.warm_lines.values()}
-                if q.conId in self.quote_lines or q.conId in warm or not ib.isConnected():
+                if (
+                    q.conId in self.quote_lines
+                    or q.conId in warm
+                    or q.conId in self.brief_lines
+                    or not ib.isConnected()
+                ):
                     continue
                 try:
                     await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
                 except TimeoutError:
                     break
+                if q.conId in self.brief_lines or q.conId in self.quote_lines:
+                    self.lines.release()  # another line took it while this waited for one
+                    continue
                 try:
                     ticker = ib.reqMktData(q, "", False, False)
                 except ConnectionError:
@@ -512,6 +559,7 @@ class Quotes:
                     # raises): the quotes keep the snapshot's look, and the request its answer.
                     self.lines.release()
                     break
+                self.brief_lines[q.conId] = asyncio.Event()
                 start = LineStart()
 
                 def on_tick(t: Ticker, con_id: int = q.conId, start: LineStart = start) -> None:
@@ -527,9 +575,11 @@ class Quotes:
         finally:
             for q, ticker, on_tick in opened:
                 ticker.updateEvent -= on_tick
-                if ib.isConnected() and q.conId not in self.quote_lines:
+                if ib.isConnected():
                     ib.cancelMktData(q)
+                    forget_ticker(ib, ticker)
                 self.lines.release()
+                self.brief_lines.pop(q.conId).set()
 
     def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
         now = self.session.clock.now()
@@ -559,6 +609,8 @@ class Quotes:
                 return
             contract = q[0]
         seq = self._next_watch(contract.conId)
+        while (brief := self.brief_lines.get(contract.conId)) is not None:
+            await brief.wait()  # an entry's brief line on it closes within quote_recheck_s
         if contract_key(c) in self.warm_lines:
             # ib_async keeps one ticker, and one request id, per contract: the warm line gives
             # way to this one rather than share it.
@@ -626,5 +678,6 @@ class Quotes:
             return
         if self.session.ib.isConnected():
             self.session.ib.cancelMktData(ticker.contract)
+            forget_ticker(self.session.ib, ticker)
         self.lines.release()
         self.session.metrics.market_data_lines.set(len(self.quote_lines))

@@ -2,9 +2,11 @@
 
 import asyncio
 import math
+from dataclasses import replace
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support import SESSION_TIME, FakeRef
@@ -454,3 +456,139 @@ def test_a_margin_is_warmed_only_with_the_lines_every_core_leaves(make_settings,
         ]
 
     asyncio.run(run())
+
+
+class LineCountingClient:
+    """ib_async's Client, as far as quote lines go: the Gateway's own count of open lines."""
+
+    def __init__(self, wrapper=None):
+        self.next_id = 1000
+        self.open: dict[int, int] = {}  # request id -> conId: lines open at the Gateway
+        self.snapshots = 0
+        self.wrapper = wrapper  # given: snapshots are answered through ib_async's own wrapper
+
+    def isConnected(self):  # noqa: N802 - ib_async's name
+        return True
+
+    def isReady(self):  # noqa: N802
+        return True
+
+    def disconnect(self):
+        pass
+
+    def getReqId(self):  # noqa: N802
+        self.next_id += 1
+        return self.next_id
+
+    def reqMktData(self, req_id, contract, ticks, snapshot, regulatory, options):  # noqa: N802
+        if snapshot:
+            self.snapshots += 1
+            if self.wrapper is not None:  # answered as the Gateway does: ticks, then the end
+                w = self.wrapper
+                asyncio.get_running_loop().call_soon(
+                    lambda: (
+                        w.priceSizeTick(req_id, 1, 2.0, 10),
+                        w.priceSizeTick(req_id, 2, 2.1, 10),
+                        w.tickSnapshotEnd(req_id),
+                    )
+                )
+        else:
+            self.open[req_id] = contract.conId
+
+    def cancelMktData(self, req_id):  # noqa: N802
+        self.open.pop(req_id, None)
+
+
+def _real_ib_session(make_settings, metrics, real_snapshots=False, **settings):
+    """A session whose IB is ib_async's own (its one-request-id-per-contract bookkeeping is the
+    point), with a client that counts the lines the Gateway holds; with `real_snapshots`,
+    snapshots go through ib_async's reqTickersAsync and wrapper as well."""
+    from ib_async import IB
+
+    class GatewayIB(IB):
+        async def qualifyContractsAsync(self, *contracts):  # noqa: N802
+            for c in contracts:
+                c.conId = int(c.strike * 10) + (1 if c.right == "C" else 2)
+            return list(contracts)
+
+        if not real_snapshots:
+
+            async def reqTickersAsync(self, *contracts):  # noqa: N802
+                from ib_async import Ticker
+
+                self.client.snapshots += 1
+                return [Ticker(contract=c, bid=2.0, ask=2.1) for c in contracts]
+
+    session = Session(make_settings(**settings), metrics, None, actor=FakeRef("actor"))
+    session.ib = GatewayIB()
+    session.ib.client = LineCountingClient(session.ib.wrapper if real_snapshots else None)
+    session.ib.disconnect = lambda: None  # nothing to close at exit
+    session.clock = ManualClock(SESSION_TIME)
+    return session
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03])
+@pytest.mark.parametrize("other", ["warm", "watch", "fetch"])
+def test_a_contract_never_has_two_lines_so_none_is_left_open_at_the_gateway(
+    make_settings, metrics, other, delay
+):
+    """An entry's brief recheck line, and meanwhile a warm line, a position's watch or another
+    entry's recheck on the same contract: ib_async keeps one request id per contract, so the
+    second line took the id over and the first stayed open at the Gateway for good (the 5-day
+    soak's 26 refusals for too many lines). Every line the Gateway holds at the end is one the
+    service counts."""
+    session = _real_ib_session(make_settings, metrics, options={"quote_recheck_s": 0.05})
+    quotes, client = session.quotes, session.ib.client
+    contract = _contracts([700.0])
+
+    async def run():
+        entry = asyncio.ensure_future(
+            quotes.fetch(m.FetchQuotes(contracts=contract, reply_to=FakeRef(), tag="SPY"))
+        )
+        await asyncio.sleep(delay)
+        if other == "warm":
+            await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=contract))
+        elif other == "watch":
+            held = replace(contract[0], con_id=7001)
+            await quotes.watch(m.WatchQuotes(contract=held, reply_to=FakeRef()))
+        else:
+            await quotes.fetch(m.FetchQuotes(contracts=contract, reply_to=FakeRef(), tag="SPY"))
+        await entry
+        await asyncio.sleep(0.1)  # every brief line over
+
+    asyncio.run(run())
+    held = len(quotes.warm_lines) + len(quotes.quote_lines)
+    # The lines the Gateway holds are exactly those the service can still cancel.
+    cancellable = set(session.ib.wrapper.ticker2ReqId["mktData"].values())
+    assert set(client.open) == cancellable and len(cancellable) == held
+    if other == "watch":
+        assert held == 1  # the position's line waited for the brief one, then opened
+
+
+def test_ib_async_keeps_no_ticker_for_a_contract_no_request_feeds(make_settings, metrics):
+    """ib_async keeps every Ticker it made until the connection resets: one per option contract
+    ever quoted. A day of entries over moving strikes (snapshots, recheck lines, warm lines
+    given up as the spot moves, positions watched then closed) must leave only the tickers of
+    the lines still open."""
+    session = _real_ib_session(
+        make_settings, metrics, real_snapshots=True, options={"quote_recheck_s": 0.01}
+    )
+    quotes, w = session.quotes, session.ib.wrapper
+
+    async def run():
+        for spot in range(600, 640):  # the strikes in play move with the spot
+            strikes = [float(spot - 1), float(spot), float(spot + 1)]
+            await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=_contracts(strikes)))
+            entry = _contracts([float(spot + 5)], "P")
+            await quotes.fetch(m.FetchQuotes(contracts=entry, reply_to=FakeRef(), tag="SPY"))
+            held = replace(entry[0], con_id=int((spot + 5) * 10) + 2)
+            await quotes.watch(m.WatchQuotes(contract=held, reply_to=FakeRef()))
+            await quotes.stop_watching(held.con_id)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert session.ib.client.snapshots >= 40
+    lines = len(quotes.warm_lines) + len(quotes.quote_lines)
+    assert lines == 3
+    assert len(w.tickers) == lines, len(w.tickers)
+    assert len(w.reqId2Ticker) == lines
