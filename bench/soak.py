@@ -375,6 +375,7 @@ def soak_days(
     trading: bool = True,
     rate: float | None = None,
     log_level: str = "WARNING",
+    record_bars: bool = True,
 ) -> dict:
     """The service in gateway mode (its own process, as on a Pi) against a standalone simulator
     (another process, so its memory is not counted and its reads are not delayed by the
@@ -415,7 +416,7 @@ def soak_days(
             "metrics": {"port": metrics_port},
             "risk": {"kill_switch_file": str(workdir / "KILL")},
             "log": {"level": log_level, "json_file": str(workdir / "soak.jsonl")},
-            "data": {"record_bars": True},
+            "data": {"record_bars": record_bars},
             **({} if trading else {"scalp": {"enabled": False}, "whale": {"enabled": False}}),
         }
         service, t0, _ = start_service(workdir, cfg, env)
@@ -454,7 +455,9 @@ def soak_days(
     rss = [d["rss_mb"] for d in per_day]
     for d, session in zip(per_day, sessions, strict=False):
         # Each day to two minutes before it was measured: its last bars may still be on the way.
-        d["bars"] = lost_bars(db.conn, names, session.open, d.pop("clock") - timedelta(minutes=2))
+        end = d.pop("clock") - timedelta(minutes=2)
+        if record_bars:
+            d["bars"] = lost_bars(db.conn, names, session.open, end)
     stats = sim_stats((sim_log).read_text(errors="replace"))
     return {
         "days": days,
@@ -467,7 +470,7 @@ def soak_days(
         "growth_day2_to_last_pct": (
             round((rss[-1] - rss[1]) / rss[1] * 100, 2) if len(rss) >= 3 else None
         ),
-        "bars_lost": sum(d["bars"]["lost"] for d in per_day),
+        "bars_lost": sum(d["bars"]["lost"] for d in per_day) if record_bars else None,
         "stale_symbols": sorted(stale_seen),
         "pacing_violations": stats["violations"],
         "signals": db["signals"].count,
@@ -709,6 +712,9 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=int, default=None, help="only the session's first N")
     parser.add_argument("--no-trading", action="store_true", help="the data path alone")
+    parser.add_argument(
+        "--no-record-bars", action="store_true", help="with --days: bars not kept, not checked"
+    )
     parser.add_argument("--rate", type=float, default=None, help="broker.max_messages_per_second")
     parser.add_argument("--burst", type=int, default=None, help="broker.message_burst")
     parser.add_argument(
@@ -746,6 +752,7 @@ def main() -> None:
             trading=not args.no_trading,
             rate=args.rate,
             log_level=args.log_level,
+            record_bars=not args.no_record_bars,
         )
     else:
         scenario = None if str(args.scenario) == "none" else args.scenario
@@ -757,6 +764,7 @@ def main() -> None:
             trading=not args.no_trading,
             rate=args.rate,
             log_level=args.log_level,
+            record_bars=not args.no_record_bars,
         )
     print(json.dumps(result, indent=2, default=str))
 
