@@ -5,7 +5,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ib_async import BarData, BarDataList
+from ib_async import IB, BarData, BarDataList
 from support import SESSION_TIME, FakeRef
 
 from actors import messages as m
@@ -236,3 +236,43 @@ def test_a_real_time_stream_waiting_for_ibs_window_brings_each_minute_from_histo
     # which each would be a minute longer than the one before).
     later = [int(d.split()[0]) for d, _ in asked[1:]]
     assert max(later) - min(later) < 60, asked
+
+
+def test_a_real_time_stream_keeps_one_bar_and_every_minute_still_arrives(session):
+    """ib_async appends every 5-second bar to the stream's list for as long as it is open and
+    never reads them back: a day is 4,680 bars a symbol (the 5-day soak grew 10 MB a day with 5
+    real-time symbols). Through ib_async's own wrapper, a day of bars leaves one in the list,
+    and every minute is still aggregated and sent."""
+    from ib_async import RealTimeBarList
+    from ib_async.wrapper import Wrapper
+
+    session.clock = ManualClock(SESSION_TIME)
+    wrapper = Wrapper(IB())
+    live = RealTimeBarList()
+
+    class RealTimeIB(HistoryIB):
+        def reqRealTimeBars(self, *a, **kw):  # noqa: N802
+            live.reqId = 9
+            wrapper.reqId2Subscriber[9] = live
+            return live
+
+    session.ib = RealTimeIB()
+    reply = FakeRef()
+    msg = m.StreamBars(
+        symbol="SPY", bar_size="1 min", duration="2 D", reply_to=reply, realtime=True
+    )
+
+    async def run():
+        session.history.slots = asyncio.Semaphore(50)
+        await session.history.realtime(msg)
+
+    asyncio.run(run())
+    start = int(SESSION_TIME.timestamp())
+    longest = 0
+    for i in range(390 * 12 + 1):  # a session of 5-second bars, and the next one's first
+        wrapper.realtimeBar(9, start + 5 * i, 100.0, 100.5, 99.5, 100.0 + i % 7, 10, 100.0, 3)
+        longest = max(longest, len(live))
+    assert longest == 1
+    minutes = [b.bar.time for b in reply.of(m.BarStreamed)]
+    assert len(minutes) == 390 and minutes[0] == SESSION_TIME
+    assert minutes == sorted(set(minutes))
