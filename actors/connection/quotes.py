@@ -406,6 +406,7 @@ class Quotes:
             return
         missing: list[tuple[m.OptionContract, str]] = []
         quotes: list[m.OptionQuote] = []
+        options = s.settings.options
         try:
             qualified = await self.qualify(msg.contracts)
             pairs = [
@@ -419,8 +420,8 @@ class Quotes:
             # A contract on a warm line is read from it, never snapshotted: ib_async keeps one
             # ticker and one request id per contract, and a snapshot's end would forget the
             # line's id, so the line could never be cancelled at the Gateway.
-            # A line that has brought no bid and ask yet gives way to the snapshot (a frozen
-            # or broken quote sends nothing on a line, while a snapshot answers what IB holds).
+            # A warm line that has brought no bid and ask yet is not read: it is closed and the
+            # contract asked like a cold one (its own brief line), then warmed again.
             on_lines = {}
             reopen: list[tuple[tuple, Any]] = []
             for c, q in pairs:
@@ -429,13 +430,28 @@ class Quotes:
                     on_lines[q.conId] = line[0]
                 elif line is not None:
                     self._close_warm(contract_key(c))
-                    reopen.append((contract_key(c), q))  # warm again once the snapshot is in
+                    reopen.append((contract_key(c), q))  # warm again once the quote is in
+            # The rest open a brief line each rather than a snapshot: a line's first bid and ask
+            # come one round trip after the request, while IB ends a snapshot only once it has
+            # gathered every field, up to 11 s later (IBKR.md; TWS API reqMktData; sim/latency.py
+            # first_tick vs snapshot). The same line then proves the quote fresh, so the first
+            # look and the recheck are one request. A contract a position's line streams
+            # already is snapshotted as before: ib_async keeps one request id per contract.
             cold = [q for _, q in pairs if q.conId not in on_lines]
-            tickers = (
-                await s.timed("snapshot", s.ib.reqTickersAsync(*cold), msg.wait_s + 8.0)
-                if cold
-                else []
-            )
+            snapped = [q for q in cold if q.conId in self.quote_lines]
+            brief = [q for q in cold if q.conId not in self.quote_lines]
+            briefs = [
+                asyncio.ensure_future(self._brief_line(q, msg.wait_s, options.quote_recheck_s))
+                for q in brief
+            ]
+            try:
+                tickers = (
+                    await s.timed("snapshot", s.ib.reqTickersAsync(*snapped), msg.wait_s + 8.0)
+                    if snapped
+                    else []
+                )
+            finally:
+                results = await asyncio.gather(*briefs, return_exceptions=True)
         except Exception as exc:  # noqa: BLE001
             quotes_refused(
                 msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -443,16 +459,23 @@ class Quotes:
             return
         by_con = {t.contract.conId: t for t in tickers}
         self._mark_snapshot(by_con)
+        no_line: set[int] = set()
+        for q, got in zip(brief, results, strict=True):
+            if isinstance(got, Ticker):
+                by_con[q.conId] = got
+            elif got is None:
+                no_line.add(q.conId)
+            else:
+                log.info("%s: a brief quote line failed: %s", q.localSymbol or q.symbol, got)
         by_con.update(on_lines)
         for key, q in reopen:
             if key not in self.warm_lines and not self.lines.locked() and s.ib.isConnected():
                 await self.lines.acquire()
                 self._open_warm(key, q)
-        options = s.settings.options
         scale = getattr(s.clock, "scale", 1.0)
         unproven = [
             q
-            for _, q in pairs
+            for q in snapped
             if (mark := self.quote_marks.get(q.conId)) is not None
             and quote_age_s(mark, s.clock.now(), scale) > options.max_quote_age_s
         ]
@@ -465,6 +488,9 @@ class Quotes:
         for c, q in pairs:
             t: Ticker | None = by_con.get(q.conId)
             value = option_value(q, c)
+            if q.conId in no_line:
+                missing.append((value, f"no market data line free within {msg.wait_s:g}s"))
+                continue
             bid, ask = (price(t.bid), price(t.ask)) if t else (math.nan, math.nan)
             if t is None or math.isnan(bid) or math.isnan(ask):
                 missing.append(
@@ -486,6 +512,71 @@ class Quotes:
         tell(
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
+
+    async def _brief_line(self, q: Any, wait_s: float, recheck_s: float) -> Ticker | None:
+        """One cold contract's quote from a line of its own, open only as long as it takes: until
+        its first bid and ask (at most `wait_s`), then, when those do not prove the quote fresh
+        (seen for the first time, or unchanged since long ago), until a change on the line does
+        (at most `recheck_s` more). Every bid/ask it brings is marked. None when no line freed
+        within `wait_s` (IB's 100: the service never asks for a 101st); the ticker otherwise,
+        whatever it got (NaN: nothing came).
+
+        Each contract takes and gives back its own line, so entries waiting for lines never
+        hold some while waiting for others."""
+        ib, clock = self.session.ib, self.session.clock
+        options = self.session.settings.options
+        scale = getattr(clock, "scale", 1.0)
+        loop = asyncio.get_running_loop()
+        first_by = loop.time() + wait_s
+        try:
+            await asyncio.wait_for(self.lines.acquire(), timeout=wait_s)
+        except TimeoutError:
+            return None
+        try:
+            if not ib.isConnected():
+                raise ConnectionError("not connected")
+            changed = asyncio.Event()
+            start = LineStart()
+
+            def on_tick(t: Ticker) -> None:
+                watched = start.settled(t)
+                bid, ask = price(t.bid), price(t.ask)
+                if not (math.isnan(bid) or math.isnan(ask)):
+                    self._mark(q.conId, bid, ask, clock.now(), watched)
+                changed.set()
+
+            ticker = ib.reqMktData(q, "", False, False)
+            ticker.updateEvent += on_tick
+            try:
+
+                def proven() -> bool:
+                    mark = self.quote_marks.get(q.conId)
+                    return (
+                        mark is not None
+                        and quote_age_s(mark, clock.now(), scale) <= options.max_quote_age_s
+                    )
+
+                async def until(done: Callable[[], bool], by: float) -> bool:
+                    while not done():
+                        left = by - loop.time()
+                        if left <= 0:
+                            return False
+                        changed.clear()
+                        try:
+                            await asyncio.wait_for(changed.wait(), left)
+                        except TimeoutError:
+                            return done()
+                    return True
+
+                if await until(lambda: len(start.seen) == 2, first_by) and not proven():
+                    await until(proven, loop.time() + recheck_s)
+            finally:
+                ticker.updateEvent -= on_tick
+                if ib.isConnected() and q.conId not in self.quote_lines:
+                    ib.cancelMktData(q)
+            return ticker
+        finally:
+            self.lines.release()
 
     async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
         """Open a line on each contract for `seconds` and mark every bid/ask change it brings.

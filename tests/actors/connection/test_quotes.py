@@ -5,7 +5,7 @@ import math
 from datetime import timedelta
 from types import SimpleNamespace
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import SESSION_TIME, FakeRef
 
@@ -48,8 +48,8 @@ def test_a_watch_waiting_for_a_line_is_dropped_when_unwatched(make_settings, met
 
 
 class ClosingIB(QuoteIB):
-    """Answers the snapshot, then the socket closes before the brief line goes out: ib_async's
-    Client.send raises ConnectionError("Not connected") for any request on a closed socket."""
+    """The socket closes before the brief line goes out: ib_async's Client.send raises
+    ConnectionError("Not connected") for any request on a closed socket."""
 
     async def qualifyContractsAsync(self, *contracts):  # noqa: N802
         return [
@@ -85,15 +85,20 @@ def test_a_quote_fetch_answers_when_the_socket_closes_during_its_brief_watch(
         )
         return quotes.lines.locked()
 
-    assert asyncio.run(run()) is False  # the line taken for the watch was given back
+    assert asyncio.run(run()) is False  # the line taken for the quote was given back
     answer = reply.last(m.QuotesFetched)
-    assert answer.tag == "SPY" and [q.bid for q in answer.quotes] == [2.40]
+    assert answer.tag == "SPY" and answer.quotes == ()
+    assert [why for _, why in answer.missing] == [
+        "no quote (NaN): no entitlement, market closed, or no market"
+    ]
 
 
 class WarmIB:
-    """Qualifies anything, opens lines as real ib_async Tickers, counts every request."""
+    """Qualifies anything, opens lines as real ib_async Tickers, counts every request. With
+    `answers`, a line brings its opening bid and ask at once and a change a moment later."""
 
-    def __init__(self):
+    def __init__(self, answers=False):
+        self.answers = answers
         self.qualified: list = []
         self.lines: list = []
         self.snapshots = 0
@@ -113,6 +118,11 @@ class WarmIB:
 
         t = Ticker(contract=contract)
         self.lines.append(t)
+        if self.answers:
+            loop = asyncio.get_running_loop()
+            t.volume = 500.0
+            loop.call_soon(_tick, t, 2.0, 2.1)
+            loop.call_later(0.002, _tick, t, 2.0, 2.15)
         return t
 
     def cancelMktData(self, contract):  # noqa: N802
@@ -179,23 +189,31 @@ def test_cold_quotes_qualify_once_a_day_and_a_line_not_settled_is_not_trusted(
     make_settings, metrics
 ):
     session = _session(make_settings, metrics, options={"quote_recheck_s": 0.01})
-    quotes, ib = session.quotes, session.ib
+    session.ib = ib = WarmIB(answers=True)
+    quotes = session.quotes
     cold = _contracts([690.0, 691.0])
 
     async def run():
         for _ in range(2):
             await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=FakeRef(), tag="SPY"))
-        assert len(ib.qualified) == 2 and ib.snapshots == 2  # contract details asked once
-        # A warm line that has brought no bid and ask yet gives way: it is closed (a
-        # snapshot of a contract on a line would make ib_async forget the line's request id)
-        # and the contract snapshotted, as a frozen quote sends nothing on a line.
+        assert len(ib.qualified) == 2  # contract details asked once
+        # A brief line per contract and fetch, each closed before the answer; no snapshot.
+        assert ib.snapshots == 0 and len(ib.lines) == 4
+        assert sorted(ib.cancelled) == [6901, 6901, 6911, 6911]
+        assert quotes.lines._value == session.settings.broker.max_market_data_lines
+        # A warm line that has brought no bid and ask yet is not read: it is closed (a second
+        # request on a contract with a line would make ib_async forget the line's request id)
+        # and the contract asked on a brief line of its own.
+        ib.answers = False
         await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=cold))
+        ib.answers = True
         assert len(ib.qualified) == 2  # qualified already today
         cancelled = len(ib.cancelled)
-        await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=FakeRef(), tag="SPY"))
-        assert ib.snapshots == 3
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=reply, tag="SPY"))
+        assert ib.snapshots == 0 and len(reply.last(m.QuotesFetched).quotes) == 2
         assert ib.cancelled[cancelled : cancelled + 2] == [6901, 6911]  # the two lines closed
-        assert len(quotes.warm_lines) == 2 and len(ib.lines) >= 4  # and opened again after
+        assert len(quotes.warm_lines) == 2 and len(ib.lines) >= 8  # and opened again after
         # The next trading day asks again: an option's definition is only good for its day.
         session.clock.advance(timedelta(days=3))
         await quotes.fetch(m.FetchQuotes(contracts=cold[:1], reply_to=FakeRef(), tag="SPY"))
@@ -233,8 +251,8 @@ class ExpiryIB(WarmIB):
 
     STRIKES = (679.0, 680.0, 681.0, 683.0)
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, answers=True):
+        super().__init__(answers)
         self.details_asked: list = []
 
     async def reqTickersAsync(self, *contracts):  # noqa: N802
@@ -267,9 +285,9 @@ class ExpiryIB(WarmIB):
         ]
 
 
-def test_a_symbol_without_warm_lines_waits_for_its_snapshot_alone(make_settings, metrics):
+def test_a_symbol_without_warm_lines_waits_for_its_quotes_alone(make_settings, metrics):
     """Lines are too few to warm SPY's set; its expiry is still qualified, in one request,
-    before its bar closes: the entry then sends the snapshot only, no contract details, and a
+    before its bar closes: the entry then asks its quotes only, no contract details, and a
     strike the expiry does not list is known missing without a request for an error 200."""
     session = _session(make_settings, metrics, broker={"max_market_data_lines": 9})
     session.ib = ExpiryIB()
@@ -284,7 +302,7 @@ def test_a_symbol_without_warm_lines_waits_for_its_snapshot_alone(make_settings,
         assert len(ib.details_asked) == 1 and ib.lines == [] and ib.qualified == []
         reply = FakeRef()
         await quotes.fetch(m.FetchQuotes(contracts=entry, reply_to=reply, tag="SPY", wait_s=0.01))
-        assert ib.qualified == [] and len(ib.details_asked) == 1 and ib.snapshots == 1
+        assert ib.qualified == [] and len(ib.details_asked) == 1 and ib.snapshots == 0
         got = reply.last(m.QuotesFetched)
         assert [q.contract.strike for q in got.quotes] == [679.0, 680.0, 681.0, 683.0]
         assert [q.contract.con_id for q in got.quotes] == [6791, 6801, 6811, 6831]
@@ -452,5 +470,90 @@ def test_a_margin_is_warmed_only_with_the_lines_every_core_leaves(make_settings,
             ("SPY", 680.0),
             ("SPY", 681.0),
         ]
+
+    asyncio.run(run())
+
+
+class CountingIB(WarmIB):
+    """WarmIB that answers its lines and counts how many are open at once."""
+
+    def __init__(self, answers=True, frozen=False):
+        super().__init__(answers and not frozen)
+        self.frozen = frozen
+        self.open: set = set()
+        self.most = 0
+
+    def reqMktData(self, contract, *args):  # noqa: N802
+        t = super().reqMktData(contract, *args)
+        if self.frozen:  # the opening values, then never a change
+            t.volume = 500.0
+            asyncio.get_running_loop().call_soon(_tick, t, 2.0, 2.1)
+        self.open.add(contract.conId)
+        self.most = max(self.most, len(self.open))
+        return t
+
+    def cancelMktData(self, contract):  # noqa: N802
+        super().cancelMktData(contract)
+        self.open.discard(contract.conId)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25)
+@given(lines=st.integers(1, 4), count=st.integers(1, 6))
+def test_cold_quotes_come_from_brief_lines_within_the_line_limit(
+    make_settings, metrics, lines, count
+):
+    """No snapshot: each cold contract's first bid/ask and the change that proves it fresh come
+    on one line of its own, closed before the answer; never more lines than are free, each
+    contract waiting its turn (IB answers a 101st line with error 101)."""
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.5})
+    session.ib = ib = CountingIB()
+    quotes = session.quotes
+    cold = _contracts([690.0 + k for k in range(count)])
+
+    async def run():
+        quotes.lines = asyncio.Semaphore(lines)
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=reply, tag="SPY", wait_s=2.0))
+        got = reply.last(m.QuotesFetched)
+        assert ib.snapshots == 0 and len(ib.lines) == count and ib.open == set()
+        assert ib.most <= lines and quotes.lines._value == lines
+        assert [q.contract.strike for q in got.quotes] == [c.strike for c in cold]
+        assert all(q.age_known and q.ask == 2.15 for q in got.quotes), got
+
+    asyncio.run(run())
+
+
+def test_a_cold_quote_without_a_free_line_is_missing_not_snapshotted(make_settings, metrics):
+    """Every line is taken (positions, warm sets): the contract is reported missing with the
+    reason, after the entry's wait, rather than traded on a look that nothing can prove fresh."""
+    session = _session(make_settings, metrics)
+    session.ib = ib = CountingIB()
+    quotes = session.quotes
+
+    async def run():
+        quotes.lines = asyncio.Semaphore(0)
+        reply = FakeRef()
+        fetch = m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY", wait_s=0.05)
+        await quotes.fetch(fetch)
+        got = reply.last(m.QuotesFetched)
+        assert ib.snapshots == 0 and ib.lines == [] and got.quotes == ()
+        assert [why for _, why in got.missing] == ["no market data line free within 0.05s"]
+
+    asyncio.run(run())
+
+
+def test_a_frozen_quote_on_a_brief_line_stays_unproven_and_the_line_closes(make_settings, metrics):
+    """A line's opening values are whatever IB holds, frozen or not: without a change within
+    the recheck the quote goes back with its age unknown (the entry's filter calls it stale)."""
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.05})
+    session.ib = ib = CountingIB(frozen=True)
+    quotes = session.quotes
+
+    async def run():
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        [q] = reply.last(m.QuotesFetched).quotes
+        assert not q.age_known and (q.bid, q.ask) == (2.0, 2.1)
+        assert ib.snapshots == 0 and ib.open == set() and ib.cancelled == [6901]
 
     asyncio.run(run())
