@@ -212,6 +212,47 @@ class Recorder:
         }
 
 
+def why_not(reason: str) -> str:
+    """A skipped entry's reason, short enough to count: the gate's reason up to its first
+    comma ("connection: degraded"), an option skip by what its target strike (the first named)
+    lacked ("no_option: stale", "no_option: quote request timed out")."""
+    head, _, rest = reason.partition(": ")
+    if head == "no_option" and rest:
+        first = rest.split("; ", 1)[0]
+        what = first.split(": ", 1)[1] if ": " in first else first
+        return f"no_option: {what.split(':', 1)[0].split(' (', 1)[0].strip()}"
+    return reason.split(",", 1)[0][:60]
+
+
+def service_decisions(path: Path, since: datetime, until: datetime) -> dict[str, int]:
+    """What became of the service's signals whose bar closed in [since, until): counts of
+    entries placed and of every reason an entry was not (the journal's decisions rows)."""
+    import sqlite3
+
+    out: dict[str, int] = defaultdict(int)
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(
+            "select stage, outcome, reason, detail from decisions"
+            " where stage in ('risk_gate', 'option') order by id"
+        ).fetchall()
+    finally:
+        con.close()
+    for stage, outcome, reason, detail in rows:
+        try:
+            bar = datetime.fromisoformat(json.loads(detail)["bar_time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not since <= bar + timedelta(minutes=1) < until:
+            continue
+        if outcome == "approved":
+            if stage == "option":
+                out["placed"] += 1
+            continue
+        out[f"{stage}: {why_not(reason)}"] += 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def round_trips(kinds: list[int]) -> int:
     """Round trips in a sequence of request kinds: requests of one kind sent together are one."""
     return sum(1 for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k)
@@ -313,6 +354,7 @@ def run(
         finally:
             system.stop()
         out["service"] = recorder.latencies(SERVICE_CLIENT, since, until, scale)
+        out["service"]["decisions"] = service_decisions(Path(settings.storage.path), since, until)
         # (b) the bare script, on the same simulator
         from actors.orders.entry import option_params
         from actors.strategy import scalp_params
@@ -368,6 +410,7 @@ def show(r: dict[str, Any], scale: float) -> str:
             f" (mean {x['round_trips_mean']})"
         )
     lines.append(f"  skipped by the bare script: {r['bare'].get('skips')}")
+    lines.append(f"  the service's signals (its journal): {r['service'].get('decisions')}")
     lines.append(
         f"  ratio p99 service/bare: {r['ratio_p99']} (from the closing update:"
         f" {r['ratio_p99_from_update']})"

@@ -37,11 +37,13 @@ def test_a_simulated_hour_at_realistic_latency_still_trades_and_protects(make_se
 
 
 def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_path):
-    """Lines are too few to warm the symbol's strikes (9: the recheck's 5 and 4 spare), so
+    """Lines are too few to warm the symbol's strikes (9: an entry's 5 and 4 spare), so
     every entry asks its quotes after its bar closes. The simulator counts what the service
-    asked between the bar's end and the entry's placeOrder: one round trip (the snapshot, and
-    the recheck lines of the same kind), never contract details first. The real ib_async
-    client over a socket, the simulator's own log of requests (bench/latency.py's Recorder)."""
+    asked between the bar's end and the entry's placeOrder: one round trip (a brief streaming
+    line per strike, which also proves the quote fresh), never contract details first, never a
+    snapshot (IB ends one only when all its fields are in, up to 11 s later), and every line
+    closed before the order. The real ib_async client over a socket, the simulator's own log
+    of requests (bench/latency.py's Recorder)."""
     import time
     from datetime import UTC, datetime
 
@@ -89,7 +91,14 @@ def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_pa
         finally:
             system.stop()
         assert system.sim is None  # gateway mode: the simulator above is the only broker
+    lines, cancelled = recorder.lines[(1, "SPY")], recorder.cancelled
     for symbol, at, asked in entries():
+        end = at.replace(second=0, microsecond=0)
+        for i, (t, k) in enumerate(recorder.requests[(1, symbol)]):
+            if k != In.REQ_MKT_DATA or not end <= t <= at:
+                continue
+            assert i in lines, f"{symbol} {at}: a snapshot at {t}"
+            assert cancelled.get((1, lines[i]), at) < at, f"{symbol} {at}: line {i} left open"
         assert asked, f"{symbol} {at}: no request at all, so its quotes were on lines"
         assert In.REQ_CONTRACT_DATA not in asked, (symbol, at, [In(k).name for k in asked])
         assert round_trips(asked) == 1, (symbol, at, [In(k).name for k in asked])
