@@ -515,9 +515,9 @@ class Quotes:
 
     async def _brief_line(self, q: Any, wait_s: float, recheck_s: float) -> Ticker | None:
         """One cold contract's quote from a line of its own, open only as long as it takes: until
-        its first bid and ask (at most `wait_s`), then, when those do not prove the quote fresh
-        (seen for the first time, or unchanged since long ago), until a change on the line does
-        (at most `recheck_s` more). Every bid/ask it brings is marked. None when no line freed
+        its first bid and ask (at most `wait_s` after it opened), then, when those do not prove
+        the quote fresh (seen for the first time, or unchanged since long ago), until a change on
+        the line does (at most `recheck_s` more). Every bid/ask it brings is marked. None when no line freed
         within `wait_s` (IB's 100: the service never asks for a 101st); the ticker otherwise,
         whatever it got (NaN: nothing came).
 
@@ -527,11 +527,11 @@ class Quotes:
         options = self.session.settings.options
         scale = getattr(clock, "scale", 1.0)
         loop = asyncio.get_running_loop()
-        first_by = loop.time() + wait_s
         try:
             await asyncio.wait_for(self.lines.acquire(), timeout=wait_s)
         except TimeoutError:
             return None
+        first_by = loop.time() + wait_s  # a line that waited its turn still gets its wait
         try:
             if not ib.isConnected():
                 raise ConnectionError("not connected")
