@@ -122,6 +122,11 @@ class Quotes:
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
         self.warm_core: dict[str, int] = {}  # per symbol, how many of its set are its core
         self.warm_lines: dict[tuple, tuple[Ticker, LineStart, Callable[[Ticker], None]]] = {}
+        self.warm_keep: set[tuple] = set()  # the keys of the last warm plan
+        # conId -> contract key of the brief lines open now (an entry's cold quotes): ib_async
+        # keeps one request id per contract, so no other line opens on one; a brief line whose
+        # contract the warm plan wants is kept open as its warm line when it is done.
+        self.brief: dict[int, tuple] = {}
 
     def drop(self) -> None:
         """The socket closed: the Gateway forgot every quote line: all free again."""
@@ -314,7 +319,7 @@ class Quotes:
         # waits for its snapshot only, never for contract details first.
         await self.qualify_expiries(msg.contracts)
         plan = warm_plan(self.warm_wanted, self.warm_budget(), self.warm_core)
-        keep = {contract_key(c) for cs in plan.values() for c in cs}
+        keep = self.warm_keep = {contract_key(c) for cs in plan.values() for c in cs}
         for key in [k for k in self.warm_lines if k not in keep]:
             self._close_warm(key)
         new = [c for cs in plan.values() for c in cs if contract_key(c) not in self.warm_lines]
@@ -329,7 +334,7 @@ class Quotes:
             key = contract_key(c)
             if q is None or key in self.warm_lines or not s.ib.isConnected():
                 continue
-            if q.conId in self.quote_lines:
+            if q.conId in self.quote_lines or q.conId in self.brief:
                 continue  # a position's line streams it already; ib_async keeps one per contract
             if self.lines.locked():
                 break  # never take a line a position's watch is waiting for
@@ -338,9 +343,12 @@ class Quotes:
         s.metrics.market_data_lines.set(len(self.quote_lines) + len(self.warm_lines))
 
     def _open_warm(self, key: tuple, q: Any) -> None:
-        ib, clock = self.session.ib, self.session.clock
-        ticker = ib.reqMktData(q, "", False, False)
-        start = LineStart()
+        ticker = self.session.ib.reqMktData(q, "", False, False)
+        self._adopt_warm(key, q, ticker, LineStart())
+
+    def _adopt_warm(self, key: tuple, q: Any, ticker: Ticker, start: LineStart) -> None:
+        """`ticker`'s line (holding one of `lines`) is warm line `key` from now on."""
+        clock = self.session.clock
 
         def on_tick(t: Ticker, con_id: int = q.conId) -> None:
             watched = start.settled(t)
@@ -439,9 +447,12 @@ class Quotes:
             # already is snapshotted as before: ib_async keeps one request id per contract.
             cold = [q for _, q in pairs if q.conId not in on_lines]
             snapped = [q for q in cold if q.conId in self.quote_lines]
+            keys = {q.conId: contract_key(c) for c, q in pairs}
             brief = [q for q in cold if q.conId not in self.quote_lines]
             briefs = [
-                asyncio.ensure_future(self._brief_line(q, msg.wait_s, options.quote_recheck_s))
+                asyncio.ensure_future(
+                    self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
+                )
                 for q in brief
             ]
             try:
@@ -513,16 +524,19 @@ class Quotes:
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
 
-    async def _brief_line(self, q: Any, wait_s: float, recheck_s: float) -> Ticker | None:
+    async def _brief_line(
+        self, key: tuple, q: Any, wait_s: float, recheck_s: float
+    ) -> Ticker | None:
         """One cold contract's quote from a line of its own, open only as long as it takes: until
         its first bid and ask (at most `wait_s` after it opened), then, when those do not prove
         the quote fresh (seen for the first time, or unchanged since long ago), until a change on
-        the line does (at most `recheck_s` more). Every bid/ask it brings is marked. None when no line freed
-        within `wait_s` (IB's 100: the service never asks for a 101st); the ticker otherwise,
-        whatever it got (NaN: nothing came).
+        the line does (at most `recheck_s` more). Every bid/ask it brings is marked. None when no
+        line freed within `wait_s` (IB's 100: the service never asks for a 101st); the ticker
+        otherwise, whatever it got (NaN: nothing came).
 
         Each contract takes and gives back its own line, so entries waiting for lines never
-        hold some while waiting for others."""
+        hold some while waiting for others. A line the warm plan wants by then stays open as
+        that warm line rather than close and open again."""
         ib, clock = self.session.ib, self.session.clock
         options = self.session.settings.options
         scale = getattr(clock, "scale", 1.0)
@@ -532,9 +546,15 @@ class Quotes:
         except TimeoutError:
             return None
         first_by = loop.time() + wait_s  # a line that waited its turn still gets its wait
+        kept = False
         try:
             if not ib.isConnected():
                 raise ConnectionError("not connected")
+            if key in self.warm_lines or q.conId in self.quote_lines or q.conId in self.brief:
+                # A line opened on it while this waited (the warm plan moved, another entry):
+                # ib_async would share its request id; read that line instead.
+                line = self.warm_lines.get(key)
+                return line[0] if line is not None else self.quote_lines.get(q.conId)
             changed = asyncio.Event()
             start = LineStart()
 
@@ -546,6 +566,7 @@ class Quotes:
                 changed.set()
 
             ticker = ib.reqMktData(q, "", False, False)
+            self.brief[q.conId] = key
             ticker.updateEvent += on_tick
             try:
 
@@ -572,11 +593,16 @@ class Quotes:
                     await until(proven, loop.time() + recheck_s)
             finally:
                 ticker.updateEvent -= on_tick
-                if ib.isConnected() and q.conId not in self.quote_lines:
+                self.brief.pop(q.conId, None)
+                if ib.isConnected() and key in self.warm_keep and key not in self.warm_lines:
+                    self._adopt_warm(key, q, ticker, start)
+                    kept = True
+                elif ib.isConnected() and q.conId not in self.quote_lines:
                     ib.cancelMktData(q)
             return ticker
         finally:
-            self.lines.release()
+            if not kept:
+                self.lines.release()
 
     async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
         """Open a line on each contract for `seconds` and mark every bid/ask change it brings.

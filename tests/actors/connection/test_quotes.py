@@ -97,8 +97,8 @@ class WarmIB:
     """Qualifies anything, opens lines as real ib_async Tickers, counts every request. With
     `answers`, a line brings its opening bid and ask at once and a change a moment later."""
 
-    def __init__(self, answers=False):
-        self.answers = answers
+    def __init__(self, answers=False, change_after=0.002):
+        self.answers, self.change_after = answers, change_after
         self.qualified: list = []
         self.lines: list = []
         self.snapshots = 0
@@ -122,7 +122,7 @@ class WarmIB:
             loop = asyncio.get_running_loop()
             t.volume = 500.0
             loop.call_soon(_tick, t, 2.0, 2.1)
-            loop.call_later(0.002, _tick, t, 2.0, 2.15)
+            loop.call_later(self.change_after, _tick, t, 2.0, 2.15)
         return t
 
     def cancelMktData(self, contract):  # noqa: N802
@@ -212,9 +212,13 @@ def test_cold_quotes_qualify_once_a_day_and_a_line_not_settled_is_not_trusted(
         reply = FakeRef()
         await quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=reply, tag="SPY"))
         assert ib.snapshots == 0 and len(reply.last(m.QuotesFetched).quotes) == 2
-        assert ib.cancelled[cancelled : cancelled + 2] == [6901, 6911]  # the two lines closed
-        assert len(quotes.warm_lines) == 2 and len(ib.lines) >= 8  # and opened again after
+        assert ib.cancelled[cancelled:] == [6901, 6911]  # the two warm lines closed
+        # The brief lines that replaced them are the warm lines now: kept open, not reopened.
+        assert len(quotes.warm_lines) == 2 and len(ib.lines) == 8
+        assert all(len(start.seen) == 2 for _, start, _ in quotes.warm_lines.values())
+        assert quotes.lines._value == session.settings.broker.max_market_data_lines - 2
         # The next trading day asks again: an option's definition is only good for its day.
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=()))
         session.clock.advance(timedelta(days=3))
         await quotes.fetch(m.FetchQuotes(contracts=cold[:1], reply_to=FakeRef(), tag="SPY"))
         assert len(ib.qualified) == 3
@@ -555,5 +559,40 @@ def test_a_frozen_quote_on_a_brief_line_stays_unproven_and_the_line_closes(make_
         [q] = reply.last(m.QuotesFetched).quotes
         assert not q.age_known and (q.bid, q.ask) == (2.0, 2.1)
         assert ib.snapshots == 0 and ib.open == set() and ib.cancelled == [6901]
+
+    asyncio.run(run())
+
+
+def test_a_warm_plan_that_wants_a_contract_on_a_brief_line_keeps_that_line(make_settings, metrics):
+    """The spot moves while an entry's brief line is open on a strike that is now in play: the
+    warm plan opens no second line on it (ib_async keeps one request id per contract, so one
+    of the two could never be cancelled at the Gateway: a line lost until the socket closes);
+    the brief line stays open as the warm line when the entry is done with it."""
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.5})
+    session.ib = ib = WarmIB(answers=True, change_after=0.1)
+    quotes = session.quotes
+    cold = _contracts([690.0])
+    free = session.settings.broker.max_market_data_lines
+
+    async def run():
+        reply = FakeRef()
+        fetching = asyncio.create_task(
+            quotes.fetch(m.FetchQuotes(contracts=cold, reply_to=reply, tag="SPY", wait_s=1.0))
+        )
+        while not ib.lines:
+            await asyncio.sleep(0.001)
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=cold))
+        assert not fetching.done() and len(ib.lines) == 1
+        await fetching
+        [q] = reply.last(m.QuotesFetched).quotes
+        assert q.age_known and q.ask == 2.15
+        assert (
+            len(ib.lines) == 1
+            and ib.cancelled == []
+            and list(quotes.warm_lines) == [("SPY", "20261123", 690.0, "C", "SPY")]
+        )
+        assert quotes.lines._value == free - 1
+        await quotes.warm(m.WarmQuotes(symbol="SPY", contracts=()))
+        assert ib.cancelled == [6901] and quotes.lines._value == free
 
     asyncio.run(run())
