@@ -480,7 +480,12 @@ class Quotes:
                 log.info("%s: a brief quote line failed: %s", q.localSymbol or q.symbol, got)
         by_con.update(on_lines)
         for key, q in reopen:
-            if key not in self.warm_lines and not self.lines.locked() and s.ib.isConnected():
+            if (
+                key in self.warm_keep
+                and key not in self.warm_lines
+                and not self.lines.locked()
+                and s.ib.isConnected()
+            ):
                 await self.lines.acquire()
                 self._open_warm(key, q)
         scale = getattr(s.clock, "scale", 1.0)
