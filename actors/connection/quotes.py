@@ -1,5 +1,6 @@
-"""Option quotes and chains (loop thread only): snapshots, streaming lines, the brief lines that
-recheck a quote's age, the marks that say when a bid or ask last changed, and chains."""
+"""Option quotes and chains (loop thread only): streaming lines (warm ones for the strikes in play,
+an entry's brief ones for the rest, a position's), the marks that say when a bid or ask last
+changed, and chains."""
 
 from __future__ import annotations
 
@@ -300,7 +301,7 @@ class Quotes:
         others = (
             self.session.history.realtime_lines()
             + len(self.quote_lines)  # open positions' lines
-            + st.options.strike_count  # one entry's recheck, when its quotes were cold
+            + st.options.strike_count  # one entry's brief lines, when its quotes were cold
             + 4  # the next positions' lines (each also takes a warm line back if it must)
         )
         return max(0, st.broker.max_market_data_lines - others)
@@ -316,7 +317,7 @@ class Quotes:
         if not s.ib.isConnected():
             return
         # Every symbol's, on a line or not: an entry whose quotes are not on warm lines then
-        # waits for its snapshot only, never for contract details first.
+        # waits for its quote lines only, never for contract details first.
         await self.qualify_expiries(msg.contracts)
         plan = warm_plan(self.warm_wanted, self.warm_budget(), self.warm_core)
         keep = self.warm_keep = {contract_key(c) for cs in plan.values() for c in cs}
@@ -404,7 +405,7 @@ class Quotes:
             )
         return m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
 
-    # -- snapshots ------------------------------------------------------------------------------
+    # -- an entry's quotes ------------------------------------------------------------------------
     async def fetch(self, msg: m.FetchQuotes) -> None:
         s = self.session
         warm = self._from_warm_lines(msg)
@@ -425,16 +426,19 @@ class Quotes:
                 for c, q in zip(msg.contracts, qualified, strict=False)
                 if q is None
             ]
-            # A contract on a warm line is read from it, never snapshotted: ib_async keeps one
-            # ticker and one request id per contract, and a snapshot's end would forget the
-            # line's id, so the line could never be cancelled at the Gateway.
+            # A contract on a warm line (or a position's) is read from it, never asked again:
+            # ib_async keeps one ticker and one request id per contract, and a second request
+            # would make it forget the line's id, so the line could never be cancelled.
             # A warm line that has brought no bid and ask yet is not read: it is closed and the
             # contract asked like a cold one (its own brief line), then warmed again.
             on_lines = {}
             reopen: list[tuple[tuple, Any]] = []
             for c, q in pairs:
                 line = self.warm_lines.get(contract_key(c))
-                if line is not None and len(line[1].seen) == 2:
+                if q.conId in self.quote_lines:
+                    # A position's line streams it (and marks every change it brings).
+                    on_lines[q.conId] = self.quote_lines[q.conId]
+                elif line is not None and len(line[1].seen) == 2:
                     on_lines[q.conId] = line[0]
                 elif line is not None:
                     self._close_warm(contract_key(c))
@@ -442,34 +446,24 @@ class Quotes:
             # The rest open a brief line each rather than a snapshot: a line's first bid and ask
             # come one round trip after the request, while IB ends a snapshot only once it has
             # gathered every field, up to 11 s later (IBKR.md; TWS API reqMktData; sim/latency.py
-            # first_tick vs snapshot). The same line then proves the quote fresh, so the first
-            # look and the recheck are one request. A contract a position's line streams
-            # already is snapshotted as before: ib_async keeps one request id per contract.
-            cold = [q for _, q in pairs if q.conId not in on_lines]
-            snapped = [q for q in cold if q.conId in self.quote_lines]
+            # first_tick vs snapshot). The same line then proves the quote fresh (a snapshot's
+            # look needed a line for that anyway), so the first look and the recheck are one
+            # request.
             keys = {q.conId: contract_key(c) for c, q in pairs}
-            brief = [q for q in cold if q.conId not in self.quote_lines]
-            briefs = [
-                asyncio.ensure_future(
+            brief = [q for _, q in pairs if q.conId not in on_lines]
+            results = await asyncio.gather(
+                *[
                     self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
-                )
-                for q in brief
-            ]
-            try:
-                tickers = (
-                    await s.timed("snapshot", s.ib.reqTickersAsync(*snapped), msg.wait_s + 8.0)
-                    if snapped
-                    else []
-                )
-            finally:
-                results = await asyncio.gather(*briefs, return_exceptions=True)
+                    for q in brief
+                ],
+                return_exceptions=True,
+            )
         except Exception as exc:  # noqa: BLE001
             quotes_refused(
                 msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
             )
             return
-        by_con = {t.contract.conId: t for t in tickers}
-        self._mark_snapshot(by_con)
+        by_con: dict[int, Ticker] = dict(on_lines)
         no_line: set[int] = set()
         for q, got in zip(brief, results, strict=True):
             if isinstance(got, Ticker):
@@ -478,7 +472,6 @@ class Quotes:
                 no_line.add(q.conId)
             else:
                 log.info("%s: a brief quote line failed: %s", q.localSymbol or q.symbol, got)
-        by_con.update(on_lines)
         for key, q in reopen:
             if (
                 key in self.warm_keep
@@ -488,18 +481,6 @@ class Quotes:
             ):
                 await self.lines.acquire()
                 self._open_warm(key, q)
-        scale = getattr(s.clock, "scale", 1.0)
-        unproven = [
-            q
-            for q in snapped
-            if (mark := self.quote_marks.get(q.conId)) is not None
-            and quote_age_s(mark, s.clock.now(), scale) > options.max_quote_age_s
-        ]
-        if unproven:
-            # Seen for the first time, or not since long ago: watch them for a moment. A live
-            # quote moves meanwhile and the line says exactly when; a frozen one does not.
-            await self._watch_briefly(unproven, options.quote_recheck_s)
-            # ib_async keeps one Ticker per contract: the snapshot's now holds the line's last.
         now = s.clock.now()
         for c, q in pairs:
             t: Ticker | None = by_con.get(q.conId)
@@ -608,55 +589,6 @@ class Quotes:
         finally:
             if not kept:
                 self.lines.release()
-
-    async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
-        """Open a line on each contract for `seconds` and mark every bid/ask change it brings.
-
-        A line, not a second snapshot: IB may take up to 11 s to end a snapshot, which would
-        age the quote it was meant to prove fresh. A contract already watched is skipped (its
-        line marks it all along); with every line in use, the rest keep their first look.
-        """
-        ib, clock = self.session.ib, self.session.clock
-        opened: list[tuple[Any, Ticker, Callable[[Ticker], None]]] = []
-        try:
-            for q in contracts:
-                warm = {t.contract.conId for t, _, _ in self.warm_lines.values()}
-                if q.conId in self.quote_lines or q.conId in warm or not ib.isConnected():
-                    continue
-                try:
-                    await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
-                except TimeoutError:
-                    break
-                try:
-                    ticker = ib.reqMktData(q, "", False, False)
-                except ConnectionError:
-                    # The socket closed while this waited for a line (ib_async's Client.send
-                    # raises): the quotes keep the snapshot's look, and the request its answer.
-                    self.lines.release()
-                    break
-                start = LineStart()
-
-                def on_tick(t: Ticker, con_id: int = q.conId, start: LineStart = start) -> None:
-                    watched = start.settled(t)
-                    bid, ask = price(t.bid), price(t.ask)
-                    if not (math.isnan(bid) or math.isnan(ask)):
-                        self._mark(con_id, bid, ask, clock.now(), watched)
-
-                ticker.updateEvent += on_tick
-                opened.append((q, ticker, on_tick))
-            if opened:
-                await asyncio.sleep(seconds)
-        finally:
-            for q, ticker, on_tick in opened:
-                ticker.updateEvent -= on_tick
-                if ib.isConnected() and q.conId not in self.quote_lines:
-                    ib.cancelMktData(q)
-                self.lines.release()
-
-    def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
-        now = self.session.clock.now()
-        for con_id, t in by_con.items():
-            self._mark(con_id, price(t.bid), price(t.ask), now, watched=False)
 
     def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
         mark = self.quote_marks[con_id] = observe_quote(

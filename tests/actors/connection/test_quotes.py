@@ -596,3 +596,29 @@ def test_a_warm_plan_that_wants_a_contract_on_a_brief_line_keeps_that_line(make_
         assert ib.cancelled == [6901] and quotes.lines._value == free
 
     asyncio.run(run())
+
+
+def test_a_contract_on_a_positions_line_is_read_from_it(make_settings, metrics):
+    """A position streams the very contract an entry asks about: its line answers (a second
+    request on it would make ib_async forget the line's request id: a line lost for good)."""
+    from ib_async import Option, Ticker
+
+    session = _session(make_settings, metrics)
+    ib, quotes = session.ib, session.quotes
+    q = Option("SPY", "20261123", 690.0, "C", "SMART", conId=6901, tradingClass="SPY")
+    line = Ticker(contract=q)
+    line.bid, line.ask, line.volume = 2.0, 2.1, 500.0  # the constructor leaves them NaN
+    quotes.quote_lines[6901] = line
+    quotes.qualified_day = session.clock.now().date()
+    quotes.qualified[("SPY", "20261123", 690.0, "C", "SPY")] = q
+    quotes._mark(6901, 2.0, 2.1, session.clock.now(), watched=True)
+    quotes._mark(6901, 2.0, 2.15, session.clock.now(), watched=True)
+
+    async def run():
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        [got] = reply.last(m.QuotesFetched).quotes
+        assert got.age_known and (got.bid, got.ask) == (2.0, 2.1)
+        assert ib.snapshots == 0 and ib.lines == [] and ib.cancelled == []
+
+    asyncio.run(run())
