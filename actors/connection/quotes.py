@@ -532,27 +532,39 @@ class Quotes:
         except TimeoutError:
             return None
         first_by = loop.time() + wait_s  # a line that waited its turn still gets its wait
-        kept = False
+        kept = own = False
         try:
             if not ib.isConnected():
                 raise ConnectionError("not connected")
-            if key in self.warm_lines or q.conId in self.quote_lines or q.conId in self.brief:
-                # A line opened on it while this waited (the warm plan moved, another entry):
-                # ib_async would share its request id; read that line instead.
-                line = self.warm_lines.get(key)
-                return line[0] if line is not None else self.quote_lines.get(q.conId)
             changed = asyncio.Event()
-            start = LineStart()
+            warm = self.warm_lines.get(key)
+            if warm is not None or q.conId in self.quote_lines or q.conId in self.brief:
+                # A line opened on it while this waited (the warm plan moved, a position): it
+                # is read, not asked again (ib_async would share its request id), and marks
+                # the quote itself.
+                self.lines.release()
+                kept = True
+                ticker = warm[0] if warm is not None else self.quote_lines.get(q.conId)
+                if ticker is None:
+                    return None
+                start = warm[1] if warm is not None else None
 
-            def on_tick(t: Ticker) -> None:
-                watched = start.settled(t)
-                bid, ask = price(t.bid), price(t.ask)
-                if not (math.isnan(bid) or math.isnan(ask)):
-                    self._mark(q.conId, bid, ask, clock.now(), watched)
-                changed.set()
+                def on_tick(t: Ticker) -> None:
+                    changed.set()
 
-            ticker = ib.reqMktData(q, "", False, False)
-            self.brief[q.conId] = key
+            else:
+                own = True
+                start = LineStart()
+
+                def on_tick(t: Ticker) -> None:
+                    watched = start.settled(t)
+                    bid, ask = price(t.bid), price(t.ask)
+                    if not (math.isnan(bid) or math.isnan(ask)):
+                        self._mark(q.conId, bid, ask, clock.now(), watched)
+                    changed.set()
+
+                ticker = ib.reqMktData(q, "", False, False)
+                self.brief[q.conId] = key
             ticker.updateEvent += on_tick
             try:
 
@@ -562,6 +574,11 @@ class Quotes:
                         mark is not None
                         and quote_age_s(mark, clock.now(), scale) <= options.max_quote_age_s
                     )
+
+                def first() -> bool:
+                    if start is not None:
+                        return len(start.seen) == 2
+                    return not (math.isnan(price(ticker.bid)) or math.isnan(price(ticker.ask)))
 
                 async def until(done: Callable[[], bool], by: float) -> bool:
                     while not done():
@@ -575,16 +592,17 @@ class Quotes:
                             return done()
                     return True
 
-                if await until(lambda: len(start.seen) == 2, first_by) and not proven():
+                if await until(first, first_by) and not proven():
                     await until(proven, loop.time() + recheck_s)
             finally:
                 ticker.updateEvent -= on_tick
-                self.brief.pop(q.conId, None)
-                if ib.isConnected() and key in self.warm_keep and key not in self.warm_lines:
-                    self._adopt_warm(key, q, ticker, start)
-                    kept = True
-                elif ib.isConnected() and q.conId not in self.quote_lines:
-                    ib.cancelMktData(q)
+                if own:
+                    self.brief.pop(q.conId, None)
+                    if ib.isConnected() and key in self.warm_keep and key not in self.warm_lines:
+                        self._adopt_warm(key, q, ticker, start)
+                        kept = True
+                    elif ib.isConnected() and q.conId not in self.quote_lines:
+                        ib.cancelMktData(q)
             return ticker
         finally:
             if not kept:

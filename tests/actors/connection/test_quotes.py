@@ -622,3 +622,36 @@ def test_a_contract_on_a_positions_line_is_read_from_it(make_settings, metrics):
         assert ib.snapshots == 0 and ib.lines == [] and ib.cancelled == []
 
     asyncio.run(run())
+
+
+def test_a_warm_line_opened_while_a_brief_one_waited_is_waited_on_not_doubled(
+    make_settings, metrics
+):
+    """The entry's contract waits for a free line; meanwhile the warm plan opens one on it.
+    The entry reads that line, once its first bid and ask are in (an answer read before them
+    is NaN: the entry skipped a quote it could have had), and asks nothing more."""
+    from ib_async import Option
+
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.5})
+    session.ib = ib = WarmIB(answers=True, change_after=0.01)
+    quotes = session.quotes
+    key = ("SPY", "20261123", 690.0, "C", "SPY")
+    q = Option("SPY", "20261123", 690.0, "C", "SMART", conId=6901, tradingClass="SPY")
+
+    async def run():
+        quotes.lines = asyncio.Semaphore(1)
+        await quotes.lines.acquire()  # a position's line, say
+        reply = FakeRef()
+        fetching = asyncio.create_task(
+            quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        )
+        await asyncio.sleep(0.01)
+        assert ib.lines == [] and not fetching.done()
+        quotes._open_warm(key, q)  # its line: the position's, freed below
+        quotes.lines.release()
+        await fetching
+        [got] = reply.last(m.QuotesFetched).quotes
+        assert (got.bid, got.ask) == (2.0, 2.15) and got.age_known
+        assert len(ib.lines) == 1 and ib.cancelled == [] and list(quotes.warm_lines) == [key]
+
+    asyncio.run(run())
