@@ -655,3 +655,33 @@ def test_a_warm_line_opened_while_a_brief_one_waited_is_waited_on_not_doubled(
         assert len(ib.lines) == 1 and ib.cancelled == [] and list(quotes.warm_lines) == [key]
 
     asyncio.run(run())
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
+@given(symbols=st.integers(0, 100), positions=st.integers(0, 10))
+def test_warm_sets_leave_every_cold_entry_a_line_per_strike(
+    make_settings, metrics, symbols, positions
+):
+    """At a bar's close every symbol without warm lines asks for its strikes at once, a brief
+    line each: the warm sets leave that many lines free (up to half of them), so the entries do
+    not queue for a few and skip. Few symbols are all warm, as before."""
+    from strategies.options import warm_plan
+
+    session = _session(make_settings, metrics)
+    quotes = session.quotes
+    for i in range(positions):
+        quotes.quote_lines[i] = object()
+    for i in range(symbols):
+        sym = f"S{i:03d}"
+        quotes.warm_wanted[sym] = tuple(
+            m.OptionContract(sym, "20261123", 100.0 + k, r) for k in range(5) for r in "CP"
+        ) + tuple(m.OptionContract(sym, "20261123", 110.0 + k, "C") for k in range(4))
+        quotes.warm_core[sym] = 10
+    budget = quotes.warm_budget()
+    plan = warm_plan(quotes.warm_wanted, budget, quotes.warm_core)
+    free = 100 - positions - 4
+    cold = symbols - len(plan)
+    entries = free - sum(len(v) for v in plan.values())
+    assert budget >= 0 and entries >= min(max(5, free // 2), 5 * max(1, cold))
+    if symbols * 10 + 5 <= free:
+        assert cold == 0
