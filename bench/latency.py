@@ -162,7 +162,7 @@ class Recorder:
         server._handlers[In.PLACE_ORDER] = placed  # the table holds the bound handlers
 
     def entry_requests(
-        self, client: int, since: datetime, until: datetime
+        self, client: int, since: datetime, until: datetime, open_lines: bool = False
     ) -> list[tuple[str, datetime, list[int]]]:
         """Per entry of `client` placed in [since, until): its symbol, when its placeOrder came,
         and the kinds (In ids) of the requests about its symbol from its bar's end until then
@@ -180,7 +180,11 @@ class Recorder:
                 if not end <= t <= at:
                     continue
                 line = lines.get(i)
-                if line is not None and not self.cancelled.get((client, line), at) < at:
+                if (
+                    not open_lines
+                    and line is not None
+                    and not self.cancelled.get((client, line), at) < at
+                ):
                     continue
                 asked.append(k)
             out.append((symbol, at, asked))
@@ -201,12 +205,22 @@ class Recorder:
             rounds.append(round_trips(asked))
             if round_trips(asked) > 1:
                 slow.append(f"{symbol} {at:%H:%M:%S}: " + " ".join(In(k).name for k in asked))
+        # The same, with lines opened after the bar and still open at the placeOrder counted
+        # too: a warm line the spot's move opened is not waited on, but a line the entry asked
+        # for and the service then kept (as a warm line) was; the wire cannot tell them apart.
+        wider = [
+            round_trips(asked) for _, _, asked in self.entry_requests(client, since, until, True)
+        ]
         return {
             "entries": len(from_end),
             **stats(from_end, ""),
             **stats(from_update, "_from_update"),
             "round_trips": max(rounds, default=0),
             "round_trips_mean": round(sum(rounds) / len(rounds), 2) if rounds else None,
+            "round_trips_with_open_lines": max(wider, default=0),
+            "round_trips_with_open_lines_mean": round(sum(wider) / len(wider), 2)
+            if wider
+            else None,
             # The requests of every entry that waited on more than one round trip.
             "multi_round_trips": slow,
         }
@@ -407,7 +421,8 @@ def show(r: dict[str, Any], scale: float) -> str:
             f" p99 {x['p99_ms']} ms, max {x['max_ms']} ms;  from the closing update: p50"
             f" {x['p50_ms_from_update']} ms, p99 {x['p99_ms_from_update']} ms;"
             f"  round trips per entry: at most {x['round_trips']}"
-            f" (mean {x['round_trips_mean']})"
+            f" (mean {x['round_trips_mean']}; counting lines left open:"
+            f" {x['round_trips_with_open_lines']}, mean {x['round_trips_with_open_lines_mean']})"
         )
     lines.append(f"  skipped by the bare script: {r['bare'].get('skips')}")
     lines.append(f"  the service's signals (its journal): {r['service'].get('decisions')}")
