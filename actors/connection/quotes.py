@@ -300,10 +300,10 @@ class Quotes:
 
         The entries of the symbols without warm lines all ask at their bar's close, a brief line
         per strike: with the few lines warm sets leave they queue, and skip when none frees
-        within their wait (bench.latency at 50 symbols: 77 of them, with 9 symbols warm). So a
-        line per strike of each cold symbol is kept, up to half of what is free: at 10 symbols
-        (9 warm, 1 cold) that is one entry's strikes, as before; at 50, fewer symbols are warm
-        and every cold entry finds its lines at once."""
+        within their wait (bench.latency at 50 symbols: 77 of them with 9 symbols warm, still 84
+        with 4). So a line per strike of each cold symbol is kept first: at 10 symbols (9 warm,
+        1 cold) that is one entry's strikes, as before; at 15, 3 symbols are warm; at 50, none,
+        and every entry has a line for each strike at once or soon after."""
         st = self.session.settings
         free = max(
             0,
@@ -313,10 +313,11 @@ class Quotes:
             - 4,  # the next positions' lines (each also takes a warm line back if it must)
         )
         strikes, wanted = st.options.strike_count, len(self.warm_wanted)
-        per = 2 * strikes  # a symbol's core: calls and puts
+        cores = [n for n in self.warm_core.values() if n > 0]
+        per = round(sum(cores) / len(cores)) if cores else 2 * strikes  # calls and puts
         # The most symbols that can be warm with the lines their cold ones need still free.
         for warm in range(min(wanted, free // per), -1, -1):
-            reserve = min(max(strikes, free // 2), strikes * max(1, wanted - warm))
+            reserve = min(free, strikes * max(1, wanted - warm))
             if per * warm + reserve <= free:
                 return free - reserve
         return 0
