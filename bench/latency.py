@@ -162,7 +162,7 @@ class Recorder:
         server._handlers[In.PLACE_ORDER] = placed  # the table holds the bound handlers
 
     def entry_requests(
-        self, client: int, since: datetime, until: datetime
+        self, client: int, since: datetime, until: datetime, open_lines: bool = False
     ) -> list[tuple[str, datetime, list[int]]]:
         """Per entry of `client` placed in [since, until): its symbol, when its placeOrder came,
         and the kinds (In ids) of the requests about its symbol from its bar's end until then
@@ -180,7 +180,11 @@ class Recorder:
                 if not end <= t <= at:
                     continue
                 line = lines.get(i)
-                if line is not None and not self.cancelled.get((client, line), at) < at:
+                if (
+                    not open_lines
+                    and line is not None
+                    and not self.cancelled.get((client, line), at) < at
+                ):
                     continue
                 asked.append(k)
             out.append((symbol, at, asked))
@@ -201,15 +205,66 @@ class Recorder:
             rounds.append(round_trips(asked))
             if round_trips(asked) > 1:
                 slow.append(f"{symbol} {at:%H:%M:%S}: " + " ".join(In(k).name for k in asked))
+        # The same, with lines opened after the bar and still open at the placeOrder counted
+        # too: a warm line the spot's move opened is not waited on, but a line the entry asked
+        # for and the service then kept (as a warm line) was; the wire cannot tell them apart.
+        wider = [
+            round_trips(asked) for _, _, asked in self.entry_requests(client, since, until, True)
+        ]
         return {
             "entries": len(from_end),
             **stats(from_end, ""),
             **stats(from_update, "_from_update"),
             "round_trips": max(rounds, default=0),
             "round_trips_mean": round(sum(rounds) / len(rounds), 2) if rounds else None,
+            "round_trips_with_open_lines": max(wider, default=0),
+            "round_trips_with_open_lines_mean": round(sum(wider) / len(wider), 2)
+            if wider
+            else None,
             # The requests of every entry that waited on more than one round trip.
             "multi_round_trips": slow,
         }
+
+
+def why_not(reason: str) -> str:
+    """A skipped entry's reason, short enough to count: the gate's reason up to its first
+    comma ("connection: degraded"), an option skip by what its target strike (the first named)
+    lacked ("no_option: stale", "no_option: quote request timed out")."""
+    head, _, rest = reason.partition(": ")
+    if head == "no_option" and rest:
+        first = rest.split("; ", 1)[0]
+        what = first.split(": ", 1)[1] if ": " in first else first
+        return f"no_option: {what.split(':', 1)[0].split(' (', 1)[0].strip()}"
+    return reason.split(",", 1)[0][:60]
+
+
+def service_decisions(path: Path, since: datetime, until: datetime) -> dict[str, int]:
+    """What became of the service's signals whose bar closed in [since, until): counts of
+    entries placed and of every reason an entry was not (the journal's decisions rows)."""
+    import sqlite3
+
+    out: dict[str, int] = defaultdict(int)
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(
+            "select stage, outcome, reason, detail from decisions"
+            " where stage in ('risk_gate', 'option') order by id"
+        ).fetchall()
+    finally:
+        con.close()
+    for stage, outcome, reason, detail in rows:
+        try:
+            bar = datetime.fromisoformat(json.loads(detail)["bar_time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not since <= bar + timedelta(minutes=1) < until:
+            continue
+        if outcome == "approved":
+            if stage == "option":
+                out["placed"] += 1
+            continue
+        out[f"{stage}: {why_not(reason)}"] += 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def round_trips(kinds: list[int]) -> int:
@@ -313,6 +368,7 @@ def run(
         finally:
             system.stop()
         out["service"] = recorder.latencies(SERVICE_CLIENT, since, until, scale)
+        out["service"]["decisions"] = service_decisions(Path(settings.storage.path), since, until)
         # (b) the bare script, on the same simulator
         from actors.orders.entry import option_params
         from actors.strategy import scalp_params
@@ -365,9 +421,11 @@ def show(r: dict[str, Any], scale: float) -> str:
             f" p99 {x['p99_ms']} ms, max {x['max_ms']} ms;  from the closing update: p50"
             f" {x['p50_ms_from_update']} ms, p99 {x['p99_ms_from_update']} ms;"
             f"  round trips per entry: at most {x['round_trips']}"
-            f" (mean {x['round_trips_mean']})"
+            f" (mean {x['round_trips_mean']}; counting lines left open:"
+            f" {x['round_trips_with_open_lines']}, mean {x['round_trips_with_open_lines_mean']})"
         )
     lines.append(f"  skipped by the bare script: {r['bare'].get('skips')}")
+    lines.append(f"  the service's signals (its journal): {r['service'].get('decisions')}")
     lines.append(
         f"  ratio p99 service/bare: {r['ratio_p99']} (from the closing update:"
         f" {r['ratio_p99_from_update']})"

@@ -48,7 +48,7 @@ from actors.ibcodes import (
 )
 from actors.metrics import Metrics
 from configs.settings import Settings
-from machines.connection import ConnectionModel, ConnState, connection_machine
+from machines.connection import TIMEOUT_CAUSE, ConnectionModel, ConnState, connection_machine
 from storage import MachineStateRepo, open_db
 
 log = logging.getLogger("optionsbot.connection")
@@ -75,6 +75,18 @@ class _SyncClock(m.Msg):
 @dataclass(frozen=True, slots=True)
 class _CooldownOver(m.Msg):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Recheck(m.Msg):
+    pass
+
+
+# How long after a request timed out (the connection degraded, no new entries) the Gateway is
+# asked once more whether it answers. Without it the state waited for the next timed request to
+# succeed, and a quiet service (bars stream, quotes on lines, and no entry while degraded) makes
+# none: one slow snapshot kept the service out of the market for good (bench.latency, issue 17).
+RECHECK_S = 5.0
 
 
 def backoff_delay(
@@ -105,6 +117,8 @@ class ConnectionActor(BaseActor):
         self.ever_connected = False
         self.stopping = False
         self.cooldown_s = settings.broker.breaker_cooldown_s
+        self.recheck_s = min(RECHECK_S, self.cooldown_s)
+        self.recheck_due = False  # a _Recheck is on its way
         self.entitlement_reported: set[int] = set()
         # The actor's record of the fallback decision; the session keeps its own copy, set by
         # message, for the connects it makes.
@@ -410,6 +424,32 @@ class ConnectionActor(BaseActor):
                 self.model.failures = 0
         elif msg.timed_out:
             self._fire("request_failed", cause=f"{msg.kind} timed out")
+        if not msg.ok:
+            self._recheck_later()
+
+    def _recheck_later(self) -> None:
+        """Degraded by a timeout: ask the Gateway again in a moment rather than wait for a
+        request that may never come (an entry is the usual one, and none starts while degraded).
+        Its answer recovers the state; its timeout counts toward the breaker like any other."""
+        if (
+            self.recheck_due
+            or self.stopping
+            or self.model.conn_state is not ConnState.DEGRADED
+            or TIMEOUT_CAUSE not in self.model.causes
+        ):
+            return
+        self.recheck_due = True
+        self.session.later(self.recheck_s, _Recheck())
+
+    def on_Recheck(self, msg: _Recheck) -> None:
+        self.recheck_due = False
+        if (
+            self.stopping
+            or self.model.conn_state is not ConnState.DEGRADED
+            or TIMEOUT_CAUSE not in self.model.causes
+        ):
+            return
+        self._spawn(self.session.recheck())
 
     # -- requests: each one is work for the loop ----------------------------------------------
     def on_StreamBars(self, msg: m.StreamBars) -> None:

@@ -1,5 +1,6 @@
-"""Option quotes and chains (loop thread only): snapshots, streaming lines, the brief lines that
-recheck a quote's age, the marks that say when a bid or ask last changed, and chains."""
+"""Option quotes and chains (loop thread only): streaming lines (warm ones for the strikes in play,
+an entry's brief ones for the rest, a position's), the marks that say when a bid or ask last
+changed, and chains."""
 
 from __future__ import annotations
 
@@ -54,13 +55,12 @@ def expiry_key(c: m.OptionContract) -> tuple[str, str, str]:
 def forget_ticker(ib: Any, ticker: Ticker) -> None:
     """ib_async keeps every Ticker it made, and every request id's, until the connection resets
     (its endTicker forgets only the id of the tick type): one per option contract ever quoted,
-    a few thousand a day at 50 symbols, about 11 MB a day in the 5-day soak. Forget one that no
-    request feeds any more."""
+    a few thousand a day at 50 symbols. Forget one that no request feeds any more."""
     w = getattr(ib, "wrapper", None)
     if w is None:  # not ib_async's IB (a unit test's): nothing kept
         return
     if any(ticker in ids for ids in w.ticker2ReqId.values()):
-        return  # a line or a snapshot still feeds it
+        return  # a line still feeds it
     if w.tickers.get(hash(ticker.contract)) is ticker:
         del w.tickers[hash(ticker.contract)]
     for req_id in [r for r, t in w.reqId2Ticker.items() if t is ticker]:
@@ -138,12 +138,14 @@ class Quotes:
         self.warm_wanted: dict[str, tuple[m.OptionContract, ...]] = {}
         self.warm_core: dict[str, int] = {}  # per symbol, how many of its set are its core
         self.warm_lines: dict[tuple, tuple[Ticker, LineStart, Callable[[Ticker], None]]] = {}
-        # conId -> set when an entry's brief line on it closes. ib_async keeps one streaming
-        # request id per contract: a second line opened on the same contract meanwhile (a warm
-        # line, a position's watch) takes the id over, the brief line's cancel then closes the
-        # newer one, and the brief line stays open at the Gateway, holding a line for good (the
-        # 5-day soak counted 26 refusals for too many lines). So one line per contract at a time.
-        self.brief_lines: dict[int, asyncio.Event] = {}
+        self.warm_keep: set[tuple] = set()  # the keys of the last warm plan
+        # conId -> contract key of the brief lines open now (an entry's cold quotes): ib_async
+        # keeps one request id per contract, so no other line opens on one; a brief line whose
+        # contract the warm plan wants is kept open as its warm line when it is done.
+        self.brief: dict[int, tuple] = {}
+        # conId -> set when its brief line closes: a position's watch waits for it (opened
+        # meanwhile, it took the brief line's request id over; that line stayed open for good).
+        self.brief_done: dict[int, asyncio.Event] = {}
 
     def drop(self) -> None:
         """The socket closed: the Gateway forgot every quote line: all free again."""
@@ -312,15 +314,33 @@ class Quotes:
     # -- warm lines: the strikes in play, streaming before an entry needs them --------------
     def warm_budget(self) -> int:
         """Lines warm quotes may hold: IB's limit less what else needs lines (real-time bars,
-        the lines that watch open positions, one entry's brief recheck)."""
+        the lines that watch open positions, the brief lines of the entries left cold).
+
+        The entries of the symbols without warm lines all ask at their bar's close, a brief line
+        per strike: with the few lines warm sets leave they queue, and skip when none frees
+        within their wait (bench.latency at 50 symbols: 77 of them with 9 symbols warm). So a
+        line per strike of each cold symbol is kept, up to half of what is free: at 10 symbols
+        (9 warm, 1 cold) that is one entry's strikes, as before; at 50, 4 symbols stay warm.
+        Not more: a warm line proves its quote fresh all along, a brief one has only
+        `quote_recheck_s` to see it change (with none warm at 50 symbols, 108 entries skipped
+        as stale against 29-41 with 4 warm, and 75 placed against 99-119)."""
         st = self.session.settings
-        others = (
-            self.session.history.realtime_lines()
-            + len(self.quote_lines)  # open positions' lines
-            + st.options.strike_count  # one entry's recheck, when its quotes were cold
-            + 4  # the next positions' lines (each also takes a warm line back if it must)
+        free = max(
+            0,
+            st.broker.max_market_data_lines
+            - self.session.history.realtime_lines()
+            - len(self.quote_lines)  # open positions' lines
+            - 4,  # the next positions' lines (each also takes a warm line back if it must)
         )
-        return max(0, st.broker.max_market_data_lines - others)
+        strikes, wanted = st.options.strike_count, len(self.warm_wanted)
+        cores = [n for n in self.warm_core.values() if n > 0]
+        per = round(sum(cores) / len(cores)) if cores else 2 * strikes  # calls and puts
+        # The most symbols that can be warm with the lines their cold ones need still free.
+        for warm in range(min(wanted, free // per), -1, -1):
+            reserve = min(max(strikes, free // 2), strikes * max(1, wanted - warm))
+            if per * warm + reserve <= free:
+                return free - reserve
+        return 0
 
     async def warm(self, msg: m.WarmQuotes) -> None:
         s = self.session
@@ -333,10 +353,10 @@ class Quotes:
         if not s.ib.isConnected():
             return
         # Every symbol's, on a line or not: an entry whose quotes are not on warm lines then
-        # waits for its snapshot only, never for contract details first.
+        # waits for its quote lines only, never for contract details first.
         await self.qualify_expiries(msg.contracts)
         plan = warm_plan(self.warm_wanted, self.warm_budget(), self.warm_core)
-        keep = {contract_key(c) for cs in plan.values() for c in cs}
+        keep = self.warm_keep = {contract_key(c) for cs in plan.values() for c in cs}
         for key in [k for k in self.warm_lines if k not in keep]:
             self._close_warm(key)
         new = [c for cs in plan.values() for c in cs if contract_key(c) not in self.warm_lines]
@@ -351,8 +371,8 @@ class Quotes:
             key = contract_key(c)
             if q is None or key in self.warm_lines or not s.ib.isConnected():
                 continue
-            if q.conId in self.quote_lines or q.conId in self.brief_lines:
-                continue  # a line streams it already; ib_async keeps one per contract
+            if q.conId in self.quote_lines or q.conId in self.brief:
+                continue  # a position's line streams it already; ib_async keeps one per contract
             if self.lines.locked():
                 break  # never take a line a position's watch is waiting for
             await self.lines.acquire()
@@ -360,9 +380,12 @@ class Quotes:
         s.metrics.market_data_lines.set(len(self.quote_lines) + len(self.warm_lines))
 
     def _open_warm(self, key: tuple, q: Any) -> None:
-        ib, clock = self.session.ib, self.session.clock
-        ticker = ib.reqMktData(q, "", False, False)
-        start = LineStart()
+        ticker = self.session.ib.reqMktData(q, "", False, False)
+        self._adopt_warm(key, q, ticker, LineStart())
+
+    def _adopt_warm(self, key: tuple, q: Any, ticker: Ticker, start: LineStart) -> None:
+        """`ticker`'s line (holding one of `lines`) is warm line `key` from now on."""
+        clock = self.session.clock
 
         def on_tick(t: Ticker, con_id: int = q.conId) -> None:
             watched = start.settled(t)
@@ -419,7 +442,7 @@ class Quotes:
             )
         return m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
 
-    # -- snapshots ------------------------------------------------------------------------------
+    # -- an entry's quotes ------------------------------------------------------------------------
     async def fetch(self, msg: m.FetchQuotes) -> None:
         s = self.session
         warm = self._from_warm_lines(msg)
@@ -429,7 +452,7 @@ class Quotes:
             return
         missing: list[tuple[m.OptionContract, str]] = []
         quotes: list[m.OptionQuote] = []
-        cold: list[Any] = []
+        options = s.settings.options
         try:
             qualified = await self.qualify(msg.contracts)
             pairs = [
@@ -440,70 +463,68 @@ class Quotes:
                 for c, q in zip(msg.contracts, qualified, strict=False)
                 if q is None
             ]
-            # A contract on a warm line is read from it, never snapshotted: ib_async keeps one
-            # ticker and one request id per contract, and a snapshot's end would forget the
-            # line's id, so the line could never be cancelled at the Gateway.
-            # A line that has brought no bid and ask yet gives way to the snapshot (a frozen
-            # or broken quote sends nothing on a line, while a snapshot answers what IB holds).
+            # A contract on a warm line (or a position's) is read from it, never asked again:
+            # ib_async keeps one ticker and one request id per contract, and a second request
+            # would make it forget the line's id, so the line could never be cancelled.
+            # A warm line that has brought no bid and ask yet is not read: it is closed and the
+            # contract asked like a cold one (its own brief line), then warmed again.
             on_lines = {}
             reopen: list[tuple[tuple, Any]] = []
             for c, q in pairs:
                 line = self.warm_lines.get(contract_key(c))
-                if line is not None and len(line[1].seen) == 2:
+                if q.conId in self.quote_lines:
+                    # A position's line streams it (and marks every change it brings).
+                    on_lines[q.conId] = self.quote_lines[q.conId]
+                elif line is not None and len(line[1].seen) == 2:
                     on_lines[q.conId] = line[0]
                 elif line is not None:
                     self._close_warm(contract_key(c))
-                    reopen.append((contract_key(c), q))  # warm again once the snapshot is in
-            cold = [q for _, q in pairs if q.conId not in on_lines]
-            tickers = (
-                await s.timed("snapshot", s.ib.reqTickersAsync(*cold), msg.wait_s + 8.0)
-                if cold
-                else []
+                    reopen.append((contract_key(c), q))  # warm again once the quote is in
+            # The rest open a brief line each rather than a snapshot: a line's first bid and ask
+            # come one round trip after the request, while IB ends a snapshot only once it has
+            # gathered every field, up to 11 s later (IBKR.md; TWS API reqMktData; sim/latency.py
+            # first_tick vs snapshot). The same line then proves the quote fresh (a snapshot's
+            # look needed a line for that anyway), so the first look and the recheck are one
+            # request.
+            keys = {q.conId: contract_key(c) for c, q in pairs}
+            brief = [q for _, q in pairs if q.conId not in on_lines]
+            results = await asyncio.gather(
+                *[
+                    self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
+                    for q in brief
+                ],
+                return_exceptions=True,
             )
         except Exception as exc:  # noqa: BLE001
-            wrapper = getattr(s.ib, "wrapper", None)
-            for q in cold if wrapper is not None else ():
-                # A snapshot cut short: ib_async would keep its ticker for good.
-                t = wrapper.tickers.get(hash(q))
-                if t is not None:
-                    wrapper.endTicker(t, "snapshot")
-                    forget_ticker(s.ib, t)
             quotes_refused(
                 msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
             )
             return
-        by_con = {t.contract.conId: t for t in tickers}
-        self._mark_snapshot(by_con)
-        for t in tickers:  # read below from these objects; ib_async need not keep them
-            forget_ticker(s.ib, t)
-        by_con.update(on_lines)
+        by_con: dict[int, Ticker] = dict(on_lines)
+        no_line: set[int] = set()
+        for q, got in zip(brief, results, strict=True):
+            if isinstance(got, Ticker):
+                by_con[q.conId] = got
+            elif got is None:
+                no_line.add(q.conId)
+            else:
+                log.info("%s: a brief quote line failed: %s", q.localSymbol or q.symbol, got)
         for key, q in reopen:
             if (
-                key not in self.warm_lines
-                and q.conId not in self.brief_lines
-                and q.conId not in self.quote_lines
+                key in self.warm_keep
+                and key not in self.warm_lines
                 and not self.lines.locked()
                 and s.ib.isConnected()
             ):
                 await self.lines.acquire()
                 self._open_warm(key, q)
-        options = s.settings.options
-        scale = getattr(s.clock, "scale", 1.0)
-        unproven = [
-            q
-            for _, q in pairs
-            if (mark := self.quote_marks.get(q.conId)) is not None
-            and quote_age_s(mark, s.clock.now(), scale) > options.max_quote_age_s
-        ]
-        if unproven:
-            # Seen for the first time, or not since long ago: watch them for a moment. A live
-            # quote moves meanwhile and the line says exactly when; a frozen one does not.
-            await self._watch_briefly(unproven, options.quote_recheck_s)
-            # ib_async keeps one Ticker per contract: the snapshot's now holds the line's last.
         now = s.clock.now()
         for c, q in pairs:
             t: Ticker | None = by_con.get(q.conId)
             value = option_value(q, c)
+            if q.conId in no_line:
+                missing.append((value, f"no market data line free within {msg.wait_s:g}s"))
+                continue
             bid, ask = (price(t.bid), price(t.ask)) if t else (math.nan, math.nan)
             if t is None or math.isnan(bid) or math.isnan(ask):
                 missing.append(
@@ -526,65 +547,108 @@ class Quotes:
             msg.reply_to, m.QuotesFetched(quotes=tuple(quotes), missing=tuple(missing), tag=msg.tag)
         )
 
-    async def _watch_briefly(self, contracts: list[Any], seconds: float) -> None:
-        """Open a line on each contract for `seconds` and mark every bid/ask change it brings.
+    async def _brief_line(
+        self, key: tuple, q: Any, wait_s: float, recheck_s: float
+    ) -> Ticker | None:
+        """One cold contract's quote from a line of its own, open only as long as it takes: until
+        its first bid and ask (at most `wait_s` after it opened), then, when those do not prove
+        the quote fresh (seen for the first time, or unchanged since long ago), until a change on
+        the line does (at most `recheck_s` more). Every bid/ask it brings is marked. None when no
+        line freed within `wait_s` (IB's 100: the service never asks for a 101st); the ticker
+        otherwise, whatever it got (NaN: nothing came).
 
-        A line, not a second snapshot: IB may take up to 11 s to end a snapshot, which would
-        age the quote it was meant to prove fresh. A contract already watched is skipped (its
-        line marks it all along); with every line in use, the rest keep their first look.
-        """
+        Each contract takes and gives back its own line, so entries waiting for lines never
+        hold some while waiting for others. A line the warm plan wants by then stays open as
+        that warm line rather than close and open again."""
         ib, clock = self.session.ib, self.session.clock
-        opened: list[tuple[Any, Ticker, Callable[[Ticker], None]]] = []
+        options = self.session.settings.options
+        scale = getattr(clock, "scale", 1.0)
+        loop = asyncio.get_running_loop()
         try:
-            for q in contracts:
-                warm = {t.contract.conId for t, _, _ in self.warm_lines.values()}
-                if (
-                    q.conId in self.quote_lines
-                    or q.conId in warm
-                    or q.conId in self.brief_lines
-                    or not ib.isConnected()
-                ):
-                    continue
-                try:
-                    await asyncio.wait_for(self.lines.acquire(), timeout=seconds)
-                except TimeoutError:
-                    break
-                if q.conId in self.brief_lines or q.conId in self.quote_lines:
-                    self.lines.release()  # another line took it while this waited for one
-                    continue
-                try:
-                    ticker = ib.reqMktData(q, "", False, False)
-                except ConnectionError:
-                    # The socket closed while this waited for a line (ib_async's Client.send
-                    # raises): the quotes keep the snapshot's look, and the request its answer.
-                    self.lines.release()
-                    break
-                self.brief_lines[q.conId] = asyncio.Event()
+            await asyncio.wait_for(self.lines.acquire(), timeout=wait_s)
+        except TimeoutError:
+            return None
+        first_by = loop.time() + wait_s  # a line that waited its turn still gets its wait
+        kept = own = False
+        try:
+            if not ib.isConnected():
+                raise ConnectionError("not connected")
+            changed = asyncio.Event()
+            warm = self.warm_lines.get(key)
+            if warm is not None or q.conId in self.quote_lines or q.conId in self.brief:
+                # A line opened on it while this waited (the warm plan moved, a position): it
+                # is read, not asked again (ib_async would share its request id), and marks
+                # the quote itself.
+                self.lines.release()
+                kept = True
+                ticker = warm[0] if warm is not None else self.quote_lines.get(q.conId)
+                if ticker is None:
+                    return None
+                start = warm[1] if warm is not None else None
+
+                def on_tick(t: Ticker) -> None:
+                    changed.set()
+
+            else:
+                own = True
                 start = LineStart()
 
-                def on_tick(t: Ticker, con_id: int = q.conId, start: LineStart = start) -> None:
+                def on_tick(t: Ticker) -> None:
                     watched = start.settled(t)
                     bid, ask = price(t.bid), price(t.ask)
                     if not (math.isnan(bid) or math.isnan(ask)):
-                        self._mark(con_id, bid, ask, clock.now(), watched)
+                        self._mark(q.conId, bid, ask, clock.now(), watched)
+                    changed.set()
 
-                ticker.updateEvent += on_tick
-                opened.append((q, ticker, on_tick))
-            if opened:
-                await asyncio.sleep(seconds)
-        finally:
-            for q, ticker, on_tick in opened:
+                ticker = ib.reqMktData(q, "", False, False)
+                self.brief[q.conId] = key
+                self.brief_done[q.conId] = asyncio.Event()
+            ticker.updateEvent += on_tick
+            try:
+
+                def proven() -> bool:
+                    mark = self.quote_marks.get(q.conId)
+                    return (
+                        mark is not None
+                        and quote_age_s(mark, clock.now(), scale) <= options.max_quote_age_s
+                    )
+
+                def first() -> bool:
+                    if start is not None:
+                        return len(start.seen) == 2
+                    return not (math.isnan(price(ticker.bid)) or math.isnan(price(ticker.ask)))
+
+                async def until(done: Callable[[], bool], by: float) -> bool:
+                    while not done():
+                        left = by - loop.time()
+                        if left <= 0:
+                            return False
+                        changed.clear()
+                        try:
+                            await asyncio.wait_for(changed.wait(), left)
+                        except TimeoutError:
+                            return done()
+                    return True
+
+                if await until(first, first_by) and not proven():
+                    await until(proven, loop.time() + recheck_s)
+            finally:
                 ticker.updateEvent -= on_tick
-                if ib.isConnected():
-                    ib.cancelMktData(q)
-                    forget_ticker(ib, ticker)
+                if own:
+                    self.brief.pop(q.conId, None)
+                    done = self.brief_done.pop(q.conId, None)
+                    if done is not None:
+                        done.set()
+                    if ib.isConnected() and key in self.warm_keep and key not in self.warm_lines:
+                        self._adopt_warm(key, q, ticker, start)
+                        kept = True
+                    elif ib.isConnected() and q.conId not in self.quote_lines:
+                        ib.cancelMktData(q)
+                        forget_ticker(ib, ticker)
+            return ticker
+        finally:
+            if not kept:
                 self.lines.release()
-                self.brief_lines.pop(q.conId).set()
-
-    def _mark_snapshot(self, by_con: dict[int, Ticker]) -> None:
-        now = self.session.clock.now()
-        for con_id, t in by_con.items():
-            self._mark(con_id, price(t.bid), price(t.ask), now, watched=False)
 
     def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
         mark = self.quote_marks[con_id] = observe_quote(
@@ -609,8 +673,8 @@ class Quotes:
                 return
             contract = q[0]
         seq = self._next_watch(contract.conId)
-        while (brief := self.brief_lines.get(contract.conId)) is not None:
-            await brief.wait()  # an entry's brief line on it closes within quote_recheck_s
+        while (brief := self.brief_done.get(contract.conId)) is not None:
+            await brief.wait()  # an entry's brief line on it closes within its quote wait
         if contract_key(c) in self.warm_lines:
             # ib_async keeps one ticker, and one request id, per contract: the warm line gives
             # way to this one rather than share it.

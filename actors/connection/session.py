@@ -294,6 +294,16 @@ class Session:
         except Exception as exc:  # noqa: BLE001
             self.tell_actor(_ConnectResult(ok=False, cause=f"probe failed: {exc}", probe=True))
 
+    async def recheck(self) -> None:
+        """One timed request after a timeout: the actor hears how it went (request_ok or
+        request_failed), as for any request."""
+        if not self.ib.isConnected():
+            return
+        try:
+            await self.timed("probe", self.ib.reqCurrentTimeAsync())
+        except Exception:  # noqa: BLE001, S110 - timed told the actor; the actor decides
+            pass
+
     async def sync_clock(self, only_if_connected: bool = False) -> None:
         if only_if_connected and not self.ib.isConnected():
             return

@@ -37,11 +37,13 @@ def test_a_simulated_hour_at_realistic_latency_still_trades_and_protects(make_se
 
 
 def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_path):
-    """Lines are too few to warm the symbol's strikes (9: the recheck's 5 and 4 spare), so
+    """Lines are too few to warm the symbol's strikes (9: an entry's 5 and 4 spare), so
     every entry asks its quotes after its bar closes. The simulator counts what the service
-    asked between the bar's end and the entry's placeOrder: one round trip (the snapshot, and
-    the recheck lines of the same kind), never contract details first. The real ib_async
-    client over a socket, the simulator's own log of requests (bench/latency.py's Recorder)."""
+    asked between the bar's end and the entry's placeOrder: one round trip (a brief streaming
+    line per strike, which also proves the quote fresh), never contract details first, never a
+    snapshot (IB ends one only when all its fields are in, up to 11 s later), and every line
+    closed before the order. The real ib_async client over a socket, the simulator's own log
+    of requests (bench/latency.py's Recorder)."""
     import time
     from datetime import UTC, datetime
 
@@ -89,7 +91,63 @@ def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_pa
         finally:
             system.stop()
         assert system.sim is None  # gateway mode: the simulator above is the only broker
+    lines, cancelled = recorder.lines[(1, "SPY")], recorder.cancelled
     for symbol, at, asked in entries():
+        end = at.replace(second=0, microsecond=0)
+        for i, (t, k) in enumerate(recorder.requests[(1, symbol)]):
+            if k != In.REQ_MKT_DATA or not end <= t <= at:
+                continue
+            assert i in lines, f"{symbol} {at}: a snapshot at {t}"
+            assert cancelled.get((1, lines[i]), at) < at, f"{symbol} {at}: line {i} left open"
         assert asked, f"{symbol} {at}: no request at all, so its quotes were on lines"
         assert In.REQ_CONTRACT_DATA not in asked, (symbol, at, [In(k).name for k in asked])
         assert round_trips(asked) == 1, (symbol, at, [In(k).name for k in asked])
+
+
+def test_a_request_timeout_is_rechecked_and_the_quiet_service_trades_again(tmp_path):
+    """The day's chain takes longer than its timeout: the connection degrades (no new entry).
+    Nothing else the service asks is timed while it streams and refuses entries, so only its
+    own recheck (reqCurrentTime over the real socket, answered at once) can bring it back; it
+    must, within seconds. Before, it stayed degraded for good (bench.latency: 0 entries at 10
+    symbols)."""
+    import time
+    from datetime import UTC, datetime
+
+    from actors.connection.actor import RECHECK_S
+    from bench.latency import service_settings
+    from sim.clock import ScaledClock
+    from sim.config import SimOptions
+    from sim.latency import Delay, LatencyOptions
+    from sim.runner import EmbeddedSim
+
+    scale, start = 20.0, datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    clock = ScaledClock(start, scale=scale)
+    options = SimOptions(
+        seed=11,
+        time_scale=scale,
+        start=start,
+        skip_closed=False,
+        symbols=("SPY",),
+        tick_interval=0.01,
+        latency=LatencyOptions(delays={"sec_def": Delay(3.0, 3.0)}),
+    )
+    metrics = Metrics(new_registry())
+    moves = metrics.connection_transitions
+    with EmbeddedSim(options, clock=clock) as sim:
+        settings = service_settings(tmp_path, sim.port, ["SPY"], "historical")
+        settings.broker.timeouts_s["sec_def"] = 0.5
+        system = System(settings, metrics=metrics, clock=clock, serve_metrics=False)
+        system.start()
+        try:
+            deadline = time.monotonic() + 60
+            while moves.labels("request_failed", "degraded")._value.get() < 1:
+                assert time.monotonic() < deadline, "the chain never timed out"
+                assert not system.failed.is_set(), system.failure
+                time.sleep(0.05)
+            degraded = time.monotonic()
+            while moves.labels("request_ok", "connected")._value.get() < 1:
+                assert time.monotonic() < degraded + RECHECK_S + 10, "still degraded"
+                assert not system.failed.is_set(), system.failure
+                time.sleep(0.05)
+        finally:
+            system.stop()

@@ -156,3 +156,55 @@ def test_entitlement_errors_switch_to_delayed_data_once_when_allowed(
     assert (
         metrics.registry.get_sample_value("optionsbot_market_data_type") == actor.market_data_type
     )
+
+
+def test_a_timeout_is_rechecked_so_a_quiet_service_does_not_stay_degraded(conn):
+    """One slow snapshot degraded the connection, and only another timed request could recover
+    it; while degraded no entry starts, and entries were the only such requests: the service
+    stayed out of the market for good (bench.latency at 10 symbols: 0 entries). The actor now
+    asks the Gateway again after a moment: an answer recovers, a timeout counts as any other."""
+    from actors.connection.actor import _Recheck
+    from actors.connection.session import _RequestDone
+
+    actor, listener = conn
+    connected(actor)
+    actor.stopping = False
+    timers, spawned = [], []
+    actor.session.later = lambda delay, msg: timers.append((delay, msg))
+
+    def spawn(coro):
+        spawned.append(coro.__qualname__)
+        coro.close()
+
+    actor._spawn = spawn
+    timeout = _RequestDone(kind="snapshot", ok=False, seconds=12.0, timed_out=True)
+    actor.on_RequestDone(timeout)
+    assert actor.model.state == "degraded" and not actor.model.may_trade
+    assert [(d, type(msg)) for d, msg in timers] == [(actor.recheck_s, _Recheck)]
+    actor.on_RequestDone(timeout)  # a second one while the recheck is due: still one timer
+    assert len(timers) == 1
+    actor.on_Recheck(_Recheck())
+    assert spawned == ["Session.recheck"]
+    actor.on_RequestDone(_RequestDone(kind="probe", ok=True, seconds=0.1))
+    assert actor.model.state == "connected" and listener.last(m.ConnectionChanged).may_trade
+    # A Gateway that keeps not answering: rechecked each time, then the breaker.
+    for _ in range(3):
+        actor.on_RequestDone(_RequestDone(kind="probe", ok=False, seconds=5.0, timed_out=True))
+        if actor.model.state == "degraded":
+            actor.on_Recheck(_Recheck())
+    assert actor.model.state == "breaker_open"
+    # The first recheck, then one after each of the two degraded timeouts (then the cooldown).
+    assert [type(msg) for _, msg in timers].count(_Recheck) == 3
+
+
+def test_no_recheck_for_a_degradation_that_is_not_a_timeout(conn):
+    from actors.connection.session import _RequestDone
+
+    actor, _ = conn
+    connected(actor)
+    actor.stopping = False
+    timers = []
+    actor.session.later = lambda delay, msg: timers.append((delay, msg))
+    actor.on_IbError(_IbError(req_id=-1, code=1100, text="lost"))
+    actor.on_RequestDone(_RequestDone(kind="contract_details", ok=False, seconds=0.1, cause="x"))
+    assert actor.model.state == "degraded" and timers == []
