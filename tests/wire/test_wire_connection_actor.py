@@ -95,13 +95,21 @@ def test_a_quote_that_never_changes_has_no_known_age_and_a_moving_one_is_fresh(a
     assert len(frozen.quotes) == 3 and frozen.missing == ()
     assert [q.age_known for q in frozen.quotes] == [False] * 3
 
-    # The market moves while the service looks again: the line reports the change.
-    mover = threading.Timer(0.3, lambda: sim.clock.advance(timedelta(minutes=5)))
+    # The market moves while the service looks again (every 0.2 s, so a line that opens late
+    # on a loaded machine still sees a change after its first values): the line reports it.
+    stop = threading.Event()
+
+    def move():
+        while not stop.wait(0.2):
+            sim.clock.advance(timedelta(minutes=1))
+
+    mover = threading.Thread(target=move, daemon=True)
     mover.start()
     try:
         moving = _quotes(ref, contracts)
     finally:
-        mover.cancel()
+        stop.set()
+        mover.join()
     assert [q.age_known for q in moving.quotes] == [True] * 3
     now = WallClock().now()
     assert all((now - q.time).total_seconds() < 5 for q in moving.quotes)
