@@ -45,25 +45,13 @@ def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_pa
     closed before the order. The real ib_async client over a socket, the simulator's own log
     of requests (bench/latency.py's Recorder)."""
     import time
-    from datetime import UTC, datetime
 
     from bench.latency import Recorder, round_trips, service_settings
-    from sim.clock import ScaledClock
-    from sim.config import SimOptions
     from sim.protocol import In
     from sim.runner import EmbeddedSim
 
     # x20: the recheck's 1 real second is 20 simulated ones, well within the minute.
-    scale, start = 20.0, datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
-    clock = ScaledClock(start, scale=scale)
-    options = SimOptions(
-        seed=11,
-        time_scale=scale,
-        start=start,
-        skip_closed=False,
-        symbols=("SPY",),
-        tick_interval=0.01,
-    )
+    clock, options = _spy_at_x20()
     recorder = Recorder(clock)
 
     def entries() -> list:
@@ -104,6 +92,26 @@ def test_an_entry_whose_quotes_are_not_on_warm_lines_waits_one_round_trip(tmp_pa
         assert round_trips(asked) == 1, (symbol, at, [In(k).name for k in asked])
 
 
+def _spy_at_x20(**options):
+    """The simulator's clock and options for SPY alone at x20 from Friday 10:00 New York."""
+    from datetime import UTC, datetime
+
+    from sim.clock import ScaledClock
+    from sim.config import SimOptions
+
+    scale, start = 20.0, datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    clock = ScaledClock(start, scale=scale)
+    return clock, SimOptions(
+        seed=11,
+        time_scale=scale,
+        start=start,
+        skip_closed=False,
+        symbols=("SPY",),
+        tick_interval=0.01,
+        **options,
+    )
+
+
 def test_a_request_timeout_is_rechecked_and_the_quiet_service_trades_again(tmp_path):
     """The day's chain takes longer than its timeout: the connection degrades (no new entry).
     Nothing else the service asks is timed while it streams and refuses entries, so only its
@@ -111,26 +119,13 @@ def test_a_request_timeout_is_rechecked_and_the_quiet_service_trades_again(tmp_p
     must, within seconds. Before, it stayed degraded for good (bench.latency: 0 entries at 10
     symbols)."""
     import time
-    from datetime import UTC, datetime
 
     from actors.connection.actor import RECHECK_S
     from bench.latency import service_settings
-    from sim.clock import ScaledClock
-    from sim.config import SimOptions
     from sim.latency import Delay, LatencyOptions
     from sim.runner import EmbeddedSim
 
-    scale, start = 20.0, datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
-    clock = ScaledClock(start, scale=scale)
-    options = SimOptions(
-        seed=11,
-        time_scale=scale,
-        start=start,
-        skip_closed=False,
-        symbols=("SPY",),
-        tick_interval=0.01,
-        latency=LatencyOptions(delays={"sec_def": Delay(3.0, 3.0)}),
-    )
+    clock, options = _spy_at_x20(latency=LatencyOptions(delays={"sec_def": Delay(3.0, 3.0)}))
     metrics = Metrics(new_registry())
     moves = metrics.connection_transitions
     with EmbeddedSim(options, clock=clock) as sim:
