@@ -270,3 +270,72 @@ def test_real_time_bars_make_whole_minutes_known_at_their_end_after_the_history(
             )
         assert (lines, open_hist) == (1, 0)
         assert sim.violations == {}
+
+
+def test_a_message_rate_violation_drops_requests_without_opening_the_breaker(
+    make_sim, make_settings
+):
+    """A bad day at the Gateway: it counts more than its limit (here 15 a second, under the
+    gate's 30 + 10; a real Gateway reading late and bunched does the same at 50) and drops what
+    came over it. The dropped requests time out, but they say nothing about the connection: the
+    breaker stays shut, the session survives (the gate backs off before a third violation),
+    every requester gets an answer, and the next request is served."""
+    from actors.pacing import CLASS_NAMES
+    from bench.soak import NAMES
+
+    names = tuple(NAMES[:30])
+    sim = make_sim(
+        SimOptions(seed=7, symbols=names, pacing=PacingOptions(max_messages_per_second=15)),
+        real_time=True,
+    )
+    settings = make_settings(
+        symbols=list(names),
+        broker={
+            # Short, so that the dropped history requests answer soon (contract details keep
+            # their 30 s: the simulator answers a burst of them slowly, not dropped).
+            "timeouts_s": {"historical": 1.5},
+            "clock": "wall",
+            "breaker_threshold": 3,
+        },
+    )
+    metrics = Metrics(new_registry())
+    ref = ConnectionActor.start(settings, metrics, WallClock(), port=sim.port)
+    try:
+        deadline = time.monotonic() + 10
+        while ref.proxy().model.get().state != "connected":
+            assert time.monotonic() < deadline, "never connected"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the start-up's messages out of the Gateway's window
+        inboxes = {}
+        for name in names:
+            inboxes[name] = Inbox()
+            ref.tell(
+                m.FetchBars(
+                    symbol=name, bar_size="1 min", duration="1800 S", reply_to=inboxes[name]
+                )
+            )
+        states = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            any(isinstance(g, m.BarsBackfilled | m.StreamFailed) for g in i.got)
+            for i in inboxes.values()
+        ):
+            states.add(ref.proxy().model.get().state)
+            time.sleep(0.02)
+        states.add(ref.proxy().model.get().state)
+        assert sim.violations.get("message_rate", 0) >= 1, "the Gateway never counted too many"
+        assert "message_rate_disconnect" not in sim.violations
+        assert "breaker_open" not in states, states
+        unanswered = [n for n, i in inboxes.items() if not i.got]
+        assert unanswered == [], f"no answer for {unanswered}"
+        # At half rate the gate still drains the burst for seconds: ask once it is empty (a
+        # timeout this short would otherwise be spent in our own queue behind the bars).
+        deadline = time.monotonic() + 30
+        while any(metrics.send_queue_depth.labels(c)._value.get() for c in CLASS_NAMES):
+            assert time.monotonic() < deadline, "the message gate never emptied"
+            time.sleep(0.05)
+        after = Inbox()
+        ref.tell(m.FetchBars(symbol="SPY", bar_size="1 min", duration="900 S", reply_to=after))
+        assert after.wait(m.BarsBackfilled, timeout=30).bars
+    finally:
+        ref.stop()
