@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sim import protocol as P
+from sim.arrivals import Arrivals
 from sim.clock import ScaledClock
 from sim.config import SimOptions
 from sim.faults import FaultInjector
@@ -188,9 +189,16 @@ class SimServer(
                 self._conn_tasks.discard(task)
 
     async def _serve(self, session: ClientSession) -> None:
-        buf = b""
-        hs = None
         loop = asyncio.get_running_loop()
+        # From here on the socket is read by its own thread (sim/arrivals.py); asyncio's
+        # transport only writes. What the transport read before the pause is the first chunk.
+        session.writer.transport.pause_reading()
+        buf = bytes(session.reader._buffer)  # noqa: SLF001 - no public way to take it back
+        session.reader._buffer.clear()  # noqa: SLF001
+        arrivals = session.arrivals = Arrivals(
+            session.writer.get_extra_info("socket"), loop, self.monotonic
+        )
+        hs = P.parse_handshake(buf) if buf else None
         deadline = loop.time() + HANDSHAKE_TIMEOUT
         while hs is None:
             remaining = deadline - loop.time()
@@ -198,7 +206,7 @@ class SimServer(
                 log.info("%r: no handshake; closing", session)
                 return
             try:
-                chunk = await asyncio.wait_for(session.reader.read(4096), remaining)
+                _, chunk = await asyncio.wait_for(arrivals.queue.get(), remaining)
             except TimeoutError:
                 log.info("%r: handshake timed out", session)
                 return
@@ -227,16 +235,16 @@ class SimServer(
         session.writer.write(P.handshake_reply(version, self.clock.now()))
         frames = P.FrameBuffer()
         pending = buf[hs.consumed :]
+        session.arrived = self.monotonic()
         while not session.closed:
             if pending:
                 data, pending = pending, b""
             else:
-                data = await session.reader.read(65536)
+                # The Gateway counts messages as they arrive, not as it gets round to them:
+                # a chunk carries the time its thread read it off the socket.
+                session.arrived, data = await arrivals.queue.get()
                 if not data:
                     return
-            # The Gateway counts messages as they arrive, not as it gets round to them: a
-            # chunk is stamped when read, so a slow answer does not bunch up the ones after it.
-            session.arrived = self.monotonic()
             try:
                 messages = frames.feed(data)
             except ProtocolError as e:

@@ -14,6 +14,7 @@ from sim.orders import SimContract
 from sim.pacing import MessageRate
 
 if TYPE_CHECKING:
+    from sim.arrivals import Arrivals
     from sim.server.gateway import SimServer
 
 
@@ -83,7 +84,8 @@ class ClientSession:
         self.account_summary: dict[int, set[str] | None] = {}
         self.pnl_subs: set[int] = set()
         self.rate: MessageRate | None = None
-        self.arrived: float | None = None  # monotonic time the current chunk was read
+        self.arrived: float | None = None  # monotonic time the current chunk arrived
+        self.arrivals: Arrivals | None = None  # the thread that reads the socket
         # reqMktData ids the entitlement gate let through as delayed data.
         self.delayed_reqs: set[int] = set()
         # Dropped by a Gateway restart, which forgets the client rather than remembering its close.
@@ -120,6 +122,8 @@ class ClientSession:
         if self.closed:
             return
         self.closed = True
+        if self.arrivals is not None:
+            self.arrivals.stop()
         try:
             self.writer.close()
         except RuntimeError:

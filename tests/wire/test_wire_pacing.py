@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from ib_async import IB, Stock, util
@@ -288,3 +289,34 @@ def test_after_error_100_the_service_gate_slows_down_and_the_session_survives(
     assert errors.codes() == [100]
     assert sim.violations == {"message_rate": 1}
     assert ib.isConnected() and ib.reqCurrentTime() is not None
+
+
+def test_a_busy_gateway_counts_messages_as_they_arrived_not_as_it_read_them(
+    make_sim, connect
+) -> None:
+    """IB limits what a client sends: 50 messages a second (tws-api rtd_fqa_errors.html). The
+    simulator's loop is held up for 2 s (in the 100-symbol soak, computing a cold start's
+    backfills) while the service's gate sends 30 a second: the 60-odd messages that waited in
+    the socket were sent within the limit and are counted so. Stamped when the loop got round
+    to them, as the simulator did, they made an error 100 the client never earned."""
+    from actors.connection import install_gate
+    from actors.pacing import DATA, MessageGate
+
+    sim = make_sim(real_time=True)
+    ib = connect(1, target=sim)
+    errors = Errors(ib)
+    gate = MessageGate(rate=30, burst=10)
+    install_gate(ib.client, gate, util.getLoop())
+    settle(ib, 1.0)  # a fresh window, clear of the start-up requests
+    before = sim.stats["requests"][59]
+    sim._loop.call_soon_threadsafe(time.sleep, 2.0)  # busy, without a message read meanwhile
+    for _ in range(120):
+        ib.client.reqMarketDataType(1)
+    wait_until(
+        ib,
+        lambda: gate.depth(DATA) == 0 and sim.stats["requests"][59] - before >= 120,
+        timeout=15,
+        what="all 120 requests handled",
+    )
+    settle(ib, 0.5)
+    assert errors.codes() == [] and sim.violations == {}
