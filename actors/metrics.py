@@ -100,6 +100,11 @@ class Metrics:
         self.reconnects = Counter(
             f"{p}_reconnects_total", "Connection attempts after the first", registry=r
         )
+        self.realtime_resubscribed = Counter(
+            f"{p}_realtime_resubscribed_total",
+            "Real-time bar subscriptions asked again: silent after error 100 (dropped with it)",
+            registry=r,
+        )
         self.client_id = Gauge(f"{p}_client_id", "The API client id in use", registry=r)
         self.gateway_routine = Gauge(
             f"{p}_gateway_routine",

@@ -27,6 +27,10 @@ log = logging.getLogger("optionsbot.connection")
 REALTIME_ALIVE_S = 60.0
 # Seconds (market clock) after a minute's end, beyond the grace, before asking history for it.
 HISTORY_SETTLE_S = 2.0
+# A real-time subscription's first bar comes within 10 s (market clock) of the request: the
+# next 5-second boundary, then the bar's own 5 s (IB's realtime_bars.html: bars of 5 s, sent
+# as each closes). With a margin, a subscription silent this long after error 100 was dropped.
+REALTIME_FIRST_BAR_S = 15.0
 
 
 class Inbox:
@@ -84,6 +88,10 @@ class History:
         self.realtime_wanted: set[tuple[str, str]] = set()  # asked for, open or on their way
         self.realtime_seen: dict[tuple[str, str], float] = {}  # monotonic: its last 5 s bar
         self.realtime_waiting: set[tuple[str, str]] = set()  # booked in the pacer, not yet sent
+        # Subscriptions sent that have brought no bar yet: (their generation, their request).
+        self.realtime_silent: dict[tuple[str, str], tuple[int, m.StreamBars]] = {}
+        # The last minute passed on per real-time stream: where a new subscription's history starts.
+        self.realtime_last: dict[tuple[str, str], datetime] = {}
 
     async def request(self, msg: m.StreamBars | m.FetchBars, stream: bool) -> None:
         """Book a pacing slot and send one historical request; the requester always hears back."""
@@ -110,6 +118,7 @@ class History:
             if self.session.ib.isConnected():
                 self.session.ib.cancelRealTimeBars(live)
             self.session.quotes.lines.release()
+        self.realtime_silent.pop(key, None)
 
     def drop(self) -> None:
         """The socket closed: the Gateway forgot every stream: every slot and line free again."""
@@ -121,6 +130,7 @@ class History:
             self._disarm(key)
         self.open_streams.clear()
         self.realtime_streams.clear()
+        self.realtime_silent.clear()
 
     async def fetch(self, msg: m.StreamBars | m.FetchBars, delay: float, stream: bool) -> None:
         s = self.session
@@ -318,7 +328,7 @@ class History:
 
     # -- real-time 5-second bars, aggregated to minutes -------------------------------------
 
-    async def realtime(self, msg: m.StreamBars) -> None:
+    async def realtime(self, msg: m.StreamBars, again: bool = False) -> None:
         """Stream minutes built from real-time 5-second bars, after a backfill of the gap.
 
         IB's realtime_bars.html: each subscription holds a market data line, and new ones are
@@ -330,7 +340,8 @@ class History:
         """
         key = (msg.symbol, msg.bar_size)
         if (
-            key in self.realtime_streams
+            not again
+            and key in self.realtime_streams
             and time.monotonic() - self.realtime_seen.get(key, -1e9) < REALTIME_ALIVE_S
         ):
             # The subscription is alive: only the history is asked again. A new subscription
@@ -384,6 +395,7 @@ class History:
             return
         live = ib.reqRealTimeBars(contract, 5, s.settings.data.what_to_show, True)
         self.realtime_streams[key] = live
+        self.realtime_silent[key] = (generation, msg)
         minutes = MinuteAggregator()
         held: list[Bar] | None = []  # None once the backfill has answered
         reply_to = msg.reply_to
@@ -392,6 +404,7 @@ class History:
             if not bars:
                 return
             self.realtime_seen[key] = time.monotonic()
+            self.realtime_silent.pop(key, None)
             b = bars[-1]
             # ib_async appends every 5-second bar for as long as the stream is open (4,680 a
             # day a symbol) and reads none of them back (wrapper.realtimeBar): only this one is
@@ -400,6 +413,7 @@ class History:
             five = Bar(b.time.astimezone(UTC), b.open_, b.high, b.low, b.close, max(0.0, b.volume))
             for minute in minutes.update(five):
                 if held is None:
+                    self.realtime_last[key] = minute.time
                     tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
                 else:
                     held.append(minute)
@@ -411,10 +425,52 @@ class History:
             (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
             default=None,
         )
+        if last is not None:
+            self.realtime_last[key] = max(last, self.realtime_last.get(key, last))
         pending, held = held, None
         for minute in pending or ():
             if last is None or minute.time > last:
+                self.realtime_last[key] = minute.time
                 tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
+
+    def on_rate_violation(self, silence_s: float) -> None:
+        """After error 100: the subscriptions that have brought no bar yet may have been among
+        the messages the Gateway dropped. IB answers nothing for a dropped request, so nothing
+        else would notice before the stale check (minutes). Each is asked again once its first
+        bar is overdue, if other real-time streams are bringing bars meanwhile (then the market
+        is open and the silence is the drop's)."""
+        suspects = dict(self.realtime_silent)
+        if not suspects:
+            return
+        scale = getattr(self.session.clock, "scale", 1.0) or 1.0
+        overdue = max(1.0, REALTIME_FIRST_BAR_S / scale)
+        self.session.loop.call_later(silence_s + overdue, self._ask_silent_again, suspects, overdue)
+
+    def _ask_silent_again(
+        self, suspects: dict[tuple[str, str], tuple[int, m.StreamBars]], overdue: float
+    ) -> None:
+        s = self.session
+        now = time.monotonic()
+        live = any(
+            now - seen < overdue
+            for key, seen in self.realtime_seen.items()
+            if key in self.realtime_streams and key not in self.realtime_silent
+        )
+        if not s.ib.isConnected() or not live:
+            return
+        for key, (generation, msg) in suspects.items():
+            if self.realtime_silent.get(key, (None,))[0] != generation:
+                continue  # a bar came, or it was asked again meanwhile
+            if self.stream_generation.get(key) != generation:
+                continue
+            log.warning(
+                "%s real-time bars: none since error 100, which may have dropped the request;"
+                " asking again",
+                key[0],
+            )
+            s.metrics.realtime_resubscribed.inc()
+            again = replace(msg, since=self.realtime_last.get(key, msg.since))
+            s.loop.create_task(self.realtime(again, again=True))
 
     async def _minutes_from_history(
         self, msg: m.StreamBars, key: tuple[str, str], generation: int, delay: float

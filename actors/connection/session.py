@@ -34,6 +34,7 @@ log = logging.getLogger("optionsbot.connection")
 # How long the gate sends at half rate after IB's error 100: long enough that a Gateway reading
 # late has caught up, short enough that a cold start is not slowed for good.
 RATE_BACK_OFF_S = 60.0
+RATE_SILENCE_S = 1.0  # MessageGate.back_off's second without a message
 
 
 # -- what the loop tells the actor ---------------------------------------------------------
@@ -222,6 +223,7 @@ class Session:
     def _on_error(self, req_id: int, code: int, text: str, *_: Any) -> None:
         if code == MESSAGE_RATE:
             self.rate_violation_at = time.monotonic()
+            self.history.on_rate_violation(RATE_SILENCE_S)
         self.tell_actor(_IbError(req_id=req_id, code=code, text=text))
 
     def _install_gate(self, client: Any) -> None:

@@ -339,3 +339,69 @@ def test_a_message_rate_violation_drops_requests_without_opening_the_breaker(
         assert after.wait(m.BarsBackfilled, timeout=30).bars
     finally:
         ref.stop()
+
+
+def test_a_real_time_subscription_dropped_with_an_error_100_is_asked_again(make_settings):
+    """The Gateway drops what arrives in a violation's second, and answers nothing for it: a
+    real-time bar subscription sent then would stay silent (and hold its line) until the stale
+    check, minutes later. Here 16 messages from elsewhere on the connection (ungated) trip a
+    limit of 15 just before the subscription goes: it is dropped, asked again once its first
+    bar is overdue while other streams bring bars, and its minutes then stream."""
+    import asyncio
+    from datetime import UTC
+
+    from sim.clock import ScaledClock
+    from sim.runner import EmbeddedSim
+
+    start = datetime(2026, 11, 20, 15, 0, 40, tzinfo=UTC)
+    clock = ScaledClock(start, scale=10.0)
+    options = SimOptions(seed=7, pacing=PacingOptions(max_messages_per_second=15))
+    with EmbeddedSim(options, clock=clock) as sim:
+        settings = make_settings(
+            symbols=["SPY", "QQQ"], broker={"clock": "wall", "timeouts_s": {"historical": 2}}
+        )
+        metrics = Metrics(new_registry())
+        ref = ConnectionActor.start(settings, metrics, clock, port=sim.port)
+        try:
+            deadline = time.monotonic() + 10
+            while ref.proxy().model.get().state != "connected":
+                assert time.monotonic() < deadline, "never connected"
+                time.sleep(0.05)
+            alive, dropped = Inbox(), Inbox()
+            ref.tell(
+                m.StreamBars(
+                    symbol="QQQ", bar_size="1 min", duration="600 S", reply_to=alive, realtime=True
+                )
+            )
+            alive.wait(m.BarsBackfilled, timeout=15)
+            # SPY's stock contract known first: the subscription then goes without a round trip.
+            first = Inbox()
+            ref.tell(m.FetchBars(symbol="SPY", bar_size="1 min", duration="600 S", reply_to=first))
+            first.wait(m.BarsBackfilled, timeout=15)
+            time.sleep(1.5)  # a fresh window at the Gateway
+            session = ref.proxy().session.get()
+
+            async def trip_then_subscribe() -> None:
+                client = session.ib.client
+                for _ in range(16):  # reqCurrentTime, past the gate
+                    client.conn.sendMsg(client._prefix(b"49\x001\x00"))
+                msg = m.StreamBars(
+                    symbol="SPY",
+                    bar_size="1 min",
+                    duration="600 S",
+                    reply_to=dropped,
+                    realtime=True,
+                )
+                await session.history.realtime(msg)
+
+            asyncio.run_coroutine_threadsafe(trip_then_subscribe(), session.loop)
+            deadline = time.monotonic() + 45
+            while not any(isinstance(g, m.BarStreamed) for g in dropped.got):
+                assert time.monotonic() < deadline, f"SPY never streamed: {dropped.got}"
+                time.sleep(0.05)
+            asked_again = metrics.realtime_resubscribed._value.get()
+        finally:
+            ref.stop()
+        assert sim.violations.get("message_rate") == 1
+        assert asked_again == 1
+        assert any(isinstance(g, m.BarStreamed) for g in alive.got)
