@@ -359,6 +359,14 @@ class MarketModel:
                 spec = self._specs.setdefault(sym, default_spec(sym))
         return spec
 
+    def prepare(self, symbols: Iterable[str]) -> None:
+        """Compute each symbol's day-to-day chain now (about 65 ms a symbol: a random stream per
+        session of the whole calendar) rather than at its first request. A Gateway answers
+        history from IB's servers without such a cost; a simulator that paid it in the middle of
+        a cold start held up every other answer (50 symbols: 3.3 s of the 5.4 s)."""
+        for sym in symbols:
+            self._chain(_norm_symbol(sym))
+
     def _last_open_at_or_before(self, ts: float) -> int:
         return int(np.searchsorted(self._cal.opens, ts, side="right")) - 1
 

@@ -239,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"optionsbot sim: bad scenario: {e}", file=sys.stderr)
         return 2
     sim = EmbeddedSim(options)
+    # A standalone simulator stands in for a Gateway that is up before the service: its market
+    # is ready before it listens, so the first requests measure the client, not our maths.
+    sim.market.prepare(options.symbols)
     stop = threading.Event()
     # Signals only set a flag, so Ctrl-C at any moment (even mid-print) still ends in a clean stop.
     previous: dict[int, Any] = {}
