@@ -216,15 +216,17 @@ class MessageGate:
     """IB's message-rate rule (50 messages a second), kept at the client with room to spare.
 
     A token bucket: at most `burst` messages at once, then `rate` a second. Any one second
-    carries at most burst + rate messages, and the Gateway, which counts messages as it reads
-    them, still sees fewer than 50 in a second when a stall delivers a few hundred milliseconds
-    of them together. (ib_async's own throttle allows its whole per-second quota at once, twice
-    within a few milliseconds at a second's edge.) Orders wait in their own queue and always go
-    first, then bars, then the rest; within a class, messages keep their order.
+    carries at most burst + rate messages (49 by default), evenly: ib_async's own throttle
+    allows its whole per-second quota at once, twice within a few milliseconds at a second's
+    edge. A Gateway that reads late sees messages bunched: sent at r a second with a burst b,
+    any second of its reading holds r * (1 + stall) + b of them, so 30 + 10 forgives a 0.3 s
+    stall and 45 + 4 almost none (error 100 then slows the gate, see `back_off`). Orders wait
+    in their own queue and always go first, then bars, then the rest; within a class, messages
+    keep their order.
     """
 
-    rate: float = 30.0
-    burst: int = 10
+    rate: float = 45.0
+    burst: int = 4
     tokens: float = field(init=False)
     stamp: float | None = field(default=None, init=False)
     queues: tuple[deque[str], ...] = field(init=False)

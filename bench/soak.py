@@ -87,9 +87,7 @@ def soak(
         "broker": {
             "timeouts_s": {"historical": 15},
             "breaker_cooldown_s": 10,
-            # The embedded simulator counts messages as its loop reads them, and at a
-            # 100-symbol start this process keeps that loop waiting: a slower gate keeps the
-            # bunched reads under 50 a second (a Gateway is a process of its own).
+            # A slower gate, to see what the day costs with more margin under IB's 50.
             **({"max_messages_per_second": rate, "message_burst": 5} if rate else {}),
         },
         "storage": {"path": str(workdir / "soak.sqlite")},
@@ -661,7 +659,8 @@ def soak_cold_start(
             "risk": {"kill_switch_file": str(workdir / "KILL")},
             "scalp": {"enabled": False},
             "whale": {"enabled": False},
-            "log": {"level": "INFO", "json_file": None},
+            # Its JSON lines carry milliseconds: the last backfill's own time, not our polling's.
+            "log": {"level": "INFO", "json_file": str(workdir / "service.jsonl")},
         }
         (workdir / "soak.yaml").write_text(yaml.safe_dump(cfg))
         settings = load_settings(workdir / "soak.yaml", environ={})
@@ -685,6 +684,13 @@ def soak_cold_start(
     # there on, only the service's requests and IB's limits count.
     started = re.search(r"^(\S+ \S+) INFO .*: API started", sim_text, re.M)
     api_at = datetime.strptime(started.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    if cold is not None:
+        delivered = [
+            datetime.fromisoformat(r["ts"]).timestamp()
+            for r in map(json.loads, (workdir / "service.jsonl").read_text().splitlines())
+            if "bars of history delivered (backfill)" in r.get("msg", "")
+        ]
+        cold = max(delivered) - wall0
     b = settings.broker
     return {
         "symbols": symbols,

@@ -48,7 +48,7 @@ def test_the_account_id_never_shows_in_reprs():
         ("risk: {risk_per_trade: 2}", "risk.risk_per_trade"),
         ("sim: {start: '2026-11-20T09:30:00'}", "needs a timezone"),
         (
-            "broker: {max_messages_per_second: 45}",
+            "broker: {max_messages_per_second: 47}",
             "broker: max_messages_per_second + message_burst must stay under IB's 50",
         ),
         ("dry_run: maybe", "dry_run"),
