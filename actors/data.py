@@ -223,7 +223,7 @@ class DataActor(BaseActor):
         feed = self.feeds.get((msg.symbol, msg.bar_size))
         if feed is None:
             return
-        now = self.clock.now()
+        now = msg.as_of or self.clock.now()
         delivered = 0
         for bar in msg.bars:
             # A plain request includes the bar still forming: it is not history yet.

@@ -191,6 +191,7 @@ class History:
                 symbol=msg.symbol,
                 bar_size=msg.bar_size,
                 bars=tuple(bar_from_ib(b) for b in history),
+                as_of=self.session.clock.now(),
             ),
         )
         if not stream:
@@ -412,6 +413,10 @@ class History:
             trim_stream(bars, 1)
             five = Bar(b.time.astimezone(UTC), b.open_, b.high, b.low, b.close, max(0.0, b.volume))
             for minute in minutes.update(five):
+                told = self.realtime_last.get(key)
+                if held is None and told is not None and minute.time <= told:
+                    # The history delivered it already (or a newer one): not a bad bar, ours.
+                    continue
                 if held is None:
                     self.realtime_last[key] = minute.time
                     tell(reply_to, m.BarStreamed(symbol=key[0], bar_size=key[1], bar=minute))
@@ -421,8 +426,16 @@ class History:
         live.updateEvent += on_bar
         self.realtime_seen[key] = time.monotonic()
         answer = await self._realtime_backfill(msg)
+        # The answer's last bar may be the minute still forming (DataActor drops it): that
+        # minute is the stream's to deliver, whole.
         last = max(
-            (b.time for r in answer.got if isinstance(r, m.BarsBackfilled) for b in r.bars),
+            (
+                b.time
+                for r in answer.got
+                if isinstance(r, m.BarsBackfilled)
+                for b in r.bars
+                if r.as_of is None or b.time + timedelta(minutes=1) <= r.as_of
+            ),
             default=None,
         )
         if last is not None:

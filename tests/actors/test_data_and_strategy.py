@@ -279,6 +279,22 @@ def test_a_plain_answer_ends_before_the_bar_still_forming(data):
     assert got == [bar(58).time, bar(59).time]
 
 
+def test_a_bar_forming_when_the_answer_came_stays_out_though_read_after_its_end(data):
+    """At 150x a few real milliseconds in a busy inbox are a simulated minute: the answer's
+    last bar, forming when the Gateway sent it, had ended by the time DataActor read it, and
+    was kept as history, partial (then the real-time stream's whole minute was dropped as a
+    duplicate of it)."""
+    actor, strategy, _, _, clock = data
+    forming = SESSION_TIME - timedelta(seconds=20)
+    bars = (bar(58), bar(59), Bar(forming, 680, 681, 679, 680, 10))
+    clock.set(SESSION_TIME + timedelta(minutes=2))  # read late: the partial minute has ended
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=bars, as_of=SESSION_TIME)
+    )
+    got = [b.bar.time for b in strategy.of(m.BarClosed) if b.bar_size == "1 min"]
+    assert got == [bar(58).time, bar(59).time]
+
+
 def test_a_spike_is_held_then_dropped_and_a_gap_is_held_then_confirmed(data, metrics):
     actor, strategy, _, conn, _ = data
     actor.on_ConnectionChanged(m.ConnectionChanged(state="connected", may_trade=True, resync=True))
