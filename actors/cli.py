@@ -18,6 +18,9 @@ from configs.settings import ConfigError, Settings, load_settings
 log = logging.getLogger("optionsbot")
 # A test hook (actors/notify.py's tests): the named actor hangs once the service is ready.
 HANG_ENV = "OPTIONSBOT_DEBUG_HANG"
+# A bench hook (bench.soak --days --trace-memory): traces allocations from the start, and each
+# SIGUSR2 writes a tracemalloc snapshot to <value>.<n>. Slows the service; never for trading.
+TRACE_ENV = "OPTIONSBOT_TRACE_MEMORY"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,6 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
     except (AttributeError, ValueError):
         pass
+    if os.environ.get(TRACE_ENV):
+        _trace_memory(os.environ[TRACE_ENV])
     system = System(settings)
     try:
         system.start()
@@ -125,6 +130,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat.stop()
         system.stop()
     return 1 if system.failed.is_set() else 0
+
+
+def _trace_memory(prefix: str) -> None:
+    import itertools
+    import tracemalloc
+
+    tracemalloc.start(12)
+    numbers = itertools.count(1)
+
+    def dump(*_: object) -> None:
+        path = f"{prefix}.{next(numbers)}"
+        tracemalloc.take_snapshot().dump(path)
+        log.info("memory snapshot written to %s", path)
+
+    signal.signal(signal.SIGUSR2, dump)
+    log.warning("%s is set: allocations are traced (slower; a bench hook)", TRACE_ENV)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from actors.cli import TRACE_ENV
 from actors.hours import MarketHours
 from actors.metrics import Metrics, new_registry
 from actors.system import System
@@ -347,6 +349,31 @@ def lost_bars(db, names, start: datetime, end: datetime, seed: int | None = None
     }
 
 
+def memory_growth(prefix: Path, days: int, top: int = 12) -> list[dict] | None:
+    """What grew from the second day's snapshot to the last (the first holds the start-up's
+    one-off allocations): the top allocation sites by growth, each with its traceback."""
+    import tracemalloc
+
+    first, last = Path(f"{prefix}.2"), Path(f"{prefix}.{days}")
+    for _ in range(100):  # the service writes each snapshot from its signal handler
+        if last.exists() and first.exists():
+            break
+        time.sleep(0.1)
+    if days < 3 or not (first.exists() and last.exists()):
+        return None
+    keep = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<*")]
+    a = tracemalloc.Snapshot.load(str(first)).filter_traces(keep)
+    b = tracemalloc.Snapshot.load(str(last)).filter_traces(keep)
+    return [
+        {
+            "kib": round(d.size_diff / 1024, 1),
+            "blocks": d.count_diff,
+            "where": [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in d.traceback],
+        }
+        for d in b.compare_to(a, "traceback")[:top]
+    ]
+
+
 def stop_processes(service, sim) -> None:
     """The service first (SIGINT: a clean stop), then its simulator."""
     import subprocess
@@ -374,6 +401,7 @@ def soak_days(
     rate: float | None = None,
     log_level: str = "WARNING",
     record_bars: bool = True,
+    trace_memory: bool = False,
 ) -> dict:
     """The service in gateway mode (its own process, as on a Pi) against a standalone simulator
     (another process, so its memory is not counted and its reads are not delayed by the
@@ -396,6 +424,8 @@ def soak_days(
     sim, port = start_simulator(
         ["--time-scale", str(scale), "--start", sessions[0].open.isoformat()], names, env, sim_log
     )
+    if trace_memory:
+        env = {**env, TRACE_ENV: str(workdir / "memory")}
     service = None
     try:
         metrics_port = _free_port()
@@ -445,6 +475,8 @@ def soak_days(
                         "clock": datetime.fromtimestamp(now, UTC),
                     }
                 )
+                if trace_memory:
+                    os.kill(service.pid, signal.SIGUSR2)
         elapsed = time.monotonic() - t0
         exit_code = service.poll()
     finally:
@@ -457,7 +489,9 @@ def soak_days(
         if record_bars:
             d["bars"] = lost_bars(db.conn, names, session.open, end)
     stats = sim_stats((sim_log).read_text(errors="replace"))
+    growth = memory_growth(workdir / "memory", len(per_day)) if trace_memory else None
     return {
+        **({"traced_growth_second_to_last_day": growth} if growth is not None else {}),
         "days": days,
         "symbols": symbols,
         "scale": scale,
@@ -721,6 +755,11 @@ def main() -> None:
     parser.add_argument(
         "--no-record-bars", action="store_true", help="with --days: bars not kept, not checked"
     )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="with --days: tracemalloc in the service, the top growth from day 2 to the last",
+    )
     parser.add_argument("--rate", type=float, default=None, help="broker.max_messages_per_second")
     parser.add_argument("--burst", type=int, default=None, help="broker.message_burst")
     parser.add_argument(
@@ -759,6 +798,7 @@ def main() -> None:
             rate=args.rate,
             log_level=args.log_level,
             record_bars=not args.no_record_bars,
+            trace_memory=args.trace_memory,
         )
     else:
         scenario = None if str(args.scenario) == "none" else args.scenario
