@@ -234,7 +234,12 @@ class RiskActor(BaseActor):
         code = reason_code(reason) if reason else "ok"
         self.metrics.decisions.labels(stage, outcome, code).inc()
         self.journal.decision(
-            symbol=symbol, stage=stage, outcome=outcome, reason=reason or "ok", detail=detail
+            symbol=symbol,
+            stage=stage,
+            outcome=outcome,
+            reason=reason or "ok",
+            detail=detail,
+            at=self.clock.now(),  # the service's clock, as every other decision row
         )
         if reason:
             log.info("%s %s skipped: %s", symbol, stage, reason)

@@ -38,6 +38,8 @@ def test_a_healthy_idea_is_approved(risk, metrics):
     risk.on_TradeIdea(idea())
     approved = risk.order_actor.last(m.EntryApproved)
     assert approved.equity == 100_000.0
+    # Stamped on the service's clock (the simulator's session here), not the wall clock.
+    assert JournalRepo(risk.db).decisions()[-1].at.startswith(SESSION_TIME.date().isoformat())
     assert (
         metrics.registry.get_sample_value(
             "optionsbot_decisions_total",
