@@ -25,7 +25,7 @@ from pydantic_settings.exceptions import SettingsError
 DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 ENV_PREFIX = "OPTIONSBOT_"
 # Variables with the prefix that are not settings: test hooks (actors/crash.py, actors/cli.py).
-OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT", "OPTIONSBOT_DEBUG_HANG"})
+OTHER_ENV = frozenset({"OPTIONSBOT_CRASH_AT", "OPTIONSBOT_DEBUG_HANG", "OPTIONSBOT_TRACE_MEMORY"})
 # The sentence that turns on real orders against a Gateway (live.confirm): typed, not defaulted.
 LIVE_CONFIRMATION = "I accept real orders"
 HOUR = 3600.0
