@@ -23,6 +23,10 @@ import threading
 from sim.pacing import Monotonic
 
 POLL_S = 0.2  # how soon a stopped reader notices, should the shutdown not wake it
+# Read ahead of the loop at most this much; beyond it the socket waits (TCP pushes back on the
+# client), as asyncio's stream reader did: a client that floods is not buffered without end.
+MAX_PENDING = 1 << 20
+CHUNK = 65536
 
 
 class Arrivals:
@@ -38,6 +42,8 @@ class Arrivals:
         self._loop = loop
         self._monotonic = monotonic
         self._stopped = threading.Event()
+        self._room = threading.Condition()
+        self.pending = 0  # bytes read and not yet taken by the loop
         self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name="sim-arrivals", daemon=True)
         self._thread.start()
@@ -45,15 +51,21 @@ class Arrivals:
     def _run(self) -> None:
         try:
             while not self._stopped.is_set():
+                with self._room:
+                    if self.pending > MAX_PENDING:
+                        self._room.wait(POLL_S)
+                        continue
                 try:
                     ready, _, _ = select.select([self._sock], [], [], POLL_S)
                     if not ready:
                         continue
-                    data = self._sock.recv(65536)
+                    data = self._sock.recv(CHUNK)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except (OSError, ValueError):
                     data = b""
+                with self._room:
+                    self.pending += len(data)
                 if not self._hand(self._monotonic(), data) or not data:
                     return
             self._hand(self._monotonic(), b"")
@@ -66,6 +78,14 @@ class Arrivals:
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return False
         return True
+
+    async def get(self) -> tuple[float, bytes]:
+        """The next chunk and the time it arrived (an empty chunk: the end)."""
+        stamp, data = await self.queue.get()
+        with self._room:
+            self.pending -= len(data)
+            self._room.notify()
+        return stamp, data
 
     def stop(self) -> None:
         """Stop reading. Shutting our side's reading wakes the thread at once; the connection

@@ -206,7 +206,7 @@ class SimServer(
                 log.info("%r: no handshake; closing", session)
                 return
             try:
-                _, chunk = await asyncio.wait_for(arrivals.queue.get(), remaining)
+                _, chunk = await asyncio.wait_for(arrivals.get(), remaining)
             except TimeoutError:
                 log.info("%r: handshake timed out", session)
                 return
@@ -242,7 +242,7 @@ class SimServer(
             else:
                 # The Gateway counts messages as they arrive, not as it gets round to them:
                 # a chunk carries the time its thread read it off the socket.
-                session.arrived, data = await arrivals.queue.get()
+                session.arrived, data = await arrivals.get()
                 if not data:
                     return
             try:
