@@ -408,16 +408,38 @@ class Quotes:
             forget_ticker(self.session.ib, ticker)
         self.lines.release()
 
+    def _position_line(self, c: m.OptionContract) -> Ticker | None:
+        """The line a position's watch keeps on `c`, once it has brought a bid and ask (its mark):
+        an entry on the contract of an open position reads it, as it would a warm line."""
+        for con_id, t in self.quote_lines.items():
+            q = t.contract
+            if (
+                q.symbol == c.symbol
+                and str(q.lastTradeDateOrContractMonth)[:8] == c.expiry
+                and float(q.strike) == float(c.strike)
+                and q.right == c.right
+                and (not c.trading_class or q.tradingClass == c.trading_class)
+            ):
+                settled = con_id in self.quote_marks and not (
+                    math.isnan(price(t.bid)) or math.isnan(price(t.ask))
+                )
+                return t if settled else None
+        return None
+
     def _from_warm_lines(self, msg: m.FetchQuotes) -> m.QuotesFetched | None:
-        """The answer from warm lines alone when every contract asked has a settled one: no
-        request at all. A quote not seen to change for long stays stale here too: the line is
+        """The answer from lines alone when every contract asked has a settled warm line or a
+        position's line: no request at all (not even contract details: the line's contract is
+        qualified). A quote not seen to change for long stays stale here too: the line is
         live and would have said so, so there is nothing to recheck."""
         found = []
         for c in msg.contracts:
             line = self.warm_lines.get(contract_key(c))
-            if line is None or len(line[1].seen) < 2:
+            if line is not None and len(line[1].seen) == 2:
+                found.append((c, line[0]))
+            elif (ticker := self._position_line(c)) is not None:
+                found.append((c, ticker))
+            else:
                 return None
-            found.append((c, line[0]))
         now = self.session.clock.now()
         quotes, missing = [], []
         for c, t in found:

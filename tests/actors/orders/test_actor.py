@@ -55,9 +55,10 @@ def place(actor, clock, direction=Direction.CALL):
     actor.on_EntryApproved(approved(direction))
     actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
     ask = actor.connection.last(m.FetchQuotes)
-    # The expiry day (Friday) is skipped with min_dte 1: Monday's expiry, strikes nearest 680.2.
+    # The expiry day (Friday) is skipped with min_dte 1: Monday's expiry, the strike nearest
+    # 680.2 asked alone (its neighbours only if it fails).
     assert {c.expiry for c in ask.contracts} == {"20261123"}
-    assert {c.strike for c in ask.contracts} == {678.0, 679.0, 680.0, 681.0, 682.0}
+    assert [c.strike for c in ask.contracts] == [680.0]
     right = "C" if direction is Direction.CALL else "P"
     assert {c.right for c in ask.contracts} == {right}
     quotes = tuple(
@@ -333,14 +334,16 @@ def test_no_option_is_a_skip_with_every_reason(env):
     settings, metrics, clock, actor = env
     actor.on_EntryApproved(approved())
     actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
-    ask = actor.connection.last(m.FetchQuotes)
-    actor.on_QuotesFetched(
-        m.QuotesFetched(
-            quotes=(),
-            missing=tuple((c, "no quote (NaN): no entitlement") for c in ask.contracts),
-            tag="SPY",
+    for _ in range(2):  # the target, then its neighbours
+        ask = actor.connection.last(m.FetchQuotes)
+        actor.on_QuotesFetched(
+            m.QuotesFetched(
+                quotes=(),
+                missing=tuple((c, "no quote (NaN): no entitlement") for c in ask.contracts),
+                tag="SPY",
+            )
         )
-    )
+    assert len(actor.connection.of(m.FetchQuotes)) == 2
     done = actor.risk.last(m.EntryFinished)
     assert not done.placed and done.reason.startswith("no_option") and "NaN" in done.reason
     journal = JournalRepo(actor.db).decisions("SPY")
@@ -546,20 +549,21 @@ def test_a_quote_never_seen_to_change_is_stale(env):
     settings, metrics, clock, actor = env
     actor.on_EntryApproved(approved())
     actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
-    ask = actor.connection.last(m.FetchQuotes)
-    quotes = tuple(
-        m.OptionQuote(
-            contract=m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=int(c.strike)),
-            bid=2.40,
-            ask=2.46,
-            last=2.43,
-            volume=5000.0,
-            time=clock.now(),  # arrived just now, but its age is unknown
-            age_known=False,
+    for _ in range(2):  # the target, then its neighbours
+        ask = actor.connection.last(m.FetchQuotes)
+        quotes = tuple(
+            m.OptionQuote(
+                contract=m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=int(c.strike)),
+                bid=2.40,
+                ask=2.46,
+                last=2.43,
+                volume=5000.0,
+                time=clock.now(),  # arrived just now, but its age is unknown
+                age_known=False,
+            )
+            for c in ask.contracts
         )
-        for c in ask.contracts
-    )
-    actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
+        actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
     finished = actor.risk.last(m.EntryFinished)
     assert not finished.placed and "never seen to change" in finished.reason
     assert OrderRepo(actor.db).open_orders() == []
