@@ -626,6 +626,39 @@ def test_a_contract_on_a_positions_line_is_read_from_it(make_settings, metrics):
     asyncio.run(run())
 
 
+def test_an_entry_on_a_positions_line_sends_no_request_not_even_contract_details(
+    make_settings, metrics
+):
+    """The contract of an open position, not qualified today (the service restarted, or a new
+    day began, with the position's line restored from its conId): its line answers, like a
+    warm line, with no contract-details round trip first."""
+    from ib_async import Option, Ticker
+
+    session = _session(make_settings, metrics)
+    ib, quotes = session.ib, session.quotes
+    q = Option("SPY", "20261123", 690.0, "C", "SMART", conId=6901, tradingClass="SPY")
+    q.lastTradeDateOrContractMonth = "20261123"
+    line = Ticker(contract=q)
+    line.bid, line.ask, line.volume = 2.0, 2.1, 500.0
+    quotes.quote_lines[6901] = line
+    quotes._mark(6901, 2.0, 2.05, session.clock.now(), watched=True)
+    quotes._mark(6901, 2.0, 2.1, session.clock.now(), watched=True)
+
+    async def run():
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        [got] = reply.last(m.QuotesFetched).quotes
+        assert got.age_known and (got.bid, got.ask) == (2.0, 2.1)
+        assert got.contract.con_id == 6901
+        assert ib.qualified == [] and ib.snapshots == 0 and ib.lines == []
+        # A position's line with no bid and ask yet is not read this way: the full path.
+        line.bid = math.nan
+        await quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        assert len(ib.qualified) == 1 and ib.lines == []
+
+    asyncio.run(run())
+
+
 def test_a_warm_line_opened_while_a_brief_one_waited_is_waited_on_not_doubled(
     make_settings, metrics
 ):
