@@ -257,6 +257,7 @@ class OrderActor(Adoption, Protection, BaseActor):
                 bar_time=sig.bar_time.isoformat(),
                 expiry=entry.expiry,
                 limit=entry.limit,
+                quote_asks=entry.asks,  # 2: the target failed and the other strikes were asked
             )
         self.journal.decision(
             symbol=symbol,

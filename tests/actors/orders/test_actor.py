@@ -349,6 +349,7 @@ def test_no_option_is_a_skip_with_every_reason(env):
     journal = JournalRepo(actor.db).decisions("SPY")
     assert [(d.stage, d.outcome) for d in journal] == [("option", "skipped")]
     assert "NaN" in journal[0].reason and journal[0].facts()["expiry"] == "20261123"
+    assert journal[0].facts()["quote_asks"] == 2  # bench.latency counts the second asks
 
 
 def test_empty_chain_is_a_skip(env):
