@@ -510,13 +510,21 @@ class Quotes:
             # request.
             keys = {q.conId: contract_key(c) for c, q in pairs}
             brief = [q for _, q in pairs if q.conId not in on_lines]
-            results = await asyncio.gather(
-                *[
-                    self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
-                    for q in brief
-                ],
-                return_exceptions=True,
-            )
+            queued = self._queued()
+            if brief and queued >= msg.wait_s:
+                # Our own message gate holds more than the whole wait (after an error 100 it
+                # sends at half rate): no line could bring a quote in time, and each request
+                # and its cancel would only lengthen the queue for every other entry.
+                jammed = f"no quote: {queued:.1f}s of requests queued at the message gate"
+                results: list[Any] = [TimeoutError(jammed)] * len(brief)
+            else:
+                results = await asyncio.gather(
+                    *[
+                        self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
+                        for q in brief
+                    ],
+                    return_exceptions=True,
+                )
         except Exception as exc:  # noqa: BLE001
             quotes_refused(
                 msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -524,11 +532,14 @@ class Quotes:
             return
         by_con: dict[int, Ticker] = dict(on_lines)
         no_line: set[int] = set()
+        not_sent: dict[int, str] = {}
         for q, got in zip(brief, results, strict=True):
             if isinstance(got, Ticker):
                 by_con[q.conId] = got
             elif got is None:
                 no_line.add(q.conId)
+            elif isinstance(got, TimeoutError) and str(got).startswith("no quote: "):
+                not_sent[q.conId] = str(got)
             else:
                 log.info("%s: a brief quote line failed: %s", q.localSymbol or q.symbol, got)
         for key, q in reopen:
@@ -546,6 +557,9 @@ class Quotes:
             value = option_value(q, c)
             if q.conId in no_line:
                 missing.append((value, f"no market data line free within {msg.wait_s:g}s"))
+                continue
+            if q.conId in not_sent:
+                missing.append((value, not_sent[q.conId]))
                 continue
             bid, ask = (price(t.bid), price(t.ask)) if t else (math.nan, math.nan)
             if t is None or math.isnan(bid) or math.isnan(ask):
@@ -622,6 +636,10 @@ class Quotes:
                         self._mark(q.conId, bid, ask, clock.now(), watched)
                     changed.set()
 
+                # The first tick's wait starts when the request leaves our message gate: a line
+                # queued behind others (a bar's close at 50 symbols, the half rate after an error
+                # 100) is not "no quote" for that (as Session.timed does for requests).
+                first_by += self._queued()
                 ticker = ib.reqMktData(q, "", False, False)
                 self.brief[q.conId] = key
                 self.brief_done[q.conId] = asyncio.Event()
@@ -671,6 +689,13 @@ class Quotes:
         finally:
             if not kept:
                 self.lines.release()
+
+    def _queued(self) -> float:
+        """Seconds a request made now waits at the session's message gate (IB's message rate)."""
+        gate = getattr(self.session, "gate", None)
+        if gate is None:  # not connected yet, or a unit test's session
+            return 0.0
+        return gate.backlog_s(asyncio.get_running_loop().time())
 
     def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
         mark = self.quote_marks[con_id] = observe_quote(
