@@ -254,11 +254,16 @@ def service_decisions(path: Path, since: datetime, until: datetime) -> dict[str,
         con.close()
     for stage, outcome, reason, detail in rows:
         try:
-            bar = datetime.fromisoformat(json.loads(detail)["bar_time"])
+            facts = json.loads(detail)
+            bar = datetime.fromisoformat(facts["bar_time"])
         except (ValueError, KeyError, TypeError):
             continue
         if not since <= bar + timedelta(minutes=1) < until:
             continue
+        if stage == "option" and facts.get("quote_asks", 0) > 1:
+            # Its target failed and it asked the other strikes: a second quote round trip,
+            # which the request log cannot tell from the first (both are market data lines).
+            out["(asked the other strikes after the target)"] += 1
         if outcome == "approved":
             if stage == "option":
                 out["placed"] += 1

@@ -287,6 +287,58 @@ def choose_option(
     return choice, rejections
 
 
+def strikes_to_ask(
+    strikes: Sequence[float], target: float, answered: Mapping[float, bool]
+) -> tuple[float, ...]:
+    """Which of an entry's candidate `strikes` to ask quotes for next, given the answers so far
+    (strike -> whether its quote passed `quote_rejection`; a strike not quoted, not listed or
+    without a line is False). () when nothing is left to ask: the choice can be made.
+
+    The target first, alone: when it passes, `choose_option` takes it whatever the others
+    quote, so they are never asked (one line, one request, instead of strike_count of each).
+    Once it has failed, every candidate not asked yet, together: the fallback is the most
+    liquid survivor, and only every survivor's volume and spread say which that is; one at a
+    time would both cost a round trip each and pick a different contract. So the contract
+    chosen is the one `choose_option` would choose from every candidate's quote, and no entry
+    asks more than twice. A target that is not among `strikes` cannot win: all are asked at
+    once, as before.
+    """
+
+    def among(strike: float, pool: Iterable[float]) -> bool:
+        return any(abs(strike - k) <= _EPS for k in pool)
+
+    if among(target, strikes):
+        if not among(target, answered):
+            return (next(k for k in strikes if abs(k - target) <= _EPS),)
+        if any(ok for k, ok in answered.items() if abs(k - target) <= _EPS):
+            return ()
+    todo = [k for k in strikes if not among(k, answered)]
+    return tuple(dict.fromkeys(todo))
+
+
+def later_ask_wait(elapsed_s: float, quote_wait_s: float, recheck_s: float) -> float | None:
+    """How long an entry's later ask (the candidates after its target failed) may wait for a
+    line and for its first quote, or None when it is too late to ask at all; `elapsed_s` is
+    the real time since the entry's first ask.
+
+    The bound is the one a single ask always had: a line within quote_wait_s, its first bid and
+    ask within quote_wait_s more, quote_recheck_s to see it change (`entry_quote_budget`, 9 s
+    with the defaults). Asking the target first must not make an entry act on an older signal
+    than asking every strike at once could: a later ask waits only what is left of that bound,
+    less half a second for the answer to travel between actors; under a quarter second it is
+    not worth a round trip (a realistic Gateway's first tick alone takes about that long).
+    """
+    left = entry_quote_budget(quote_wait_s, recheck_s) - elapsed_s - recheck_s - 0.5
+    if not left / 2 >= 0.25:  # NaN too: an entry of unknown age asks no more
+        return None
+    return min(quote_wait_s, left / 2)
+
+
+def entry_quote_budget(quote_wait_s: float, recheck_s: float) -> float:
+    """Real seconds an entry may spend on its quotes, over all its asks (see later_ask_wait)."""
+    return 2 * quote_wait_s + recheck_s
+
+
 def warm_plan(
     wanted: Mapping[str, Sequence[K]], budget: int, core: Mapping[str, int] | None = None
 ) -> dict[str, tuple[K, ...]]:

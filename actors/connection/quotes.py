@@ -408,16 +408,38 @@ class Quotes:
             forget_ticker(self.session.ib, ticker)
         self.lines.release()
 
+    def _position_line(self, c: m.OptionContract) -> Ticker | None:
+        """The line a position's watch keeps on `c`, once it has brought a bid and ask (its mark):
+        an entry on the contract of an open position reads it, as it would a warm line."""
+        for con_id, t in self.quote_lines.items():
+            q = t.contract
+            if (
+                q.symbol == c.symbol
+                and str(q.lastTradeDateOrContractMonth)[:8] == c.expiry
+                and float(q.strike) == float(c.strike)
+                and q.right == c.right
+                and (not c.trading_class or q.tradingClass == c.trading_class)
+            ):
+                settled = con_id in self.quote_marks and not (
+                    math.isnan(price(t.bid)) or math.isnan(price(t.ask))
+                )
+                return t if settled else None
+        return None
+
     def _from_warm_lines(self, msg: m.FetchQuotes) -> m.QuotesFetched | None:
-        """The answer from warm lines alone when every contract asked has a settled one: no
-        request at all. A quote not seen to change for long stays stale here too: the line is
+        """The answer from lines alone when every contract asked has a settled warm line or a
+        position's line: no request at all (not even contract details: the line's contract is
+        qualified). A quote not seen to change for long stays stale here too: the line is
         live and would have said so, so there is nothing to recheck."""
         found = []
         for c in msg.contracts:
             line = self.warm_lines.get(contract_key(c))
-            if line is None or len(line[1].seen) < 2:
+            if line is not None and len(line[1].seen) == 2:
+                found.append((c, line[0]))
+            elif (ticker := self._position_line(c)) is not None:
+                found.append((c, ticker))
+            else:
                 return None
-            found.append((c, line[0]))
         now = self.session.clock.now()
         quotes, missing = [], []
         for c, t in found:
@@ -488,13 +510,21 @@ class Quotes:
             # request.
             keys = {q.conId: contract_key(c) for c, q in pairs}
             brief = [q for _, q in pairs if q.conId not in on_lines]
-            results = await asyncio.gather(
-                *[
-                    self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
-                    for q in brief
-                ],
-                return_exceptions=True,
-            )
+            queued = self._queued()
+            if brief and queued >= msg.wait_s:
+                # Our own message gate holds more than the whole wait (after an error 100 it
+                # sends at half rate): no line could bring a quote in time, and each request
+                # and its cancel would only lengthen the queue for every other entry.
+                jammed = f"no quote: {queued:.1f}s of requests queued at the message gate"
+                results: list[Any] = [TimeoutError(jammed)] * len(brief)
+            else:
+                results = await asyncio.gather(
+                    *[
+                        self._brief_line(keys[q.conId], q, msg.wait_s, options.quote_recheck_s)
+                        for q in brief
+                    ],
+                    return_exceptions=True,
+                )
         except Exception as exc:  # noqa: BLE001
             quotes_refused(
                 msg, "quote request timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -502,11 +532,14 @@ class Quotes:
             return
         by_con: dict[int, Ticker] = dict(on_lines)
         no_line: set[int] = set()
+        not_sent: dict[int, str] = {}
         for q, got in zip(brief, results, strict=True):
             if isinstance(got, Ticker):
                 by_con[q.conId] = got
             elif got is None:
                 no_line.add(q.conId)
+            elif isinstance(got, TimeoutError) and str(got).startswith("no quote: "):
+                not_sent[q.conId] = str(got)
             else:
                 log.info("%s: a brief quote line failed: %s", q.localSymbol or q.symbol, got)
         for key, q in reopen:
@@ -524,6 +557,9 @@ class Quotes:
             value = option_value(q, c)
             if q.conId in no_line:
                 missing.append((value, f"no market data line free within {msg.wait_s:g}s"))
+                continue
+            if q.conId in not_sent:
+                missing.append((value, not_sent[q.conId]))
                 continue
             bid, ask = (price(t.bid), price(t.ask)) if t else (math.nan, math.nan)
             if t is None or math.isnan(bid) or math.isnan(ask):
@@ -600,6 +636,10 @@ class Quotes:
                         self._mark(q.conId, bid, ask, clock.now(), watched)
                     changed.set()
 
+                # The first tick's wait starts when the request leaves our message gate: a line
+                # queued behind others (a bar's close at 50 symbols, the half rate after an error
+                # 100) is not "no quote" for that (as Session.timed does for requests).
+                first_by += self._queued()
                 ticker = ib.reqMktData(q, "", False, False)
                 self.brief[q.conId] = key
                 self.brief_done[q.conId] = asyncio.Event()
@@ -649,6 +689,13 @@ class Quotes:
         finally:
             if not kept:
                 self.lines.release()
+
+    def _queued(self) -> float:
+        """Seconds a request made now waits at the session's message gate (IB's message rate)."""
+        gate = getattr(self.session, "gate", None)
+        if gate is None:  # not connected yet, or a unit test's session
+            return 0.0
+        return gate.backlog_s(asyncio.get_running_loop().time())
 
     def _mark(self, con_id: int, bid: float, ask: float, now: datetime, watched: bool) -> QuoteMark:
         mark = self.quote_marks[con_id] = observe_quote(

@@ -31,6 +31,7 @@ from actors.orders.entry import (
     choose,
     leg_rows,
     new_bracket_ref,
+    next_contracts,
     option_params,
     role_of,
     warm_contracts,
@@ -43,7 +44,7 @@ from storage import JournalRepo, KeyValueRepo, OrderRepo, PositionRepo, TradingD
 from storage.db import write
 from storage.repos import iso
 from storage.rows import Fill, Order, Position, multiplier
-from strategies.options import quote_problem
+from strategies.options import entry_quote_budget, later_ask_wait, quote_problem
 from strategies.ticks import bracket_prices, tick_size
 
 log = logging.getLogger("optionsbot.orders")
@@ -256,6 +257,7 @@ class OrderActor(Adoption, Protection, BaseActor):
                 bar_time=sig.bar_time.isoformat(),
                 expiry=entry.expiry,
                 limit=entry.limit,
+                quote_asks=entry.asks,  # 2: the target failed and the other strikes were asked
             )
         self.journal.decision(
             symbol=symbol,
@@ -357,29 +359,65 @@ class OrderActor(Adoption, Protection, BaseActor):
         if not isinstance(found, Candidates):
             self._finish(sig.symbol, False, found)
             return
-        entry.expiry, entry.target = found.expiry, found.target
+        entry.expiry, entry.target, entry.found = found.expiry, found.target, found
+        entry.first_ask = time.monotonic()
+        first = next_contracts(found, (), (), self.clock.now(), 1.0, self.params)
+        self._ask_quotes(entry, first, self.settings.options.quote_wait_s)
+
+    def _ask_quotes(
+        self, entry: Entry, contracts: tuple[m.OptionContract, ...], wait_s: float
+    ) -> None:
+        entry.asks += 1
+        entry.waiting = True
         self.connection.tell(
             m.FetchQuotes(
-                contracts=found.contracts,
+                contracts=contracts,
                 reply_to=self.actor_ref,
-                wait_s=self.settings.options.quote_wait_s,
-                tag=sig.symbol,
+                wait_s=wait_s,
+                tag=entry.idea.signal.symbol,
             )
         )
 
     def on_QuotesFetched(self, msg: m.QuotesFetched) -> None:
         entry = self.entries.get(msg.tag)
-        if entry is None:
-            return
+        if entry is None or not entry.waiting or entry.found is None:
+            return  # an answer for an entry that has ended (or been answered already)
+        entry.waiting = False
         sig = entry.idea.signal
+        o, now, scale = self.settings.options, self.clock.now(), getattr(self.clock, "scale", 1.0)
+        entry.quotes += msg.quotes
+        entry.missing += msg.missing
+        elapsed = time.monotonic() - entry.first_ask
+        budget = entry_quote_budget(o.quote_wait_s, o.quote_recheck_s)
+        if entry.asks > 1 and not elapsed <= budget:
+            # The later ask's wait was cut to fit the budget; an answer later still (a stalled
+            # actor, a loaded Pi) is not acted on: its signal is older than any entry's may be.
+            self._finish(
+                sig.symbol,
+                False,
+                f"too_late: quotes took {elapsed:.1f}s over {entry.asks} asks, more than"
+                f" the {budget:g}s one ask may take (2 x options.quote_wait_s +"
+                " options.quote_recheck_s)",
+            )
+            return
+        more = next_contracts(entry.found, entry.quotes, entry.missing, now, scale, self.params)
+        if more:
+            wait = later_ask_wait(elapsed, o.quote_wait_s, o.quote_recheck_s)
+            if wait is not None:
+                self._ask_quotes(entry, more, wait)
+                return
+            entry.missing += [
+                (c, f"not asked: {elapsed:.1f}s of the entry's {budget:g}s for quotes spent")
+                for c in more
+            ]
         # Quotes are stamped with their last change on the service clock; ages in real seconds.
         choice = choose(
             sig.symbol,
-            msg.quotes,
-            msg.missing,
+            entry.quotes,
+            entry.missing,
             entry.target,
-            self.clock.now(),
-            getattr(self.clock, "scale", 1.0),
+            now,
+            scale,
             self.params,
         )
         if isinstance(choice, str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from actors import messages as m
@@ -24,6 +24,8 @@ from strategies.options import (
     choose_expiry,
     choose_option,
     nearest_strikes,
+    quote_rejection,
+    strikes_to_ask,
     target_strike,
 )
 from strategies.signals import Direction, Signal
@@ -75,6 +77,13 @@ class Entry:
     target: float = math.nan
     contract: m.OptionContract | None = None
     limit: float = math.nan
+    # Its candidates, and what their asks have brought so far (the target's first).
+    found: Candidates | None = None
+    quotes: list[m.OptionQuote] = field(default_factory=list)
+    missing: list[tuple[m.OptionContract, str]] = field(default_factory=list)
+    first_ask: float = math.nan  # time.monotonic() of its first quote ask
+    asks: int = 0
+    waiting: bool = False  # an ask is out: only its answer is taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +179,25 @@ def quote_views(
     ]
 
 
+def next_contracts(
+    found: Candidates,
+    quotes: Sequence[m.OptionQuote],
+    missing: Iterable[tuple[m.OptionContract, str]],
+    now: datetime,
+    scale: float,
+    params: OptionParams,
+) -> tuple[m.OptionContract, ...]:
+    """The candidates to ask quotes for next, given the answers so far (strategies.options
+    strikes_to_ask): the target alone first, the rest only once it has failed, () when done."""
+    answered: dict[float, bool] = {}
+    for v in quote_views(quotes, now, scale):
+        answered[v.strike] = answered.get(v.strike, False) or quote_rejection(v, params) is None
+    for c, _ in missing:
+        answered.setdefault(c.strike, False)
+    strikes = strikes_to_ask([c.strike for c in found.contracts], found.target, answered)
+    return tuple(c for c in found.contracts if c.strike in strikes)
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     contract: m.OptionContract
@@ -190,10 +218,13 @@ def choose(
     by_strike = {q.contract.strike: q for q in quotes}
     view, rejections = choose_option(quote_views(quotes, now, scale), target, params)
     if view is None:
-        problems = [f"{c.strike:g}{c.right}: {why}" for c, why in missing] + [
-            f"{r.strike:g}{r.right}: {r.reason}" for r in rejections
+        named = [(c.strike, f"{c.strike:g}{c.right}: {why}") for c, why in missing] + [
+            (r.strike, f"{r.strike:g}{r.right}: {r.reason}") for r in rejections
         ]
-        return "no_option: " + "; ".join(problems[:6])
+        # The target's problem first: it is what the entry wanted (the journal's reason and
+        # bench.latency's count name the first).
+        named.sort(key=lambda kv: abs(kv[0] - target) > 1e-9)
+        return "no_option: " + "; ".join(text for _, text in named[:6])
     try:
         limit = entry_limit(symbol, view.bid, view.ask)
     except ValueError as exc:

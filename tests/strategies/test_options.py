@@ -13,7 +13,11 @@ from strategies.options import (
     OptionQuoteView,
     choose_expiry,
     choose_option,
+    entry_quote_budget,
+    later_ask_wait,
     nearest_strikes,
+    quote_rejection,
+    strikes_to_ask,
     target_strike,
     warm_plan,
 )
@@ -318,3 +322,120 @@ def test_warm_plan_adds_margins_only_with_what_every_core_left(sets, budget):
             left -= len(margin)
         else:
             assert plan[symbol] == cores_only[symbol]
+
+
+# -- an entry asks its target strike first (issue 17) -----------------------------------------
+
+# Per candidate strike, what asking for its quote brings: a quote (good or bad) or nothing
+# (not quoted, no line free, no such contract).
+_views = st.builds(
+    OptionQuoteView,
+    strike=st.just(0.0),  # set per strike below
+    right=st.sampled_from(["C", "C", "C", "P", "X"]),
+    bid=st.one_of(st.floats(-1.0, 20.0), st.just(NAN), st.sampled_from([1.0, 2.0, 2.05])),
+    ask=st.one_of(st.floats(-1.0, 20.0), st.just(NAN), st.sampled_from([1.05, 2.1, 2.15])),
+    volume=st.one_of(st.floats(0.0, 5000.0), st.just(NAN), st.sampled_from([100.0, 500.0])),
+    age_s=st.one_of(st.floats(0.0, 30.0), st.just(math.inf), st.just(NAN)),
+)
+
+
+@st.composite
+def _entries(draw):
+    """Candidate strikes (ascending, distinct), the target among them, and what each brings."""
+    strikes = sorted(set(draw(st.lists(st.integers(600, 700).map(float), min_size=1, max_size=7))))
+    target = draw(st.sampled_from(strikes))
+    answers = {}
+    for k in strikes:
+        v = draw(st.one_of(st.none(), _views))
+        answers[k] = (
+            None if v is None else OptionQuoteView(k, v.right, v.bid, v.ask, v.volume, v.age_s)
+        )
+    return strikes, target, answers
+
+
+def _run_asks(strikes, target, answers, params=P):
+    """The entry's asks as OrderActor makes them; the answers gathered in the order they came."""
+    answered, got, asks = {}, [], []
+    while ask := strikes_to_ask(strikes, target, answered):
+        assert not set(ask) & set(answered), "a strike asked twice"
+        asks.append(ask)
+        for k in ask:
+            v = answers[k]
+            answered[k] = v is not None and quote_rejection(v, params) is None
+            if v is not None:
+                got.append(v)
+        assert len(asks) <= 2
+    return asks, got
+
+
+@given(_entries())
+def test_an_entry_asks_its_target_alone_and_the_rest_only_when_it_fails(entry):
+    strikes, target, answers = entry
+    asks, _ = _run_asks(strikes, target, answers)
+    assert asks[0] == (target,)
+    v = answers[target]
+    if v is not None and quote_rejection(v, P) is None:
+        assert asks == [(target,)]  # one contract, one line: nothing else asked
+    else:
+        rest = tuple(k for k in strikes if k != target)
+        assert asks == ([(target,), rest] if rest else [(target,)])
+
+
+@given(_entries())
+def test_asking_the_target_first_chooses_what_asking_every_strike_at_once_chose(entry):
+    """The old entry asked every candidate together and took choose_option's pick; the new one
+    asks fewer but picks the same contract from the same quotes, whichever way they fail."""
+    strikes, target, answers = entry
+    _, got = _run_asks(strikes, target, answers)
+    everything = [v for v in answers.values() if v is not None]
+    new, _ = choose_option(got, target, P)
+    old, _ = choose_option(everything, target, P)
+    if old is None:
+        assert new is None
+    else:
+        assert new is not None
+        assert (new.strike, new.right, new.bid, new.ask) == (
+            old.strike,
+            old.right,
+            old.bid,
+            old.ask,
+        )
+
+
+def test_strikes_to_ask_edges():
+    strikes = [679.0, 680.0, 681.0]
+    # float noise on the target still asks the listed strike, once
+    assert strikes_to_ask(strikes, 680.0 + 1e-12, {}) == (680.0,)
+    assert strikes_to_ask(strikes, 680.0, {680.0 + 1e-12: True}) == ()
+    # a target that is not a candidate cannot win: every strike at once, as before
+    assert strikes_to_ask(strikes, 685.0, {}) == (679.0, 680.0, 681.0)
+    assert strikes_to_ask(strikes, 685.0, dict.fromkeys(strikes, False)) == ()
+    # a neighbour that passed does not end the asking while the target is unasked
+    assert strikes_to_ask(strikes, 680.0, {679.0: True}) == (680.0,)
+    assert strikes_to_ask([], 680.0, {}) == ()
+
+
+@given(
+    elapsed=st.one_of(st.floats(-1.0, 60.0), st.just(NAN), st.just(math.inf)),
+    wait=st.floats(0.01, 30.0),
+    recheck=st.floats(0.01, 10.0),
+)
+def test_a_later_ask_never_takes_an_entry_past_what_one_ask_could_take(elapsed, wait, recheck):
+    """A later ask waits a line up to `w`, its first quote up to `w` more, then rechecks: it
+    must end within the bound a single ask always had, measured from the first ask."""
+    w = later_ask_wait(elapsed, wait, recheck)
+    budget = entry_quote_budget(wait, recheck)
+    if w is None:
+        assert not (budget - elapsed - recheck - 0.5) / 2 >= 0.25
+        return
+    assert 0.25 <= w <= wait
+    assert elapsed + 2 * w + recheck <= budget - 0.5 + 1e-9
+
+
+def test_later_ask_wait_with_the_default_settings():
+    assert entry_quote_budget(4.0, 1.0) == 9.0
+    assert later_ask_wait(1.3, 4.0, 1.0) == pytest.approx(3.1)  # a stale target seen at 1.3 s
+    assert later_ask_wait(0.0, 4.0, 1.0) == pytest.approx(3.75)
+    assert later_ask_wait(7.0, 4.0, 1.0) == pytest.approx(0.25)
+    assert later_ask_wait(7.1, 4.0, 1.0) is None  # the target waited out its line: too late
+    assert later_ask_wait(NAN, 4.0, 1.0) is None

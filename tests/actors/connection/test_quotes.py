@@ -626,6 +626,39 @@ def test_a_contract_on_a_positions_line_is_read_from_it(make_settings, metrics):
     asyncio.run(run())
 
 
+def test_an_entry_on_a_positions_line_sends_no_request_not_even_contract_details(
+    make_settings, metrics
+):
+    """The contract of an open position, not qualified today (the service restarted, or a new
+    day began, with the position's line restored from its conId): its line answers, like a
+    warm line, with no contract-details round trip first."""
+    from ib_async import Option, Ticker
+
+    session = _session(make_settings, metrics)
+    ib, quotes = session.ib, session.quotes
+    q = Option("SPY", "20261123", 690.0, "C", "SMART", conId=6901, tradingClass="SPY")
+    q.lastTradeDateOrContractMonth = "20261123"
+    line = Ticker(contract=q)
+    line.bid, line.ask, line.volume = 2.0, 2.1, 500.0
+    quotes.quote_lines[6901] = line
+    quotes._mark(6901, 2.0, 2.05, session.clock.now(), watched=True)
+    quotes._mark(6901, 2.0, 2.1, session.clock.now(), watched=True)
+
+    async def run():
+        reply = FakeRef()
+        await quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        [got] = reply.last(m.QuotesFetched).quotes
+        assert got.age_known and (got.bid, got.ask) == (2.0, 2.1)
+        assert got.contract.con_id == 6901
+        assert ib.qualified == [] and ib.snapshots == 0 and ib.lines == []
+        # A position's line with no bid and ask yet is not read this way: the full path.
+        line.bid = math.nan
+        await quotes.fetch(m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, tag="SPY"))
+        assert len(ib.qualified) == 1 and ib.lines == []
+
+    asyncio.run(run())
+
+
 def test_a_warm_line_opened_while_a_brief_one_waited_is_waited_on_not_doubled(
     make_settings, metrics
 ):
@@ -825,3 +858,80 @@ def test_ib_async_keeps_no_ticker_for_a_contract_no_request_feeds(make_settings,
     assert lines == 3
     assert len(w.tickers) == lines, len(w.tickers)
     assert len(w.reqId2Ticker) == lines
+
+
+class SlowFirstTickIB(WarmIB):
+    """A line's first bid and ask come `delay` seconds after the request."""
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay = delay
+
+    def reqMktData(self, contract, *args):  # noqa: N802
+        from ib_async import Ticker
+
+        t = Ticker(contract=contract)
+        t.volume = 500.0
+        self.lines.append(t)
+        asyncio.get_running_loop().call_later(self.delay, _tick, t, 2.0, 2.1)
+        return t
+
+
+def _backlogged_gate(queued):
+    """The session's message gate with `queued` requests waiting: 0.1 s each at 10 a second."""
+    from actors.pacing import MessageGate
+
+    gate = MessageGate(rate=10.0, burst=1)
+    now = asyncio.get_running_loop().time()
+    for _ in range(queued + 1):
+        gate.offer("1\0x", now)  # the first goes at once, the rest wait
+    return gate
+
+
+def test_a_brief_lines_first_tick_is_waited_for_from_when_the_request_leaves_the_gate(
+    make_settings, metrics
+):
+    """At a bar's close at 50 symbols (or at half rate after an error 100) a line's request
+    waits at our own message gate: its first quote is waited for from when it goes out, not
+    taken for "no quote" because our queue was long."""
+    session = _session(make_settings, metrics, options={"quote_recheck_s": 0.01})
+    session.ib = ib = SlowFirstTickIB(delay=0.38)  # after its 0.3 s wait, within 0.3 + 0.2
+    quotes = session.quotes
+
+    async def run():
+        session.gate = _backlogged_gate(1)  # about 0.2 s of requests ahead
+        reply = FakeRef()
+        await quotes.fetch(
+            m.FetchQuotes(contracts=_contracts([690.0]), reply_to=reply, wait_s=0.3, tag="SPY")
+        )
+        got = reply.last(m.QuotesFetched)
+        assert [q.contract.strike for q in got.quotes] == [690.0], got.missing
+        assert len(ib.lines) == 1
+
+    asyncio.run(run())
+
+
+def test_no_line_is_asked_for_when_the_message_gate_holds_more_than_the_whole_wait(
+    make_settings, metrics
+):
+    """Every request would leave after its wait is over: none is sent (each and its cancel
+    would lengthen the queue for every other entry); the entry hears why at once."""
+    session = _session(make_settings, metrics)
+    session.ib = ib = SlowFirstTickIB(delay=0.0)
+    quotes = session.quotes
+
+    async def run():
+        session.gate = _backlogged_gate(10)  # about 1 s of requests ahead
+        reply = FakeRef()
+        await quotes.fetch(
+            m.FetchQuotes(
+                contracts=_contracts([689.0, 690.0]), reply_to=reply, wait_s=0.5, tag="SPY"
+            )
+        )
+        got = reply.last(m.QuotesFetched)
+        assert got.quotes == () and ib.lines == []
+        assert [why.split(":")[0] for _, why in got.missing] == ["no quote", "no quote"]
+        assert all("queued at the message gate" in why for _, why in got.missing)
+        assert quotes.lines._value == session.settings.broker.max_market_data_lines
+
+    asyncio.run(run())

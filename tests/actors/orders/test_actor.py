@@ -55,9 +55,10 @@ def place(actor, clock, direction=Direction.CALL):
     actor.on_EntryApproved(approved(direction))
     actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
     ask = actor.connection.last(m.FetchQuotes)
-    # The expiry day (Friday) is skipped with min_dte 1: Monday's expiry, strikes nearest 680.2.
+    # The expiry day (Friday) is skipped with min_dte 1: Monday's expiry, the strike nearest
+    # 680.2 asked alone (its neighbours only if it fails).
     assert {c.expiry for c in ask.contracts} == {"20261123"}
-    assert {c.strike for c in ask.contracts} == {678.0, 679.0, 680.0, 681.0, 682.0}
+    assert [c.strike for c in ask.contracts] == [680.0]
     right = "C" if direction is Direction.CALL else "P"
     assert {c.right for c in ask.contracts} == {right}
     quotes = tuple(
@@ -333,19 +334,22 @@ def test_no_option_is_a_skip_with_every_reason(env):
     settings, metrics, clock, actor = env
     actor.on_EntryApproved(approved())
     actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
-    ask = actor.connection.last(m.FetchQuotes)
-    actor.on_QuotesFetched(
-        m.QuotesFetched(
-            quotes=(),
-            missing=tuple((c, "no quote (NaN): no entitlement") for c in ask.contracts),
-            tag="SPY",
+    for _ in range(2):  # the target, then its neighbours
+        ask = actor.connection.last(m.FetchQuotes)
+        actor.on_QuotesFetched(
+            m.QuotesFetched(
+                quotes=(),
+                missing=tuple((c, "no quote (NaN): no entitlement") for c in ask.contracts),
+                tag="SPY",
+            )
         )
-    )
+    assert len(actor.connection.of(m.FetchQuotes)) == 2
     done = actor.risk.last(m.EntryFinished)
     assert not done.placed and done.reason.startswith("no_option") and "NaN" in done.reason
     journal = JournalRepo(actor.db).decisions("SPY")
     assert [(d.stage, d.outcome) for d in journal] == [("option", "skipped")]
     assert "NaN" in journal[0].reason and journal[0].facts()["expiry"] == "20261123"
+    assert journal[0].facts()["quote_asks"] == 2  # bench.latency counts the second asks
 
 
 def test_empty_chain_is_a_skip(env):
@@ -546,20 +550,21 @@ def test_a_quote_never_seen_to_change_is_stale(env):
     settings, metrics, clock, actor = env
     actor.on_EntryApproved(approved())
     actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
-    ask = actor.connection.last(m.FetchQuotes)
-    quotes = tuple(
-        m.OptionQuote(
-            contract=m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=int(c.strike)),
-            bid=2.40,
-            ask=2.46,
-            last=2.43,
-            volume=5000.0,
-            time=clock.now(),  # arrived just now, but its age is unknown
-            age_known=False,
+    for _ in range(2):  # the target, then its neighbours
+        ask = actor.connection.last(m.FetchQuotes)
+        quotes = tuple(
+            m.OptionQuote(
+                contract=m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=int(c.strike)),
+                bid=2.40,
+                ask=2.46,
+                last=2.43,
+                volume=5000.0,
+                time=clock.now(),  # arrived just now, but its age is unknown
+                age_known=False,
+            )
+            for c in ask.contracts
         )
-        for c in ask.contracts
-    )
-    actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
+        actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
     finished = actor.risk.last(m.EntryFinished)
     assert not finished.placed and "never seen to change" in finished.reason
     assert OrderRepo(actor.db).open_orders() == []
@@ -1120,3 +1125,83 @@ def test_an_entry_whose_cancel_was_pending_and_is_in_no_list_is_settled_at_the_r
     actor.on_BrokerState(m.BrokerState(statuses=(), executions=()))
     assert {OrderRepo(actor.db).get(ref).state for ref in (entry, tp, sl)} == {"cancelled"}
     assert actor.risk.last(m.PositionsChanged).pending_entries == 0
+
+
+# -- the target strike asked first (issue 17) ---------------------------------------------------
+
+
+def _answer(actor, clock, ask, volume_of=lambda k: 5000.0, spread=0.06):
+    quotes = tuple(
+        quote(
+            m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=1000 + int(c.strike)),
+            2.40,
+            2.40 + spread,
+            clock,
+            volume=volume_of(c.strike),
+        )
+        for c in ask.contracts
+    )
+    actor.on_QuotesFetched(m.QuotesFetched(quotes=quotes, missing=(), tag="SPY"))
+
+
+def test_an_entry_asks_its_neighbours_only_when_its_target_fails_and_picks_as_before(env):
+    """The target (680) is too thin: the four other candidates are asked together, once, and the
+    most liquid of them is bought, as when all five were asked at once."""
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    first = actor.connection.last(m.FetchQuotes)
+    assert [c.strike for c in first.contracts] == [680.0]
+    assert first.wait_s == settings.options.quote_wait_s
+    volumes = {678.0: 900.0, 679.0: 3000.0, 680.0: 50.0, 681.0: 2000.0, 682.0: 150.0}
+    _answer(actor, clock, first, volumes.get)
+    second = actor.connection.last(m.FetchQuotes)
+    assert sorted(c.strike for c in second.contracts) == [678.0, 679.0, 681.0, 682.0]
+    assert 0.25 <= second.wait_s <= settings.options.quote_wait_s
+    assert actor.risk.of(m.SizeRequest) == []
+    _answer(actor, clock, second, volumes.get)
+    assert len(actor.connection.of(m.FetchQuotes)) == 2
+    size = actor.risk.last(m.SizeRequest)
+    assert size.contract.strike == 679.0
+    # A repeated answer (or one for an ask no longer out) changes nothing.
+    _answer(actor, clock, second, volumes.get)
+    assert len(actor.risk.of(m.SizeRequest)) == 1 and len(actor.connection.of(m.FetchQuotes)) == 2
+
+
+def test_a_target_that_failed_too_late_is_not_followed_by_a_second_ask(env, monkeypatch):
+    """The target's answer came 8 s after the ask (it waited for a line): what is left of the
+    9 s one ask may take is too little for another; the entry is skipped, saying why."""
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    first = actor.connection.last(m.FetchQuotes)
+    later = time.monotonic() + 8.0
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    actor.on_QuotesFetched(
+        m.QuotesFetched(
+            quotes=(),
+            missing=((first.contracts[0], "no market data line free within 4s"),),
+            tag="SPY",
+        )
+    )
+    assert len(actor.connection.of(m.FetchQuotes)) == 1
+    done = actor.risk.last(m.EntryFinished)
+    assert not done.placed
+    assert done.reason.startswith("no_option: 680C: no market data line free")
+    assert "not asked: 8.0s of the entry's 9s for quotes spent" in done.reason
+
+
+def test_a_second_answer_past_the_bound_is_not_traded_on(env, monkeypatch):
+    """The later ask's wait fits the bound; an answer later still (a stalled actor) is old."""
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    _answer(actor, clock, actor.connection.last(m.FetchQuotes), spread=1.0)  # wide
+    second = actor.connection.last(m.FetchQuotes)
+    assert len(second.contracts) == 4
+    later = time.monotonic() + 9.5
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    _answer(actor, clock, second)
+    assert actor.risk.of(m.SizeRequest) == []
+    done = actor.risk.last(m.EntryFinished)
+    assert not done.placed and done.reason.startswith("too_late: quotes took 9.5s over 2 asks")

@@ -102,8 +102,9 @@ def test_no_good_quote_names_every_problem():
     missing = ((m.OptionContract("SPY", "20261123", 682.0, "C"), "no quote within 2s"),)
     quotes = [quote(680.0, 2.40, 2.46, volume=0.0), quote(681.0, 2.40, 2.46, known=False)]
     why = choose("SPY", quotes, missing, 680.0, SESSION_TIME, 1.0, OptionParams())
-    assert why.startswith("no_option: 682C: no quote within 2s; ")
-    assert "680C" in why and "681C" in why
+    # The target's problem first (what the entry wanted), then the others in the order asked.
+    assert why.startswith("no_option: 680C: low_volume: volume 0 < 100; 682C: no quote within 2s; ")
+    assert "681C" in why
 
 
 def test_quote_age_is_in_real_seconds_when_the_clock_runs_fast():
