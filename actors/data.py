@@ -62,6 +62,10 @@ class Feed:
         return self.guard.offer(bar)
 
 
+# How recent the last minute of a history must be to stand for the spot (see on_BarsBackfilled).
+SPOT_FROM_HISTORY = timedelta(minutes=2)
+
+
 class DataActor(BaseActor):
     name = "data"
 
@@ -238,6 +242,21 @@ class DataActor(BaseActor):
         first = not feed.ready
         feed.ready = True
         feed.last_seen_mono = time.monotonic()
+        latest = feed.last
+        if (
+            msg.bar_size == MINUTE
+            and delivered
+            and latest is not None
+            and now - (latest.time + timedelta(minutes=1)) <= SPOT_FROM_HISTORY
+        ):
+            # The spot as of the last closed minute, before the first live bar: OrderActor
+            # fetches the day's chain, warms the strikes in play and qualifies their expiry now,
+            # as a bare script does at start-up, rather than at that bar, whose entry would then
+            # wait for the chain and the contract details (bench.latency at 50 symbols: the
+            # symbols whose history came last waited 2 round trips, up to 9 s, at their first
+            # live bar). Not from an old history (before the open): that spot is yesterday's.
+            for ref in self.spot_listeners:
+                ref.tell(m.SpotMoved(symbol=feed.symbol, price=latest.close, time=latest.time))
         log.info(
             "%s %s: %d bars of history delivered (%s)",
             msg.symbol,

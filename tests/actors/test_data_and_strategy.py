@@ -381,3 +381,30 @@ def test_a_held_live_bar_the_gap_fill_already_brought_is_counted_not_warned(data
     assert minutes == [bar(i).time for i in range(7)]
     dup = {"symbol": "SPY", "reason": "duplicate"}
     assert metrics.registry.get_sample_value("optionsbot_bars_skipped_total", dup) == 2
+
+
+def test_a_recent_history_gives_the_spot_before_the_first_live_bar(make_settings, metrics):
+    """The last closed minute of the start-up history is the spot OrderActor warms and fetches
+    the day's chain on, so the first live bar's entry waits for neither; a history that ends
+    long ago (before the open, after a weekend) says nothing of today's spot."""
+    settings = make_settings(symbols=["SPY"])
+    clock = ManualClock(SESSION_TIME)
+    orders = FakeRef("orders")
+    actor = DataActor(
+        settings, metrics, clock, HOURS, FakeRef("connection"), {}, spot_listeners=(orders,)
+    )
+    actor.on_BarsBackfilled(
+        m.BarsBackfilled(
+            symbol="SPY", bar_size="1 min", bars=tuple(bar(i, close=670.0 + i) for i in range(60))
+        )
+    )
+    [spot] = orders.of(m.SpotMoved)
+    assert (spot.symbol, spot.price, spot.time) == ("SPY", 729.0, bar(59).time)
+    old = DataActor(
+        settings, metrics, clock, HOURS, FakeRef("connection"), {}, spot_listeners=(orders,)
+    )
+    old.on_BarsBackfilled(
+        m.BarsBackfilled(symbol="SPY", bar_size="1 min", bars=tuple(bar(i) for i in range(57)))
+    )
+    old.on_BarsBackfilled(m.BarsBackfilled(symbol="SPY", bar_size="1 hour", bars=()))
+    assert len(orders.of(m.SpotMoved)) == 1  # 3 minutes old: not today's spot any more
