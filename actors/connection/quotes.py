@@ -639,7 +639,7 @@ class Quotes:
                 # The first tick's wait starts when the request leaves our message gate: a line
                 # queued behind others (a bar's close at 50 symbols, the half rate after an error
                 # 100) is not "no quote" for that (as Session.timed does for requests).
-                first_by += self._queued()
+                first_by += min(self._queued(), wait_s)  # never more than one wait more
                 ticker = ib.reqMktData(q, "", False, False)
                 self.brief[q.conId] = key
                 self.brief_done[q.conId] = asyncio.Event()

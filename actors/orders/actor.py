@@ -389,13 +389,15 @@ class OrderActor(Adoption, Protection, BaseActor):
         entry.missing += msg.missing
         elapsed = time.monotonic() - entry.first_ask
         budget = entry_quote_budget(o.quote_wait_s, o.quote_recheck_s)
-        if entry.asks > 1 and not elapsed <= budget:
+        if not elapsed <= budget:
             # The later ask's wait was cut to fit the budget; an answer later still (a stalled
-            # actor, a loaded Pi) is not acted on: its signal is older than any entry's may be.
+            # actor, a loaded Pi, a line that waited in our message gate), the first ask's too,
+            # is not acted on: its signal is older than any entry's may be.
             self._finish(
                 sig.symbol,
                 False,
-                f"too_late: quotes took {elapsed:.1f}s over {entry.asks} asks, more than"
+                f"too_late: quotes took {elapsed:.1f}s over {entry.asks}"
+                f" ask{'s' if entry.asks > 1 else ''}, more than"
                 f" the {budget:g}s one ask may take (2 x options.quote_wait_s +"
                 " options.quote_recheck_s)",
             )

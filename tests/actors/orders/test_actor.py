@@ -1205,3 +1205,20 @@ def test_a_second_answer_past_the_bound_is_not_traded_on(env, monkeypatch):
     assert actor.risk.of(m.SizeRequest) == []
     done = actor.risk.last(m.EntryFinished)
     assert not done.placed and done.reason.startswith("too_late: quotes took 9.5s over 2 asks")
+
+
+def test_a_single_answer_past_the_bound_is_not_traded_on(env, monkeypatch):
+    """One ask has the same bound as two: a target quote that came 20 s after the ask (a line
+    that waited in a jammed message gate, a stalled actor) is a fine quote on an old signal."""
+    settings, metrics, clock, actor = env
+    actor.on_EntryApproved(approved())
+    actor.on_ChainFetched(m.ChainFetched(symbol="SPY", chain=CHAIN, spot=680.2))
+    first = actor.connection.last(m.FetchQuotes)
+    later = time.monotonic() + 20.0
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    c = first.contracts[0]
+    q = quote(m.OptionContract("SPY", c.expiry, c.strike, c.right, con_id=1680), 2.40, 2.46, clock)
+    actor.on_QuotesFetched(m.QuotesFetched(quotes=(q,), missing=(), tag="SPY"))
+    assert actor.risk.of(m.SizeRequest) == [], "traded on a 20 s-old signal"
+    done = actor.risk.last(m.EntryFinished)
+    assert not done.placed and done.reason.startswith("too_late: quotes took 20.0s over 1 ask,")
