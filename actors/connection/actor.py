@@ -384,9 +384,8 @@ class ConnectionActor(BaseActor):
             log.warning(
                 "IB %d: %s; the Gateway counted more than 50 messages in a second (it may read"
                 " them late when busy): silent for a second, then half of"
-                " broker.max_messages_per_second for %gs. A third violation ends the session;"
-                " requests it dropped time out. If this recurs, set broker.max_messages_per_second"
-                " 30 and broker.message_burst 10.",
+                " broker.max_messages_per_second for %gs, then two thirds of it until the service"
+                " stops. A third violation ends the session; requests it dropped time out.",
                 code,
                 msg.text,
                 RATE_BACK_OFF_S,

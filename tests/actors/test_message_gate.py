@@ -157,3 +157,30 @@ def test_the_backlog_says_when_a_message_offered_now_leaves(arrivals, violation_
     # Long only by a back-off ending meanwhile (reckoned at its half rate to the end).
     wait = promised - start
     assert left - start >= (wait / 2 if violation_at is not None else wait) - 1e-3
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(st.tuples(st.floats(0, 0.3), st.integers(1, 30)), min_size=1, max_size=60),
+    st.booleans(),
+)
+def test_after_an_error_100_the_rest_of_the_run_keeps_two_thirds_of_the_rate(arrivals, reconnect):
+    """A Gateway that once read late enough to count 50 will again: past the back-off, and
+    after a reconnect too, any second carries at most burst + 2/3 of the rate (45 + 4 becomes
+    30 + 4, which forgives a read half a second late)."""
+    gate = MessageGate(rate=45, burst=4)
+    gate.back_off(0.0, seconds=5.0)
+    if reconnect:
+        gate.clear()
+    now, sent_at = 6.0, []
+    for gap, count in arrivals:
+        now += gap
+        for _ in range(count):
+            sent_at += [now] * len(gate.offer(req(20), now))
+    while gate.wait() is not None:
+        now += gate.wait() + 1e-6
+        sent_at += [now] * len(gate.take(now))
+    for i, t in enumerate(sent_at):
+        in_second = sum(1 for u in sent_at[i:] if u - t < 1.0)
+        assert in_second <= 4 + 30 + 1e-6
+    assert 4 + 30 * 1.5 < 50
