@@ -161,9 +161,9 @@ class BarsBackfilled(Msg):
     symbol: str
     bar_size: str
     bars: tuple[Bar, ...]
-    # The service clock when the answer arrived: a bar ending after it was still forming then,
-    # however late the answer is read (at 150x, a few real milliseconds in a busy inbox are a
-    # simulated minute, and a forming bar read late passed for a finished one).
+    # The service clock when it was asked for: a bar ending after it may have been forming when
+    # the Gateway answered, however late the answer is read (at 150x, a few real milliseconds
+    # in a busy inbox are a simulated minute, and a forming bar read late passed for a whole one).
     as_of: datetime | None = None
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
+import selectors
 import socket
 import threading
 
@@ -42,13 +42,16 @@ class Arrivals:
         self._loop = loop
         self._monotonic = monotonic
         self._stopped = threading.Event()
-        self._room = threading.Condition()
+        self._room = threading.Condition()  # also guards our descriptor's shutdown and close
         self.pending = 0  # bytes read and not yet taken by the loop
         self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name="sim-arrivals", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        # A selector, not select.select: that refuses descriptors of 1024 and above.
+        selector = selectors.DefaultSelector()
+        selector.register(self._sock, selectors.EVENT_READ)
         try:
             while not self._stopped.is_set():
                 with self._room:
@@ -56,8 +59,7 @@ class Arrivals:
                         self._room.wait(POLL_S)
                         continue
                 try:
-                    ready, _, _ = select.select([self._sock], [], [], POLL_S)
-                    if not ready:
+                    if not selector.select(POLL_S):
                         continue
                     data = self._sock.recv(CHUNK)
                 except (BlockingIOError, InterruptedError):
@@ -70,7 +72,9 @@ class Arrivals:
                     return
             self._hand(self._monotonic(), b"")
         finally:
-            self._sock.close()
+            selector.close()
+            with self._room:  # never while stop() shuts it: the number could be reused
+                self._sock.close()
 
     def _hand(self, stamp: float, data: bytes) -> bool:
         try:
@@ -93,5 +97,6 @@ class Arrivals:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RD)
+        with self._room, contextlib.suppress(OSError):
+            if self._sock.fileno() != -1:
+                self._sock.shutdown(socket.SHUT_RD)

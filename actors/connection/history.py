@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from actors import messages as m
 from actors.base import tell
 from actors.connection.convert import bar_from_ib
-from actors.pacing import HistoricalPacer, bar_seconds, close_check_at, close_due, gap_duration
+from actors.pacing import (
+    BARS,
+    HistoricalPacer,
+    bar_seconds,
+    close_check_at,
+    close_due,
+    gap_duration,
+)
 from strategies.aggregate import MinuteAggregator
 from strategies.bars import Bar
 
@@ -31,6 +38,8 @@ HISTORY_SETTLE_S = 2.0
 # next 5-second boundary, then the bar's own 5 s (IB's realtime_bars.html: bars of 5 s, sent
 # as each closes). With a margin, a subscription silent this long after error 100 was dropped.
 REALTIME_FIRST_BAR_S = 15.0
+# How many times that look waits again for our own gate to send what it holds.
+SILENT_RECHECKS = 5
 
 
 class Inbox:
@@ -90,6 +99,7 @@ class History:
         self.realtime_waiting: set[tuple[str, str]] = set()  # booked in the pacer, not yet sent
         # Subscriptions sent that have brought no bar yet: (their generation, their request).
         self.realtime_silent: dict[tuple[str, str], tuple[int, m.StreamBars]] = {}
+        self.tasks: set[asyncio.Task] = set()  # re-subscriptions under way (kept, not lost)
         # The last minute passed on per real-time stream: where a new subscription's history starts.
         self.realtime_last: dict[tuple[str, str], datetime] = {}
 
@@ -165,6 +175,10 @@ class History:
                 else gap_duration(msg.since, s.clock.now(), msg.bar_size, msg.duration, slack)
             )
             timeout = s.timeout("historical")
+            # A bar still forming when we asked may have ended by the answer (a round trip at
+            # 150x is many simulated seconds): judged as of the asking, it is left to the gap
+            # fill or the stream, whole, rather than kept partial.
+            asked = s.clock.now()
             bars = await s.timed(
                 "historical",
                 self._request(contract, duration, msg.bar_size, stream, timeout),
@@ -191,7 +205,7 @@ class History:
                 symbol=msg.symbol,
                 bar_size=msg.bar_size,
                 bars=tuple(bar_from_ib(b) for b in history),
-                as_of=self.session.clock.now(),
+                as_of=asked,
             ),
         )
         if not stream:
@@ -457,12 +471,28 @@ class History:
             return
         scale = getattr(self.session.clock, "scale", 1.0) or 1.0
         overdue = max(1.0, REALTIME_FIRST_BAR_S / scale)
-        self.session.loop.call_later(silence_s + overdue, self._ask_silent_again, suspects, overdue)
+        self.session.loop.call_later(
+            silence_s + overdue, self._ask_silent_again, suspects, overdue, SILENT_RECHECKS
+        )
 
     def _ask_silent_again(
-        self, suspects: dict[tuple[str, str], tuple[int, m.StreamBars]], overdue: float
+        self,
+        suspects: dict[tuple[str, str], tuple[int, m.StreamBars]],
+        overdue: float,
+        rechecks: int,
     ) -> None:
         s = self.session
+        if rechecks > 0 and s.gate.depth(BARS):
+            # Some may still wait in our own gate (at half rate after the error): their first
+            # bar is not due yet. Look again once what is queued there now has gone.
+            s.loop.call_later(
+                s.gate.backlog_s(s.loop.time()) + overdue,
+                self._ask_silent_again,
+                suspects,
+                overdue,
+                rechecks - 1,
+            )
+            return
         now = time.monotonic()
         live = any(
             now - seen < overdue
@@ -483,7 +513,14 @@ class History:
             )
             s.metrics.realtime_resubscribed.inc()
             again = replace(msg, since=self.realtime_last.get(key, msg.since))
-            s.loop.create_task(self.realtime(again, again=True))
+            task = s.loop.create_task(self.realtime(again, again=True))
+            self.tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("asking for real-time bars again failed: %s", task.exception())
 
     async def _minutes_from_history(
         self, msg: m.StreamBars, key: tuple[str, str], generation: int, delay: float

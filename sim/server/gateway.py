@@ -198,27 +198,30 @@ class SimServer(
         arrivals = session.arrivals = Arrivals(
             session.writer.get_extra_info("socket"), loop, self.monotonic
         )
-        hs = P.parse_handshake(buf) if buf else None
+        hs = None
+        stamp = self.monotonic()
         deadline = loop.time() + HANDSHAKE_TIMEOUT
-        while hs is None:
+        while True:
+            try:
+                hs = P.parse_handshake(buf) if buf else None
+            except ProtocolError as e:
+                self.stats["malformed"] += 1
+                log.warning("%r: bad handshake: %s", session, e)
+                return
+            if hs is not None:
+                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 log.info("%r: no handshake; closing", session)
                 return
             try:
-                _, chunk = await asyncio.wait_for(arrivals.get(), remaining)
+                stamp, chunk = await asyncio.wait_for(arrivals.get(), remaining)
             except TimeoutError:
                 log.info("%r: handshake timed out", session)
                 return
             if not chunk:
                 return
             buf += chunk
-            try:
-                hs = P.parse_handshake(buf)
-            except ProtocolError as e:
-                self.stats["malformed"] += 1
-                log.warning("%r: bad handshake: %s", session, e)
-                return
         version = P.choose_version(hs.min_version, hs.max_version, self.options.server_version)
         if version is None:
             self.stats["refused"] += 1
@@ -235,7 +238,7 @@ class SimServer(
         session.writer.write(P.handshake_reply(version, self.clock.now()))
         frames = P.FrameBuffer()
         pending = buf[hs.consumed :]
-        session.arrived = self.monotonic()
+        session.arrived = stamp  # what came with the handshake arrived with it
         while not session.closed:
             if pending:
                 data, pending = pending, b""

@@ -12,7 +12,8 @@ from bench.soak import soak
 
 @pytest.mark.timeout(300)  # a simulated day at 300x, a breaker trip and the recovery wait
 def test_a_bad_day_for_ten_symbols(tmp_path):
-    r = soak(symbols=10, scale=300, workdir=tmp_path)
+    # 30 a second, as before the default rose to 45: the simulator is in-process (see below).
+    r = soak(symbols=10, scale=300, workdir=tmp_path, rate=30)
     print("\nsoak:", json.dumps(r, indent=2, default=str))
     assert r["failed"] is None
     assert r["final_connection_state"] == "connected"
@@ -51,16 +52,17 @@ def test_a_hundred_symbols_on_one_connection_within_every_ib_limit(tmp_path):
     --days 1 --symbols 100 --scale 150 --no-trading` (figures in the README)."""
     r = soak(
         symbols=100,
-        # The cold start is real seconds (about 5 at 45 messages a second): at 10x it is
+        # The cold start is real seconds (about 20 at 20 messages a second): at 10x it is
         # within the first simulated minutes, as on a real day.
         scale=10,
         scenario=None,
         workdir=tmp_path,
         minutes=10,
         trading=False,
-        # The default gate (45 a second, bursts of 4): the in-process simulator stamps each
-        # message when it arrives (sim/arrivals.py), so a late read no longer bunches them.
-        rate=None,
+        # Below the default 45: the in-process simulator's reader thread shares the service's
+        # interpreter, and with several busy threads it stamps a message up to ~0.2 s late
+        # (measured in review); a two-process day at the default rate is in bench.soak --days.
+        rate=15,
     )
     print("\nsoak:", json.dumps(r, indent=2, default=str))
     assert r["failed"] is None

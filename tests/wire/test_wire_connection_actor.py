@@ -275,9 +275,10 @@ def test_real_time_bars_make_whole_minutes_known_at_their_end_after_the_history(
 def test_a_message_rate_violation_drops_requests_without_opening_the_breaker(
     make_sim, make_settings
 ):
-    """A bad day at the Gateway: it counts more than its limit (here 15 a second, under the
-    gate's 30 + 10; a real Gateway reading late and bunched does the same at 50) and drops what
-    came over it. The dropped requests time out, but they say nothing about the connection: the
+    """A bad day at the Gateway: it counts more than its limit (here 25 a second, under the
+    gate's 45 + 4 but above its half rate; a real Gateway reading late and bunched does the
+    same at 50) and drops what came over it. The dropped requests time out, but they say
+    nothing about the connection: the
     breaker stays shut, the session survives (the gate backs off before a third violation),
     every requester gets an answer, and the next request is served."""
     from actors.pacing import CLASS_NAMES
@@ -285,7 +286,7 @@ def test_a_message_rate_violation_drops_requests_without_opening_the_breaker(
 
     names = tuple(NAMES[:30])
     sim = make_sim(
-        SimOptions(seed=7, symbols=names, pacing=PacingOptions(max_messages_per_second=15)),
+        SimOptions(seed=7, symbols=names, pacing=PacingOptions(max_messages_per_second=25)),
         real_time=True,
     )
     settings = make_settings(

@@ -98,6 +98,8 @@ def test_garbage_handshake_is_closed(sim: EmbeddedSim) -> None:
     with _open(sim) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _read_until_closed(sock) == []
+    # Refused as a bad handshake, whichever side read it first (not a crashed session).
+    assert sim.stats["malformed"] == 1
 
 
 def test_unknown_and_early_requests_are_ignored(sim: EmbeddedSim) -> None:
