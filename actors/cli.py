@@ -141,7 +141,8 @@ def _trace_memory(prefix: str) -> None:
 
     def dump(*_: object) -> None:
         path = f"{prefix}.{next(numbers)}"
-        tracemalloc.take_snapshot().dump(path)
+        tracemalloc.take_snapshot().dump(f"{path}.part")
+        os.replace(f"{path}.part", path)  # whole or absent: the bench waits for the name
         log.info("memory snapshot written to %s", path)
 
     signal.signal(signal.SIGUSR2, dump)

@@ -354,12 +354,14 @@ def memory_growth(prefix: Path, days: int, top: int = 12) -> list[dict] | None:
     one-off allocations): the top allocation sites by growth, each with its traceback."""
     import tracemalloc
 
+    if days < 3:
+        return None
     first, last = Path(f"{prefix}.2"), Path(f"{prefix}.{days}")
     for _ in range(100):  # the service writes each snapshot from its signal handler
         if last.exists() and first.exists():
             break
         time.sleep(0.1)
-    if days < 3 or not (first.exists() and last.exists()):
+    if not (first.exists() and last.exists()):
         return None
     keep = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<*")]
     a = tracemalloc.Snapshot.load(str(first)).filter_traces(keep)
