@@ -205,7 +205,9 @@ class History:
                 symbol=msg.symbol,
                 bar_size=msg.bar_size,
                 bars=tuple(bar_from_ib(b) for b in history),
-                as_of=asked,
+                # A stream's forming bar is its last, popped above: judged by time as well, the
+                # minute that ended in flight would be dropped and gap-filled for nothing.
+                as_of=None if stream else asked,
             ),
         )
         if not stream:
