@@ -127,7 +127,8 @@ def test_a_locked_database_holds_up_neither_the_answer_nor_the_tee(make_settings
     open_db(settings.storage.path).close()
     ref = QuoteRecorder.start(settings, metrics, FixedClock())
     try:
-        blocker = sqlite3.connect(settings.storage.path, timeout=0)
+        # Waits out the recorder's own open (its migration check takes the lock for a moment).
+        blocker = sqlite3.connect(settings.storage.path, timeout=5)
         blocker.execute("BEGIN IMMEDIATE")
         connection, orders = Inbox(), Inbox()
         QuoteTap(connection, ref, FixedClock()).tell(m.WatchQuotes(contract=C, reply_to=orders))
