@@ -165,9 +165,9 @@ class BrokerSettings(_Section):
     # `message_burst` at once, then `max_messages_per_second`, orders before data: any second
     # carries at most 49, ib_async's own budget (45 a second) spread evenly. IB counts what
     # the client sends (tws-api rtd_fqa_errors.html), and the simulator counts arrivals so: at
-    # 45 + 4 a cold start of 50 symbols takes 3.7 s against the 3.3 s of 50 a second, with no
-    # violation in 11 runs (`python -m bench.soak --cold-start`). It forgives a Gateway that
-    # reads only about 20 ms late; one whose reading stalls (a long garbage collection) counts
+    # 45 + 4 a cold start of 50 symbols takes 3.6 s against the 3.3 s of 50 a second, with no
+    # violation in about 30 runs (`python -m bench.soak --cold-start`). It forgives a Gateway
+    # that reads only about 20 ms late; one whose reading stalls (a long garbage collection) counts
     # more: its first error 100 slows the gate for a minute, then to two thirds of this rate
     # for the rest of the run (30 + 4 forgives half a second; see actors/pacing.py).
     max_messages_per_second: float = Field(45.0, gt=0, lt=50)
