@@ -969,7 +969,10 @@ def _expiry_strikes(spec: SymbolSpec, center: float, t_years: float) -> tuple[fl
     coarse = base * (5.0 if base <= 1.0 else 2.0)
     # LEAPS list only the coarse grid.
     near = coarse if t_years > 1.0 else base
-    inner = max(0.08, 1.5 * sd)
+    # At least four days' sd near the money: a volatile stock's day can take the spot a whole
+    # front-week range from the open the strikes center on (hypothesis: NIO from 7.00 to 5.99,
+    # below its lowest strike, two days before an expiry). Listed chains reach that far and more.
+    inner = max(0.08, 1.5 * sd, 4.0 * spec.vol / math.sqrt(252.0))
     in_lo, in_hi = center * math.exp(-inner), center * math.exp(inner)
     out = set()
     for step, lo, hi, extra in ((coarse, lo_px, hi_px, 0), (near, in_lo, in_hi, 1)):
