@@ -10,6 +10,20 @@ def req(msg_id: int, n: int = 0) -> str:
     return f"{msg_id}\0{n}\0"
 
 
+def send_all(gate: MessageGate, arrivals: list[tuple[float, int]], now: float) -> list[float]:
+    """When each message offered (after each gap, so many) leaves, the gate drained on its own
+    schedule as the loop drains it."""
+    sent_at: list[float] = []
+    for gap, count in arrivals:
+        now += gap
+        for _ in range(count):
+            sent_at += [now] * len(gate.offer(req(20), now))
+    while gate.wait() is not None:
+        now += gate.wait() + 1e-6
+        sent_at += [now] * len(gate.take(now))
+    return sent_at
+
+
 def test_messages_are_classed_by_their_id():
     assert message_class(req(3)) == ORDERS  # placeOrder
     assert message_class(req(4)) == ORDERS  # cancelOrder
@@ -67,14 +81,7 @@ def test_no_window_ever_carries_50_messages(arrivals, window):
     """Whatever the callers do, any `window` seconds (the Gateway's count, with a read stall
     of up to 1 - window seconds folded in) carry at most burst + rate * window messages."""
     gate = MessageGate(rate=30, burst=10)
-    now, sent_at = 0.0, []
-    for gap, count in arrivals:
-        now += gap
-        for _ in range(count):
-            sent_at += [now] * len(gate.offer(req(20), now))
-    while gate.wait() is not None:  # drain on the gate's own schedule, as the loop does
-        now += gate.wait() + 1e-6
-        sent_at += [now] * len(gate.take(now))
+    sent_at = send_all(gate, arrivals, 0.0)
     for i, t in enumerate(sent_at):
         in_window = sum(1 for u in sent_at[i:] if u - t < window + 0.2)
         assert in_window <= 10 + 30 * (window + 0.2) + 1e-6 < 50
@@ -99,17 +106,9 @@ def test_after_error_100_a_second_of_silence_then_half_the_rate(violation_at, ar
     empty (nothing for a second) and the rest go at half the rate, one at a time, until the
     back-off ends; then the usual pace again."""
     gate = MessageGate(rate=30, burst=10)
-    now, sent_at = 0.0, []
     gate.take(0.0)
     gate.back_off(violation_at, seconds=20.0)
-    now = violation_at
-    for gap, count in arrivals:
-        now += gap
-        for _ in range(count):
-            sent_at += [now] * len(gate.offer(req(20), now))
-    while gate.wait() is not None:
-        now += gate.wait() + 1e-6
-        sent_at += [now] * len(gate.take(now))
+    sent_at = send_all(gate, arrivals, violation_at)
     assert not [t for t in sent_at if violation_at <= t < violation_at + 1.0 - 1e-6]
     slow = [t for t in sent_at if t < violation_at + 20.0]
     for i, t in enumerate(slow):
@@ -172,14 +171,7 @@ def test_after_an_error_100_the_rest_of_the_run_keeps_two_thirds_of_the_rate(arr
     gate.back_off(0.0, seconds=5.0)
     if reconnect:
         gate.clear()
-    now, sent_at = 6.0, []
-    for gap, count in arrivals:
-        now += gap
-        for _ in range(count):
-            sent_at += [now] * len(gate.offer(req(20), now))
-    while gate.wait() is not None:
-        now += gate.wait() + 1e-6
-        sent_at += [now] * len(gate.take(now))
+    sent_at = send_all(gate, arrivals, 6.0)
     for i, t in enumerate(sent_at):
         in_second = sum(1 for u in sent_at[i:] if u - t < 1.0)
         assert in_second <= 4 + 30 + 1e-6
